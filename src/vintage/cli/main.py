@@ -1,0 +1,94 @@
+"""Entry point: the typer app, global options and the one place that turns errors into exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vintage import __version__
+from vintage.cli import config_cmd, listing, train, ui
+from vintage.cli.state import STATE
+from vintage.errors import EXIT_RUNTIME, VintageError
+
+app = typer.Typer(
+    name="vintage",
+    help="From a training grid to a guarded production endpoint, on MLflow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("train")(train.train)
+app.command("runs")(listing.runs)
+app.command("models")(listing.models)
+app.command("ui")(ui.ui)
+app.add_typer(config_cmd.app, name="config")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vintage {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Workload spec (default: $VINTAGE_CONFIG or ./vintage.yaml)."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug logs.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """vintage: train a grid, pick the best run, register it; stage, approve and serve it."""
+    STATE.config = config
+    STATE.verbose = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if verbose:
+        logging.getLogger("vintage").setLevel(logging.DEBUG)
+
+
+def run() -> None:
+    """Console-script entry point: run the app, render VintageError as headline + hint, set exit code."""
+    try:
+        app(prog_name="vintage")
+    except VintageError as exc:
+        _render_error(exc)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("vintage: interrupted\n")
+        sys.exit(130)
+    except Exception as exc:  # a bug or an untranslated library error: one line, traceback on --verbose
+        if STATE.verbose:
+            raise
+        sys.stderr.write(f"error: unexpected {exc.__class__.__name__}: {str(exc)[:300]}\n")
+        sys.stderr.write("Run with --verbose to see the full traceback.\n")
+        sys.exit(EXIT_RUNTIME)
+
+
+def _render_error(exc: VintageError) -> None:
+    from rich.markup import escape
+
+    from vintage.cli.state import err
+
+    console = err()
+    console.print(f"[bold red]error:[/] {escape(exc.headline)}")
+    for line in exc.details[:20]:
+        console.print(f"  - {escape(line)}")
+    if exc.hint:
+        console.print(f"[dim]hint: {escape(exc.hint)}[/]")
+    if STATE.verbose:
+        import traceback
+
+        console.print(escape("".join(traceback.format_exception(exc))))
+    elif exc.__cause__ is not None:
+        console.print("[dim]Run with --verbose to see the full exception.[/]")

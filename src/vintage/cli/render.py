@@ -1,0 +1,96 @@
+"""Tables and JSON shapes shared by the commands."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from vintage.registry import RegisteredVersion
+    from vintage.training import PointRun, TrainingReport
+
+METRIC_ORDER = ("rmse", "mae", "r2", "cv_rmse", "cv_mae", "cv_r2")
+
+
+def fmt(value: float | None) -> str:
+    """Metric for a table cell."""
+    return "-" if value is None else f"{value:.4f}"
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """``alpha=0.5 l1_ratio=0.5``."""
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def runs_table(runs: list[PointRun], selection_key: str | None = None, chosen: str | None = None) -> Table:
+    """Grid runs with params, metrics, status; the chosen run is marked."""
+    from rich.table import Table
+
+    metrics = [m for m in METRIC_ORDER if any(m in r.metrics for r in runs)] or ["rmse", "mae", "r2"]
+    table = Table(title="Grid runs", title_justify="left")
+    table.add_column("run id", no_wrap=True)
+    table.add_column("estimator")
+    table.add_column("params")
+    for m in metrics:
+        table.add_column(m + (" *" if m == selection_key else ""), justify="right")
+    table.add_column("status")
+    table.add_column("time", justify="right")
+    for r in runs:
+        status = "[green]FINISHED[/]" if r.status == "FINISHED" else f"[red]{r.status}[/] {r.error or ''}"
+        mark = " <- chosen" if r.run_id == chosen else ""
+        table.add_row(
+            r.run_id,
+            r.estimator.rpartition(".")[2],
+            params_text(r.params),
+            *[fmt(r.metrics.get(m)) for m in metrics],
+            status + mark,
+            f"{r.seconds:.2f}s",
+        )
+    return table
+
+
+def run_json(r: PointRun) -> dict[str, Any]:
+    """One run for --json."""
+    return {
+        "run_id": r.run_id,
+        "name": r.name,
+        "estimator": r.estimator,
+        "params": {
+            k: v if isinstance(v, int | float | str | bool) or v is None else str(v)
+            for k, v in r.params.items()
+        },
+        "metrics": r.metrics,
+        "status": r.status,
+        "error": r.error,
+        "seconds": round(r.seconds, 4),
+        "model_uri": r.model_uri,
+    }
+
+
+def report_json(report: TrainingReport) -> dict[str, Any]:
+    """A training report for --json."""
+    return {
+        "experiment_id": report.experiment_id,
+        "parent_run_id": report.parent_run_id,
+        "data": {"source": report.data_source, "digest": report.data_digest},
+        "n_jobs": report.n_jobs,
+        "runs": [run_json(r) for r in report.runs],
+        "failed": [r.run_id for r in report.failed],
+    }
+
+
+def version_json(v: RegisteredVersion) -> dict[str, Any]:
+    """A model version for --json."""
+    return {
+        "name": v.name,
+        "version": v.version,
+        "aliases": v.aliases,
+        "run_id": v.run_id,
+        "metrics": {
+            k.removeprefix("metric."): float(val) for k, val in v.tags.items() if k.startswith("metric.")
+        },
+        "data_digest": v.tags.get("vintage.data_digest"),
+        "created_ms": v.created_ms,
+        "reused": v.reused,
+    }

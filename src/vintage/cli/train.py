@@ -1,0 +1,100 @@
+"""``vintage train``: the build stage (validate data -> train grid -> select -> register)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from vintage.cli import render, state
+
+if TYPE_CHECKING:
+    from vintage.pipeline import BuildResult
+    from vintage.training import PointRun, TrainingReport
+
+
+def train(
+    n_jobs: Annotated[int | None, typer.Option("--n-jobs", "-j", min=1, help="Parallel processes.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Train the grid (one MLflow run per point), pick the best run under the threshold, register it
+    as a new version with alias `candidate`.
+
+    Exit codes: 0 registered; 1 runtime failure (bad data, no run meets the threshold, all points
+    failed, tracking store unreachable); 2 bad config or options.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vintage.errors import SelectionError
+    from vintage.pipeline import run_build
+
+    spec = state.load()
+    console, errc = state.out(), state.err()
+    trained: list[TrainingReport] = []
+    progress = Progress(
+        TextColumn("training grid"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=errc,
+        transient=True,
+        disable=json_out,
+    )
+    with progress:
+        task = progress.add_task("", total=spec.grid_size())
+
+        def on_point(run: PointRun) -> None:
+            progress.advance(task)
+            progress.update(task, description=f"{run.name}: {run.status.lower()}")
+
+        try:
+            result = run_build(
+                spec,
+                project_dir=state.config_dir(),
+                n_jobs=n_jobs,
+                on_point=on_point,
+                on_trained=trained.append,
+            )
+        except SelectionError:
+            if trained and not json_out:
+                console.print(render.runs_table(trained[0].runs, spec.selection.selection_key))
+            elif trained:
+                state.print_json({"training": render.report_json(trained[0]), "registered": None})
+            raise
+    if json_out:
+        state.print_json(_json(result))
+    else:
+        _show(result)
+
+
+def _json(result: BuildResult) -> dict[str, object]:
+    return {
+        "training": render.report_json(result.report),
+        "tracking_uri": result.tracking_uri,
+        "selection_metric": result.selection_key,
+        "selected_run_id": result.selected.run_id,
+        "registered": render.version_json(result.version),
+    }
+
+
+def _show(result: BuildResult) -> None:
+    console = state.out()
+    rep, sel, ver = result.report, result.selected, result.version
+    console.print(
+        f"data: {rep.data_source} (digest {rep.data_digest}); tracking: {result.tracking_uri}; "
+        f"{len(rep.runs)} runs in {rep.n_jobs} process{'es' if rep.n_jobs > 1 else ''}"
+    )
+    console.print(render.runs_table(rep.runs, result.selection_key, sel.run_id))
+    if rep.failed:
+        names = ", ".join(f"{r.name} ({r.error})" for r in rep.failed)
+        console.print(f"[yellow]warning:[/] {len(rep.failed)} run(s) failed: {names}")
+    value = sel.metrics[result.selection_key]
+    console.print(f"chosen: {sel.name} (run {sel.run_id}), {result.selection_key} = {value:.4f}")
+    if ver.reused:
+        console.print(
+            f"registered: {ver.name} version {ver.version} already holds this model (same run or same "
+            f"estimator, params and data); no new version. alias: {', '.join(ver.aliases)}"
+        )
+    else:
+        console.print(f"registered: {ver.name} version {ver.version}, alias: {', '.join(ver.aliases)}")

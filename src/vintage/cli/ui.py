@@ -1,0 +1,53 @@
+"""``vintage ui``: the MLflow UI on vintage's store, bound to 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Annotated
+
+import typer
+
+from vintage.cli import state
+
+
+def ui(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Open the MLflow UI on the embedded store (127.0.0.1 only). Ctrl-C stops it."""
+    from vintage.tracking import resolve_target
+
+    target = resolve_target(state.load())
+    console = state.err()
+    if not target.embedded:
+        console.print(f"The tracking server at {target.display} serves its own UI; open it in a browser.")
+        return
+    if target.store_path is None or not target.store_path.exists():
+        console.print(
+            "[yellow]No runs yet[/] (the store is created by `vintage train`); starting the UI anyway."
+        )
+        target.state_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        target.uri,
+        "--default-artifact-root",
+        str(target.artifact_root),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    try:
+        code = subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)

@@ -1,0 +1,28 @@
+"""The workload spec (vintage.yaml) as typed objects, and project settings.
+
+``load_spec`` parses vintage.yaml once, at the edge; everything below works on :class:`Spec`.
+"""
+
+from vintage.config.load import DEFAULT_CONFIG_FILE, load_spec, resolve_config_path
+from vintage.config.models import (
+    WINE_FEATURES,
+    DataSpec,
+    EstimatorSpec,
+    SelectionSpec,
+    Spec,
+    SplitSpec,
+    TrainingSpec,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "WINE_FEATURES",
+    "DataSpec",
+    "EstimatorSpec",
+    "SelectionSpec",
+    "Spec",
+    "SplitSpec",
+    "TrainingSpec",
+    "load_spec",
+    "resolve_config_path",
+]

@@ -1,0 +1,248 @@
+"""Pydantic models of vintage.yaml.
+
+Every model forbids unknown keys, so a typo is a config error naming the key path instead of a setting
+silently ignored.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import itertools
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+WINE_FEATURES: tuple[str, ...] = (
+    "fixed acidity",
+    "volatile acidity",
+    "citric acid",
+    "residual sugar",
+    "chlorides",
+    "free sulfur dioxide",
+    "total sulfur dioxide",
+    "density",
+    "pH",
+    "sulphates",
+    "alcohol",
+)
+
+Metric = Literal["rmse", "mae", "r2"]
+Direction = Literal["minimize", "maximize"]
+DEFAULT_DIRECTION: dict[str, Direction] = {"rmse": "minimize", "mae": "minimize", "r2": "maximize"}
+
+# The original pipeline's three Databricks job runs.
+DEFAULT_ESTIMATOR: dict[str, Any] = {
+    "class": "sklearn.linear_model.ElasticNet",
+    "params": {"random_state": 42},
+    "grid": [
+        {"alpha": 0.5, "l1_ratio": 0.5},
+        {"alpha": 0.3, "l1_ratio": 0.3},
+        {"alpha": 0.1, "l1_ratio": 0.1},
+    ],
+}
+
+HyperValue = Any  # YAML scalars, lists and mappings all reach the estimator unchanged
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SplitSpec(_Strict):
+    """Holdout split. The default (0.25, seed 40) is the original MLflow wine tutorial's convention:
+    ``np.random.seed(40); train_test_split(data)``."""
+
+    test_size: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.25
+    seed: int = 40
+
+
+class DataSpec(_Strict):
+    """Where the data comes from and which columns matter."""
+
+    dataset: Literal["red", "white"] | None = None
+    path: Path | None = None
+    target: str = "quality"
+    features: Annotated[tuple[str, ...], Field(min_length=1)] = WINE_FEATURES
+    split: SplitSpec = SplitSpec()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if self.dataset is not None and self.path is not None:
+            raise ValueError("give either `dataset` (packaged wine-quality set) or `path`, not both")
+        if self.dataset is None and self.path is None:
+            object.__setattr__(self, "dataset", "red")
+        if self.target in self.features:
+            raise ValueError(f"the target column {self.target!r} is also listed in `features`")
+        if len(set(self.features)) != len(self.features):
+            dupes = sorted({f for f in self.features if self.features.count(f) > 1})
+            raise ValueError(f"duplicate feature columns: {dupes}")
+        return self
+
+    @property
+    def source_label(self) -> str:
+        """Human-readable name of the data source (never a machine path)."""
+        return f"wine-quality/{self.dataset}" if self.dataset else self.path.name if self.path else "?"
+
+
+def import_estimator(path: str) -> type[Any]:
+    """Import ``package.module.Class`` and check it looks like a scikit-learn regressor.
+
+    Raises:
+        ValueError: the path cannot be imported or is not an estimator class.
+    """
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"{path!r} is not an import path; expected e.g. 'sklearn.linear_model.ElasticNet'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {module_name!r} ({exc})") from exc
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise ValueError(f"module {module_name!r} has no attribute {attr!r}")
+    if not inspect.isclass(cls) or not all(hasattr(cls, m) for m in ("fit", "predict", "get_params")):
+        raise ValueError(
+            f"{path!r} is not a scikit-learn style estimator class (needs fit/predict/get_params)"
+        )
+    return cls
+
+
+def estimator_param_names(cls: type[Any]) -> set[str]:
+    """The constructor argument names of an estimator class (what ``set_params`` accepts)."""
+    names = getattr(cls, "_get_param_names", None)
+    if callable(names):
+        return set(names())
+    sig = inspect.signature(cls.__init__)
+    return {p for p in sig.parameters if p != "self"}
+
+
+class EstimatorSpec(_Strict):
+    """One estimator class, its fixed parameters and its grid.
+
+    ``grid`` is either a list of points (each a mapping of parameter -> value, taken literally) or a
+    mapping of parameter -> list of values, expanded as a cartesian product.
+    """
+
+    class_path: str = Field(alias="class")
+    name: str | None = None
+    params: dict[str, HyperValue] = Field(default_factory=dict)
+    grid: list[dict[str, HyperValue]] | dict[str, list[HyperValue]] = Field(
+        default_factory=lambda: [dict[str, HyperValue]()]
+    )
+
+    @field_validator("class_path")
+    @classmethod
+    def _importable(cls, value: str) -> str:
+        import_estimator(value)
+        return value
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _grid_shape(cls, value: object) -> object:
+        # Checked before pydantic tries both union members, so the user gets one clear message.
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("the grid is empty; give at least one point")
+            bad = [i for i, p in enumerate(value) if not isinstance(p, dict)]
+            if bad:
+                raise ValueError(f"grid point(s) {bad} are not mappings of parameter: value")
+            return value
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError("the grid is empty; give at least one parameter with a list of values")
+            empty = [k for k, v in value.items() if not isinstance(v, list) or not v]
+            if empty:
+                raise ValueError(
+                    f"grid parameter(s) {empty} need a non-empty list of values (a mapping grid is a product)"
+                )
+            return value
+        raise ValueError(
+            "expected a list of points ([{alpha: 0.5}, ...]) or a mapping of parameter -> list of values"
+        )
+
+    @model_validator(mode="after")
+    def _known_params(self) -> EstimatorSpec:
+        known = estimator_param_names(import_estimator(self.class_path))
+        used = set(self.params) | {k for point in self.points() for k in point}
+        unknown = sorted(used - known)
+        if unknown:
+            raise ValueError(
+                f"{self.class_path} has no parameter(s) {unknown}; it accepts: {', '.join(sorted(known))}"
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        """Short name used in run names: ``name`` or the class name."""
+        return self.name or self.class_path.rpartition(".")[2]
+
+    def points(self) -> list[dict[str, HyperValue]]:
+        """The grid expanded to explicit points, in a stable order."""
+        if isinstance(self.grid, list):
+            return [dict(p) for p in self.grid]
+        keys = list(self.grid)
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.grid.values())]
+
+
+class SelectionSpec(_Strict):
+    """How the best run is chosen. With ``cv`` set, selection uses the K-fold cross-validated metric on
+    the training part (holdout metrics are still logged)."""
+
+    metric: Metric = "rmse"
+    direction: Direction | None = None
+    threshold: float | None = None
+    cv: Annotated[int, Field(ge=2, le=50)] | None = None
+
+    @model_validator(mode="after")
+    def _default_direction(self) -> SelectionSpec:
+        if self.direction is None:
+            object.__setattr__(self, "direction", DEFAULT_DIRECTION[self.metric])
+        return self
+
+    @property
+    def selection_key(self) -> str:
+        """Name of the MLflow metric selection compares (``cv_rmse`` when cv is on)."""
+        return f"cv_{self.metric}" if self.cv else self.metric
+
+    def better(self, a: float, b: float) -> bool:
+        """True when value ``a`` is strictly better than ``b``."""
+        return a < b if self.direction == "minimize" else a > b
+
+    def meets_threshold(self, value: float) -> bool:
+        """True when ``value`` passes the threshold (strictly, like the original ``rmse < 0.8``)."""
+        return self.threshold is None or self.better(value, self.threshold)
+
+
+class TrainingSpec(_Strict):
+    """How the grid runs on this machine."""
+
+    n_jobs: Annotated[int, Field(ge=1)] | None = None
+    model_format: Literal["cloudpickle", "pickle", "skops"] = "cloudpickle"
+
+
+class Spec(_Strict):
+    """The whole workload: vintage.yaml, parsed."""
+
+    experiment: Annotated[str, Field(min_length=1, max_length=200)] = "DrinksQuality"
+    model_name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][\w.\-]*$")] = (
+        "winequality"
+    )
+    tracking_uri: str | None = None
+    state_dir: Path = Path(".vintage")
+    data: DataSpec = DataSpec()
+    estimators: Annotated[list[EstimatorSpec], Field(alias="estimator", min_length=1)] = Field(
+        default_factory=lambda: [EstimatorSpec.model_validate(DEFAULT_ESTIMATOR)]
+    )
+    selection: SelectionSpec = SelectionSpec()
+    training: TrainingSpec = TrainingSpec()
+
+    @field_validator("estimators", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, dict) else value
+
+    def grid_size(self) -> int:
+        """Number of grid points over all estimators."""
+        return sum(len(e.points()) for e in self.estimators)

@@ -1,0 +1,67 @@
+"""The one error hierarchy of vintage.
+
+Every error the library raises on purpose is a :class:`VintageError`. The CLI catches it in one place,
+prints ``headline`` (one line: what was wrong), then ``hint`` (how to fix it), and exits with
+``exit_code``. Exceptions from MLflow, scikit-learn or the file system are translated at the boundary
+with ``raise ... from exc`` so the original stays available under ``--verbose``.
+
+    VintageError                 exit 1 unless stated
+     ├── ConfigError             exit 2: vintage.yaml or a command-line option is wrong
+     ├── DataError               the data set is missing, unreadable or invalid
+     ├── TrackingError           the MLflow tracking store cannot be reached or refused a write
+     ├── TrainingError           no grid point could be trained
+     │    └── SelectionError     no run meets the selection threshold
+     └── RegistryError           registering or reading a model version failed
+"""
+
+from __future__ import annotations
+
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+
+class VintageError(Exception):
+    """Root of every error vintage raises on purpose.
+
+    Args:
+        headline: One line saying what was wrong. Must never contain a secret value.
+        hint: How to fix it (optional, printed under the headline).
+        details: Extra lines (for example the offending rows of a data file).
+    """
+
+    exit_code: int = EXIT_RUNTIME
+
+    def __init__(self, headline: str, *, hint: str | None = None, details: list[str] | None = None) -> None:
+        super().__init__(headline)
+        self.headline = headline
+        self.hint = hint
+        self.details = list(details or [])
+
+    def __str__(self) -> str:
+        return self.headline
+
+
+class ConfigError(VintageError):
+    """vintage.yaml, an environment variable or a command-line option is wrong."""
+
+    exit_code = EXIT_USAGE
+
+
+class DataError(VintageError):
+    """The data set is missing, unreadable or fails validation."""
+
+
+class TrackingError(VintageError):
+    """The MLflow tracking store cannot be reached or refused an operation."""
+
+
+class TrainingError(VintageError):
+    """Training failed as a whole (every grid point failed)."""
+
+
+class SelectionError(TrainingError):
+    """No run meets the selection threshold; nothing was registered."""
+
+
+class RegistryError(VintageError):
+    """Registering, aliasing or reading a model version failed."""

@@ -1,0 +1,74 @@
+"""The build stage: validate data -> train the grid -> select the best run -> register it (alias
+``candidate``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vintage.data import load_dataset
+from vintage.errors import SelectionError
+from vintage.registry import CANDIDATE, RegisteredVersion, register_run
+from vintage.tracking import open_session
+from vintage.training import PointRun, TrainingReport, select_best, train_grid
+
+if TYPE_CHECKING:
+    from vintage.config import Spec
+    from vintage.training.runner import OnPoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildResult:
+    """What the build stage did."""
+
+    report: TrainingReport
+    selected: PointRun
+    version: RegisteredVersion
+    tracking_uri: str
+    selection_key: str
+
+
+def run_build(
+    spec: Spec,
+    *,
+    project_dir: Path | None = None,
+    n_jobs: int | None = None,
+    on_point: OnPoint | None = None,
+    on_trained: Callable[[TrainingReport], None] | None = None,
+) -> BuildResult:
+    """Run the build stage.
+
+    Args:
+        spec: the parsed workload.
+        project_dir: directory whose git commit is recorded on the runs (the config file's directory).
+        n_jobs: override ``training.n_jobs``.
+        on_point: called as each grid point's run is logged (progress display).
+        on_trained: called with the training report before selection (so a no-winner outcome can still
+            show the runs).
+
+    Raises:
+        DataError, TrackingError, TrainingError, SelectionError, RegistryError.
+    """
+    dataset = load_dataset(spec.data)
+    log.info("data %s: %d rows, digest %s", dataset.source, dataset.n_rows, dataset.digest)
+    session, report = train_grid(
+        spec, dataset, lambda: open_session(spec), n_jobs=n_jobs, project_dir=project_dir, on_point=on_point
+    )
+    if on_trained:
+        on_trained(report)
+    client = session.client
+    try:
+        selected = select_best(report.runs, spec.selection)
+    except SelectionError:
+        client.set_tag(report.parent_run_id, "vintage.outcome", "no-run-meets-threshold")
+        raise
+    client.set_tag(report.parent_run_id, "vintage.selected_run_id", selected.run_id)
+    version = register_run(session, spec.model_name, selected, dataset.digest, alias=CANDIDATE)
+    client.set_tag(report.parent_run_id, "vintage.registered_version", str(version.version))
+    client.set_tag(report.parent_run_id, "vintage.outcome", "registered")
+    return BuildResult(report, selected, version, session.target.display, spec.selection.selection_key)

@@ -1,0 +1,147 @@
+"""The model registry: register the chosen run idempotently, set aliases, list versions.
+
+Registration is idempotent by run and by training key: a run that already has a version, or a run
+that reproduces an existing version (same estimator, parameters, data and split), reuses that version.
+Concurrent vintage processes on one machine serialise on a file lock; across machines, a duplicate
+created in a race is detected after creation and removed (the lowest version number wins).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vintage.errors import RegistryError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from vintage.tracking import TrackingSession
+    from vintage.training.runner import PointRun
+
+CANDIDATE = "candidate"
+TAG_RUN = "vintage.run_id"
+TAG_KEY = "vintage.training_key"
+TAG_DIGEST = "vintage.data_digest"
+
+
+@dataclass
+class RegisteredVersion:
+    """A model version as vintage reports it."""
+
+    name: str
+    version: int
+    run_id: str | None
+    aliases: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    created_ms: int = 0
+    reused: bool = False
+
+    def metric(self, name: str) -> float | None:
+        """A metric recorded as a version tag (``metric.rmse``)."""
+        value = self.tags.get(f"metric.{name}")
+        return float(value) if value is not None else None
+
+
+def register_run(
+    session: TrackingSession, model_name: str, run: PointRun, data_digest: str, alias: str = CANDIDATE
+) -> RegisteredVersion:
+    """Register ``run``'s model as a version of ``model_name`` (or reuse its existing one) and alias it.
+
+    Raises:
+        RegistryError: the registry refused the operation (nothing half-registered is left behind).
+    """
+    from filelock import FileLock
+    from mlflow.exceptions import MlflowException
+
+    if run.model_uri is None:
+        raise RegistryError(f"run {run.run_id} has no logged model to register")
+    lock = session.target.state_dir / "locks" / f"registry-{model_name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    client = session.client
+    try:
+        with FileLock(str(lock), timeout=300):
+            existing = _find_existing(client, model_name, run)
+            if existing is None:
+                existing = _create(client, model_name, run, data_digest)
+            else:
+                existing.reused = True
+            client.set_registered_model_alias(model_name, alias, str(existing.version))
+            existing.aliases = sorted({*existing.aliases, alias})
+            return existing
+    except MlflowException as exc:
+        raise RegistryError(
+            f"registering {model_name} failed: {str(exc).splitlines()[0][:300]}",
+            hint="check the registry; re-running `vintage train` is safe (registration is idempotent)",
+        ) from exc
+
+
+def _find_existing(client: MlflowClient, name: str, run: PointRun) -> RegisteredVersion | None:
+    matches = [
+        v
+        for v in list_versions(client, name)
+        if v.run_id == run.run_id or (run.training_key and v.tags.get(TAG_KEY) == run.training_key)
+    ]
+    return min(matches, key=lambda v: v.version) if matches else None
+
+
+def _create(client: MlflowClient, name: str, run: PointRun, data_digest: str) -> RegisteredVersion:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, description="Registered by vintage.")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    tags = {TAG_RUN: run.run_id, TAG_DIGEST: data_digest, "vintage.estimator": run.estimator}
+    if run.training_key:
+        tags[TAG_KEY] = run.training_key
+    tags.update({f"metric.{k}": f"{v:.6g}" for k, v in run.metrics.items()})
+    model_id = run.model_uri.removeprefix("models:/") if run.model_uri else None
+    mv = client.create_model_version(
+        name,
+        source=run.model_uri or "",
+        run_id=run.run_id,
+        tags=tags,
+        model_id=model_id,
+        description=f"{run.name} from run {run.run_id}",
+    )
+    mine = _to_version(mv)
+    # Another machine may have registered the same run at the same moment: keep the lowest version.
+    winner = _find_existing(client, name, run)
+    if winner is not None and winner.version < mine.version:
+        client.delete_model_version(name, str(mine.version))
+        winner.reused = True
+        return winner
+    return mine
+
+
+def list_versions(client: MlflowClient, name: str) -> list[RegisteredVersion]:
+    """Every version of ``name`` (oldest first), with aliases and tags."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{_quote(name)}'", max_results=10_000)
+    except MlflowException as exc:
+        raise RegistryError(f"cannot list versions of {name}: {str(exc).splitlines()[0][:300]}") from exc
+    return sorted((_to_version(v) for v in versions), key=lambda v: v.version)
+
+
+def list_models(client: MlflowClient) -> list[str]:
+    """Names of all registered models."""
+    return sorted(m.name for m in client.search_registered_models(max_results=1000))
+
+
+def _to_version(mv: Any) -> RegisteredVersion:
+    return RegisteredVersion(
+        name=mv.name,
+        version=int(mv.version),
+        run_id=mv.run_id,
+        aliases=sorted(getattr(mv, "aliases", []) or []),
+        tags=dict(mv.tags or {}),
+        created_ms=int(mv.creation_timestamp or 0),
+    )
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "\\'")

@@ -1,0 +1,103 @@
+"""Run grid points in parallel worker processes (the local compute backend).
+
+Workers come from a ``forkserver`` that preloads scikit-learn and the estimator modules, so a worker
+starts in milliseconds and never inherits the parent's MLflow/SQLAlchemy connections (which ``fork``
+would). A point that raises comes back as a failed :class:`FitResult`; a worker that dies outright
+(segfault, OOM kill) breaks the pool, and the unfinished points are then retried one per fresh process,
+so only the point that kills its worker is marked failed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING, Any
+
+from vintage.training.fit import FitResult, fit_point, init_worker
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from vintage.training.grid import GridPoint
+
+_PRELOAD = ["vintage.training.fit", "pandas", "sklearn.metrics", "sklearn.model_selection"]
+_DIED = "the worker process died while training this point (killed, out of memory or crashed)"
+
+
+def default_jobs() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class LocalExecutor:
+    """Starts training on submit; results are collected later with :meth:`results`.
+
+    Args:
+        points: the grid points.
+        init_args: arguments for :func:`~vintage.training.fit.init_worker` (data, columns, cv, seed).
+        n_jobs: worker processes (1 = train in this process).
+    """
+
+    def __init__(self, points: Sequence[GridPoint], init_args: tuple[Any, ...], n_jobs: int) -> None:
+        self._points = list(points)
+        self._init_args = init_args
+        self._jobs = max(1, min(n_jobs, len(self._points)))
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: dict[Future[FitResult], GridPoint] = {}
+
+    @property
+    def n_jobs(self) -> int:
+        """Worker processes actually used."""
+        return self._jobs
+
+    def start(self) -> None:
+        """Submit every point (training begins in the background when n_jobs > 1)."""
+        if self._jobs == 1:
+            return
+        self._pool = self._new_pool(self._jobs)
+        self._futures = {self._pool.submit(fit_point, p): p for p in self._points}
+
+    def results(self) -> Iterator[FitResult]:
+        """Yield results as points finish (in completion order)."""
+        if self._pool is None:
+            init_worker(*self._init_args)
+            for point in self._points:
+                yield fit_point(point)
+            return
+        pending = {p.index: p for p in self._points}
+        try:
+            for fut in as_completed(self._futures):
+                result = fut.result()
+                pending.pop(result.index, None)
+                yield result
+        except BrokenProcessPool:
+            pass
+        finally:
+            self.close()
+        for point in sorted(pending.values(), key=lambda p: p.index):
+            yield self._isolated(point)
+
+    def close(self) -> None:
+        """Stop the workers (cancels points not started)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _isolated(self, point: GridPoint) -> FitResult:
+        pool = self._new_pool(1)
+        try:
+            return pool.submit(fit_point, point).result()
+        except BrokenProcessPool:
+            return FitResult(point.index, error=_DIED)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+        ctx = multiprocessing.get_context("forkserver")
+        modules = {p.class_path.rpartition(".")[0] for p in self._points}
+        ctx.set_forkserver_preload([*_PRELOAD, *sorted(modules)])
+        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=self._init_args)

@@ -1,0 +1,123 @@
+"""Fit and evaluate one grid point. Runs in a worker process: scikit-learn only, no MLflow, no I/O.
+
+The train/holdout frames are sent once per worker (``init_worker``), not once per task.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vintage.config.models import import_estimator
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from vintage.training.grid import GridPoint
+
+METRICS = ("rmse", "mae", "r2")
+
+
+@dataclass
+class FitResult:
+    """What a worker sends back for one point: metrics and the fitted model, or the error."""
+
+    index: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    model: Any = None
+    effective_params: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    error_detail: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the point trained and was evaluated."""
+        return self.error is None
+
+
+@dataclass
+class _Job:
+    train: pd.DataFrame
+    test: pd.DataFrame
+    features: list[str]
+    target: str
+    cv: int | None
+    seed: int
+
+
+_JOB: _Job | None = None
+
+
+def init_worker(
+    train: pd.DataFrame, test: pd.DataFrame, features: list[str], target: str, cv: int | None, seed: int
+) -> None:
+    """Process-pool initializer: keep the data in the worker for all its tasks."""
+    global _JOB
+    _JOB = _Job(train, test, list(features), target, cv, seed)
+
+
+def fit_point(point: GridPoint) -> FitResult:
+    """Fit ``point`` on the training part; score the holdout (and K folds when cv is on).
+
+    Never raises for estimator errors: they come back as ``FitResult.error`` so one bad point cannot
+    stop the others.
+    """
+    assert _JOB is not None, "init_worker was not called"
+    job = _JOB
+    started = time.perf_counter()
+    try:
+        cls = import_estimator(point.class_path)
+        model = cls(**point.params)
+        x_train, y_train = job.train[job.features], job.train[job.target]
+        model.fit(x_train, y_train)
+        metrics = score(job.test[job.target].to_numpy(), model.predict(job.test[job.features]))
+        if job.cv:
+            metrics.update(_cross_validate(cls(**point.params), x_train, y_train, job.cv, job.seed))
+        params = {k: v for k, v in model.get_params(deep=False).items() if not _is_estimator(v)}
+        return FitResult(point.index, metrics, model, params, seconds=time.perf_counter() - started)
+    except Exception as exc:
+        headline = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        return FitResult(
+            point.index,
+            error=headline[:500],
+            error_detail=traceback.format_exc()[-4000:],
+            seconds=time.perf_counter() - started,
+        )
+
+
+def score(y_true: Any, y_pred: Any) -> dict[str, float]:
+    """Holdout metrics. Non-finite predictions are an error, not a metric."""
+    import numpy as np
+    from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+
+    pred = np.asarray(y_pred, dtype="float64")
+    if not np.isfinite(pred).all():
+        raise ValueError("the model predicted NaN or infinite values on the holdout")
+    return {
+        "rmse": float(root_mean_squared_error(y_true, pred)),
+        "mae": float(mean_absolute_error(y_true, pred)),
+        "r2": float(r2_score(y_true, pred)),
+    }
+
+
+def _cross_validate(model: Any, x: Any, y: Any, folds: int, seed: int) -> dict[str, float]:
+    import numpy as np
+    from sklearn.model_selection import KFold, cross_validate
+
+    scoring = {"rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_error", "r2": "r2"}
+    cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    res = cross_validate(model, x, y, cv=cv, scoring=scoring, error_score="raise")
+    out: dict[str, float] = {}
+    for name in METRICS:
+        vals = np.asarray(res[f"test_{name}"], dtype="float64")
+        vals = vals if name == "r2" else -vals
+        out[f"cv_{name}"] = float(vals.mean())
+        out[f"cv_{name}_std"] = float(vals.std())
+    return out
+
+
+def _is_estimator(value: Any) -> bool:
+    return hasattr(value, "get_params") and hasattr(value, "fit")

@@ -1,0 +1,221 @@
+"""Train the whole grid: submit points to the executor, open the tracking session while they train,
+log each finished point as its own MLflow run under one parent run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vintage.errors import TrainingError
+from vintage.training import track
+from vintage.training.executor import LocalExecutor, default_jobs
+from vintage.training.grid import GridPoint, expand_grid, training_key
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from vintage.config import Spec
+    from vintage.data import Dataset
+    from vintage.tracking import TrackingSession
+    from vintage.training.fit import FitResult
+
+_EXAMPLE_ROWS = 5
+
+
+@dataclass
+class PointRun:
+    """One grid point's MLflow run, as reported to people and to selection."""
+
+    index: int
+    run_id: str
+    name: str
+    estimator: str
+    params: dict[str, Any]
+    status: str  # FINISHED | FAILED
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+    model_uri: str | None = None
+    training_key: str | None = None
+
+
+@dataclass
+class TrainingReport:
+    """Outcome of one training: the parent run and every point's run."""
+
+    experiment_id: str
+    parent_run_id: str
+    data_digest: str
+    data_source: str
+    n_jobs: int
+    runs: list[PointRun]
+
+    @property
+    def failed(self) -> list[PointRun]:
+        """Runs that crashed."""
+        return [r for r in self.runs if r.status != "FINISHED"]
+
+
+OnPoint = Callable[[PointRun], None]
+
+
+def train_grid(
+    spec: Spec,
+    dataset: Dataset,
+    open_session: Callable[[], TrackingSession],
+    *,
+    n_jobs: int | None = None,
+    project_dir: Path | None = None,
+    on_point: OnPoint | None = None,
+) -> tuple[TrackingSession, TrainingReport]:
+    """Train every grid point and log it.
+
+    Training starts before the tracking session is opened, so MLflow's import and store start-up
+    overlap with the fits.
+
+    Raises:
+        TrainingError: every point failed.
+        TrackingError: the tracking store is unreachable (from ``open_session``).
+    """
+    import sklearn
+
+    points = expand_grid(spec)
+    train, test = dataset.split(spec.data.split.test_size, spec.data.split.seed)
+    init_args = (train, test, list(dataset.features), dataset.target, spec.selection.cv, spec.data.split.seed)
+    executor = LocalExecutor(points, init_args, n_jobs or spec.training.n_jobs or default_jobs())
+    start_ms = track.now_ms()
+    executor.start()
+    try:
+        session = open_session()
+        runs = _log_all(
+            spec,
+            dataset,
+            session,
+            points,
+            executor,
+            test,
+            start_ms,
+            project_dir,
+            on_point,
+            sklearn.__version__,
+        )
+    finally:
+        executor.close()
+    report = TrainingReport(
+        session.experiment_id, runs.parent_id, dataset.digest, dataset.source, executor.n_jobs, runs.runs
+    )
+    if not any(r.status == "FINISHED" for r in report.runs):
+        first = report.runs[0].error if report.runs else "no grid points"
+        raise TrainingError(
+            f"all {len(report.runs)} grid points failed; first error: {first}",
+            hint="see the FAILED runs in `vintage runs` (error tag, error.txt artifact); --verbose for more",
+        )
+    return session, report
+
+
+@dataclass
+class _Logged:
+    parent_id: str
+    runs: list[PointRun]
+
+
+def _log_all(
+    spec: Spec,
+    dataset: Dataset,
+    session: TrackingSession,
+    points: list[GridPoint],
+    executor: LocalExecutor,
+    test: Any,
+    start_ms: int,
+    project_dir: Path | None,
+    on_point: OnPoint | None,
+    sklearn_version: str,
+) -> _Logged:
+    from mlflow.data.pandas_dataset import from_pandas
+
+    client = session.client
+    tags = track.base_tags(track.git_commit(project_dir) if project_dir else None)
+    parent = client.create_run(
+        session.experiment_id,
+        start_time=start_ms,
+        run_name=f"grid {len(points)} point{'s' if len(points) != 1 else ''}",
+        tags={**tags, track.TAG_ROLE: "grid", track.TAG_DATA_DIGEST: dataset.digest},
+    )
+    parent_id = str(parent.info.run_id)
+    child_ids = {p.index: track.create_child(session, parent_id, p, tags, start_ms) for p in points}
+    mlflow_ds = from_pandas(
+        dataset.frame,
+        source=dataset.source_uri,
+        targets=dataset.target,
+        name=dataset.source,
+        digest=dataset.digest,
+    )
+    example = test[list(dataset.features)].head(_EXAMPLE_ROWS).reset_index(drop=True)
+    split = spec.data.split
+    by_index = {p.index: p for p in points}
+    runs: dict[int, PointRun] = {}
+    try:
+        for result in executor.results():
+            point = by_index[result.index]
+            run = _log_one(
+                session,
+                child_ids[point.index],
+                point,
+                result,
+                mlflow_ds,
+                example,
+                spec,
+                training_key(point, dataset.digest, split.test_size, split.seed, sklearn_version),
+            )
+            runs[point.index] = run
+            if on_point:
+                on_point(run)
+    except BaseException:
+        # Interrupted (Ctrl-C) or the store failed: leave no run RUNNING forever.
+        for idx, rid in child_ids.items():
+            if idx not in runs:
+                client.set_terminated(rid, "KILLED")
+        client.set_terminated(parent_id, "KILLED")
+        raise
+    client.log_batch(parent_id, params=[track._param("n_points", len(points))])
+    status = "FINISHED" if any(r.status == "FINISHED" for r in runs.values()) else "FAILED"
+    client.set_terminated(parent_id, status)
+    return _Logged(parent_id, [runs[i] for i in sorted(runs)])
+
+
+def _log_one(
+    session: TrackingSession,
+    run_id: str,
+    point: GridPoint,
+    result: FitResult,
+    dataset: Any,
+    example: Any,
+    spec: Spec,
+    key: str,
+) -> PointRun:
+    run = PointRun(
+        point.index,
+        run_id,
+        point.run_name,
+        point.class_path,
+        dict(point.grid_params),
+        "FAILED",
+        seconds=result.seconds,
+    )
+    if not result.ok:
+        track.log_failure(session, run_id, point, result)
+        run.error = result.error
+        return run
+    run.model_uri = track.log_success(
+        session,
+        run_id,
+        point,
+        result,
+        dataset=dataset,
+        example=example,
+        model_format=spec.training.model_format,
+        key=key,
+    )
+    run.status, run.metrics, run.training_key = "FINISHED", dict(result.metrics), key
+    return run

@@ -1,0 +1,178 @@
+"""Log grid points to MLflow: one parent run per training, one child run per point."""
+
+from __future__ import annotations
+
+import getpass
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vintage import __version__
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from vintage.tracking import TrackingSession
+    from vintage.training.fit import FitResult
+    from vintage.training.grid import GridPoint
+
+TAG_PARENT = "mlflow.parentRunId"
+TAG_RUN_NAME = "mlflow.runName"
+TAG_GIT = "mlflow.source.git.commit"
+TAG_VERSION = "vintage.version"
+TAG_KEY = "vintage.training_key"
+TAG_MODEL_URI = "vintage.model_uri"
+TAG_ESTIMATOR = "vintage.estimator"
+TAG_DATA_DIGEST = "vintage.data_digest"
+TAG_ERROR = "vintage.error"
+TAG_ROLE = "vintage.role"
+
+
+def now_ms() -> int:
+    """Wall clock in milliseconds (MLflow's time unit)."""
+    return int(time.time() * 1000)
+
+
+def git_commit(directory: Path) -> str | None:
+    """HEAD commit of the git work tree holding ``directory``, if any."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
+
+
+def base_tags(commit: str | None) -> dict[str, str]:
+    """Tags every vintage run carries."""
+    tags = {
+        TAG_VERSION: __version__,
+        "mlflow.user": _user(),
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": "vintage",
+    }
+    if commit:
+        tags[TAG_GIT] = commit
+    return tags
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def create_child(
+    session: TrackingSession, parent_id: str, point: GridPoint, tags: dict[str, str], start_ms: int
+) -> str:
+    """Create the (RUNNING) MLflow run of one grid point."""
+    run = session.client.create_run(
+        session.experiment_id,
+        start_time=start_ms,
+        run_name=point.run_name,
+        tags={**tags, TAG_PARENT: parent_id, TAG_ESTIMATOR: point.class_path, TAG_ROLE: "grid-point"},
+    )
+    return str(run.info.run_id)
+
+
+def log_success(
+    session: TrackingSession,
+    run_id: str,
+    point: GridPoint,
+    result: FitResult,
+    *,
+    dataset: Any,
+    example: pd.DataFrame,
+    model_format: str,
+    key: str,
+) -> str:
+    """Log params, metrics, dataset input and the model of a trained point; end the run FINISHED.
+
+    Returns:
+        The model URI (``models:/m-...``) of the logged model.
+    """
+    import mlflow
+    from mlflow.entities import Metric, Param
+    from mlflow.models import infer_signature
+
+    client = session.client
+    params = {
+        **{k: _param_value(v) for k, v in result.effective_params.items()},
+        "estimator": point.class_path,
+    }
+    ts = now_ms()
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, ts, 0) for k, v in result.metrics.items()],
+        params=[Param(k, v) for k, v in params.items()],
+    )
+    signature = infer_signature(example, result.model.predict(example))
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_input(dataset, context="training")
+        info = mlflow.sklearn.log_model(
+            result.model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            pip_requirements=model_requirements(point.class_path, model_format),
+            serialization_format=model_format,
+        )
+        client.set_tag(run_id, TAG_MODEL_URI, info.model_uri)
+        client.set_tag(run_id, TAG_KEY, key)
+    return str(info.model_uri)
+
+
+def log_failure(session: TrackingSession, run_id: str, point: GridPoint, result: FitResult) -> None:
+    """Mark a point's run FAILED with its error (headline as a tag, traceback as an artifact)."""
+    client = session.client
+    client.log_batch(
+        run_id,
+        params=[_param(k, v) for k, v in {**point.params, "estimator": point.class_path}.items()],
+        tags=[_tag(TAG_ERROR, result.error or "unknown error")],
+    )
+    if result.error_detail:
+        client.log_text(run_id, result.error_detail, "error.txt")
+    client.set_terminated(run_id, "FAILED")
+
+
+def model_requirements(class_path: str, model_format: str) -> list[str]:
+    """Pinned pip requirements of a logged model, without MLflow's slow import-tracing inference."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+
+    top = class_path.split(".")[0]
+    dists = {"scikit-learn", "numpy", "pandas", "scipy", *packages_distributions().get(top, [])}
+    if model_format in ("cloudpickle", "skops"):
+        dists.add(model_format)
+    pins = []
+    for dist in sorted(dists):
+        try:
+            pins.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return pins
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def _param(key: str, value: Any) -> Any:
+    from mlflow.entities import Param
+
+    return Param(key, _param_value(value))
+
+
+def _tag(key: str, value: str) -> Any:
+    from mlflow.entities import RunTag
+
+    return RunTag(key, value)
