@@ -122,9 +122,20 @@ def list_versions(client: MlflowClient, name: str) -> list[RegisteredVersion]:
 
     try:
         versions = client.search_model_versions(f"name = '{_quote(name)}'", max_results=10_000)
+        aliases = _aliases(client, name) if versions else {}
     except MlflowException as exc:
         raise RegistryError(f"cannot list versions of {name}: {str(exc).splitlines()[0][:300]}") from exc
-    return sorted((_to_version(v) for v in versions), key=lambda v: v.version)
+    out = sorted((_to_version(v) for v in versions), key=lambda v: v.version)
+    for v in out:  # search results do not carry aliases on every store; the registered model does
+        v.aliases = sorted({*v.aliases, *aliases.get(v.version, [])})
+    return out
+
+
+def _aliases(client: MlflowClient, name: str) -> dict[int, list[str]]:
+    by_version: dict[int, list[str]] = {}
+    for alias, version in (client.get_registered_model(name).aliases or {}).items():
+        by_version.setdefault(int(version), []).append(alias)
+    return by_version
 
 
 def list_models(client: MlflowClient) -> list[str]:

@@ -48,14 +48,14 @@ def models(
         state.out().print(f"no versions of {model} yet (run `vintage train`)")
         return
     table = Table(title=f"Registered model {model}", title_justify="left")
-    for col in ("version", "aliases", "run id", "rmse", "mae", "r2", "created"):
+    for col in ("version", "aliases", "run", "rmse", "mae", "r2", "created"):
         table.add_column(col, justify="right" if col in ("version", "rmse", "mae", "r2") else "left")
     for v in versions:
         created = datetime.fromtimestamp(v.created_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         table.add_row(
             str(v.version),
             ", ".join(v.aliases) or "-",
-            v.run_id or "-",
+            (v.run_id or "-")[:8],
             render.fmt(v.metric("rmse")),
             render.fmt(v.metric("mae")),
             render.fmt(v.metric("r2")),

@@ -29,7 +29,7 @@ def runs_table(runs: list[PointRun], selection_key: str | None = None, chosen: s
 
     metrics = [m for m in METRIC_ORDER if any(m in r.metrics for r in runs)] or ["rmse", "mae", "r2"]
     table = Table(title="Grid runs", title_justify="left")
-    table.add_column("run id", no_wrap=True)
+    table.add_column("run", no_wrap=True)
     table.add_column("estimator")
     table.add_column("params")
     for m in metrics:
@@ -40,7 +40,7 @@ def runs_table(runs: list[PointRun], selection_key: str | None = None, chosen: s
         status = "[green]FINISHED[/]" if r.status == "FINISHED" else f"[red]{r.status}[/] {r.error or ''}"
         mark = " <- chosen" if r.run_id == chosen else ""
         table.add_row(
-            r.run_id,
+            r.run_id[:8],
             r.estimator.rpartition(".")[2],
             params_text(r.params),
             *[fmt(r.metrics.get(m)) for m in metrics],

@@ -39,9 +39,13 @@ def config_dir() -> Path:
 
 def out() -> Console:
     """Console for results (stdout)."""
+    import sys
+
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    # Piped output (CI logs, `| tee`) is not limited to 80 columns: tables stay readable.
+    width = None if sys.stdout.isatty() else 160
+    return Console(highlight=False, width=width)
 
 
 def err() -> Console:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
 from vintage.training.runner import PointRun
-from vintage.training.track import TAG_ERROR, TAG_KEY, TAG_MODEL_URI, TAG_ROLE
+from vintage.training.track import TAG_ERROR, TAG_GRID, TAG_INDEX, TAG_KEY, TAG_MODEL_URI, TAG_ROLE
 
 if TYPE_CHECKING:
     from vintage.tracking import TrackingSession
@@ -20,23 +21,37 @@ def recent_runs(session: TrackingSession, limit: int) -> list[PointRun]:
         max_results=limit,
     )
     out = []
+    # Points of one training share a start time: keep them in grid order within it.
+    found = sorted(found, key=lambda r: (-r.info.start_time, int(r.data.tags.get(TAG_INDEX, "0"))))
     for run in found:
         params = dict(run.data.params)
         estimator = params.pop("estimator", run.data.tags.get("vintage.estimator", "?"))
-        end = run.info.end_time or run.info.start_time
+        grid = _grid_params(run.data.tags.get(TAG_GRID), params)
+        metrics = dict(run.data.metrics)
         out.append(
             PointRun(
-                index=0,
+                index=int(run.data.tags.get(TAG_INDEX, "0")),
                 run_id=run.info.run_id,
                 name=run.info.run_name or "",
                 estimator=estimator,
-                params=params,
+                params=grid,
                 status=run.info.status,
-                metrics=dict(run.data.metrics),
+                metrics={k: v for k, v in metrics.items() if k != "fit_seconds"},
                 error=run.data.tags.get(TAG_ERROR),
-                seconds=max(0.0, (end - run.info.start_time) / 1000) if end else 0.0,
+                seconds=metrics.get("fit_seconds", 0.0),
                 model_uri=run.data.tags.get(TAG_MODEL_URI),
                 training_key=run.data.tags.get(TAG_KEY),
             )
         )
     return out
+
+
+def _grid_params(tag: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters that varied in the grid (all params for runs logged without the tag)."""
+    if not tag:
+        return params
+    try:
+        keys = json.loads(tag)
+    except ValueError:
+        return params
+    return {k: params.get(k, v) for k, v in keys.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ TAG_ESTIMATOR = "vintage.estimator"
 TAG_DATA_DIGEST = "vintage.data_digest"
 TAG_ERROR = "vintage.error"
 TAG_ROLE = "vintage.role"
+TAG_GRID = "vintage.grid_params"
+TAG_INDEX = "vintage.grid_index"
 
 
 def now_ms() -> int:
@@ -79,7 +82,14 @@ def create_child(
         session.experiment_id,
         start_time=start_ms,
         run_name=point.run_name,
-        tags={**tags, TAG_PARENT: parent_id, TAG_ESTIMATOR: point.class_path, TAG_ROLE: "grid-point"},
+        tags={
+            **tags,
+            TAG_PARENT: parent_id,
+            TAG_ESTIMATOR: point.class_path,
+            TAG_ROLE: "grid-point",
+            TAG_GRID: json.dumps(point.grid_params, default=str, sort_keys=True),
+            TAG_INDEX: str(point.index),
+        },
     )
     return str(run.info.run_id)
 
@@ -112,7 +122,7 @@ def log_success(
     ts = now_ms()
     client.log_batch(
         run_id,
-        metrics=[Metric(k, v, ts, 0) for k, v in result.metrics.items()],
+        metrics=[Metric(k, v, ts, 0) for k, v in {**result.metrics, "fit_seconds": result.seconds}.items()],
         params=[Param(k, v) for k, v in params.items()],
     )
     signature = infer_signature(example, result.model.predict(example))
