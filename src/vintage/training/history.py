@@ -22,8 +22,8 @@ def recent_runs(session: TrackingSession, limit: int) -> list[PointRun]:
     )
     out = []
     # Points of one training share a start time: keep them in grid order within it.
-    found = sorted(found, key=lambda r: (-r.info.start_time, int(r.data.tags.get(TAG_INDEX, "0"))))
-    for run in found:
+    ordered = sorted(found, key=lambda r: (-r.info.start_time, int(r.data.tags.get(TAG_INDEX, "0"))))
+    for run in ordered:
         params = dict(run.data.params)
         estimator = params.pop("estimator", run.data.tags.get("vintage.estimator", "?"))
         grid = _grid_params(run.data.tags.get(TAG_GRID), params)
