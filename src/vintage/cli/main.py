@@ -57,10 +57,13 @@ def main(
         logging.getLogger("vintage").setLevel(logging.DEBUG)
 
 
-def run() -> None:
-    """Console-script entry point: run the app, render VintageError as headline + hint, set exit code."""
+def run(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app, render VintageError as headline + hint, exit with its code.
+
+    Always ends with ``SystemExit`` (tests catch it to read the exit code).
+    """
     try:
-        app(prog_name="vintage")
+        app(args=argv, prog_name="vintage")
     except VintageError as exc:
         _render_error(exc)
         sys.exit(exc.exit_code)

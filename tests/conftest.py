@@ -1,0 +1,59 @@
+"""Fixtures shared by every test: a clean environment, a throwaway project, an in-process CLI."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # lets tests import `support.*`
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's tracking server or vintage settings."""
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "VINTAGE_CONFIG", "VINTAGE_STATE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project directory holding a copy of the repo's vintage.yaml, as the working directory.
+
+    Its state (sqlite store, artifacts) lands in ``project/.vintage``.
+    """
+    shutil.copy(REPO / "vintage.yaml", tmp_path / "vintage.yaml")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@dataclass
+class CliResult:
+    """Exit code and captured output of one in-process CLI call."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[object]:
+    """Call the real ``vintage`` entry point in-process: ``cli("train", "--json")`` -> CliResult."""
+    from vintage.cli.main import run
+
+    def invoke(*args: str) -> CliResult:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            run(list(args))
+        captured = capsys.readouterr()
+        code = exc.value.code
+        return CliResult(
+            code if isinstance(code, int) else (0 if code is None else 1), captured.out, captured.err
+        )
+
+    yield invoke
