@@ -52,7 +52,8 @@ def err() -> Console:
     """Console for progress and errors (stderr)."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    # soft_wrap: an error headline stays one line, whatever the terminal width (grep-able in CI logs).
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(data: object) -> None:

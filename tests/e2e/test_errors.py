@@ -1,0 +1,151 @@
+"""Bad config, bad data, no winner, crashing points: a clear headline, the right exit code, nothing
+half-done in the store."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import yaml
+
+from e2e.test_train import _client, _edit
+
+
+def _no_models(project: Path) -> bool:
+    db = project / ".vintage" / "mlflow.db"
+    return not db.exists() or not _client(project).search_registered_models()
+
+
+def test_unknown_key_is_a_config_error_naming_file_and_key(project, cli):
+    _edit(project, selection__treshold=0.8)
+    result = cli("train")
+    assert result.code == 2
+    assert (
+        "vintage.yaml: selection.treshold: unknown key; expected one of: metric, direction, threshold, cv"
+        in result.err
+    )
+    assert not (project / ".vintage").exists()
+
+
+def test_wrong_type_is_a_config_error(project, cli):
+    _edit(project, data__split__test_size="a quarter")
+    result = cli("config", "validate")
+    assert result.code == 2
+    assert "data.split.test_size" in result.err and "valid number" in result.err
+
+
+def test_bad_import_path_is_a_config_error(project, cli):
+    _edit(project, estimator={"class": "sklearn.linear_model.ElasticNett"})
+    result = cli("train")
+    assert result.code == 2
+    assert "estimator[0].class" in result.err and "ElasticNett" in result.err
+
+
+def test_empty_grid_is_a_config_error(project, cli):
+    _edit(project, estimator={"class": "sklearn.linear_model.ElasticNet", "grid": []})
+    result = cli("train")
+    assert result.code == 2
+    assert "estimator[0].grid: the grid is empty" in result.err
+
+
+def test_missing_config_file_is_a_config_error(tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    result = cli("train")
+    assert result.code == 2
+    assert "vintage.yaml: config file not found" in result.err
+
+
+def test_invalid_data_fails_before_training_and_lists_problems(project, cli):
+    csv = project / "wines.csv"
+    src = (
+        Path(__file__).resolve().parents[2] / "src/vintage/data/wine_quality/winequality-red.csv"
+    ).read_text()
+    lines = src.splitlines()
+    lines[3] = lines[3].replace("9.8", "nine", 1)  # data row 3: alcohol
+    fields = lines[5].split(";")
+    fields[-1] = ""  # data row 5: missing quality
+    lines[5] = ";".join(fields)
+    csv.write_text("\n".join(lines) + "\n")
+    _edit(project, data={"path": "wines.csv"})
+    result = cli("train")
+    assert result.code == 1
+    assert "invalid data in wines.csv" in result.err
+    assert "column 'alcohol': non-numeric values at row 3" in result.err
+    assert "column 'quality': missing target values at row 5" in result.err
+    assert not (project / ".vintage").exists()  # nothing reached training or the store
+
+
+def test_no_run_meets_threshold_registers_nothing(project, cli):
+    _edit(project, selection__threshold=0.5)
+    result = cli("train")
+    assert result.code == 1
+    assert "no run meets the threshold rmse < 0.5: the best rmse is 0.7129" in result.err
+    assert "nothing was registered" in result.err
+    assert "alpha=0.1 l1_ratio=0.1" in result.out  # the runs are still shown
+    assert _no_models(project)
+
+
+def test_crashing_grid_point_fails_alone(project, cli):
+    _edit(
+        project,
+        estimator={
+            "class": "sklearn.linear_model.ElasticNet",
+            "grid": [
+                {"alpha": 0.5, "l1_ratio": 0.5},
+                {"alpha": -1.0, "l1_ratio": 0.5},
+                {"alpha": 0.1, "l1_ratio": 0.1},
+            ],
+        },
+    )
+    result = cli("train", "--json")
+    assert result.code == 0, result.err
+    out = json.loads(result.out)
+    statuses = [r["status"] for r in out["training"]["runs"]]
+    assert statuses == ["FINISHED", "FAILED", "FINISHED"]
+    failed = out["training"]["runs"][1]
+    assert out["training"]["failed"] == [failed["run_id"]]
+    assert "alpha" in failed["error"]
+    run = _client(project).get_run(failed["run_id"])
+    assert run.info.status == "FAILED"
+    assert "alpha" in run.data.tags["vintage.error"]
+    human = cli("train")
+    assert "1 run(s) failed: ElasticNet alpha=-1.0 l1_ratio=0.5" in human.out
+
+
+def test_all_points_failing_is_a_training_error(project, cli):
+    _edit(project, estimator={"class": "sklearn.linear_model.ElasticNet", "grid": {"alpha": [-1.0, -2.0]}})
+    result = cli("train")
+    assert result.code == 1
+    assert "all 2 grid points failed; first error: InvalidParameterError" in result.err
+    assert _no_models(project)
+
+
+def test_unreachable_tracking_server_is_a_clear_runtime_error(project, cli, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:hunter22@127.0.0.1:{port}")
+    result = cli("train")
+    assert result.code == 1
+    assert f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}" in result.err
+    assert "hunter22" not in result.err + result.out
+
+
+def test_yaml_syntax_error_points_at_line(project, cli):
+    (project / "vintage.yaml").write_text("experiment: x\nestimator: [\n")
+    result = cli("config", "validate")
+    assert result.code == 2
+    assert "vintage.yaml:3:1: invalid YAML" in result.err
+
+
+def test_config_show_prints_resolved_spec(project, cli):
+    result = cli("config", "show", "--json")
+    assert result.code == 0
+    shown = json.loads(result.out)
+    assert shown["grid_size"] == 3
+    assert shown["selection"]["direction"] == "minimize"
+    assert shown["tracking_uri"].startswith("sqlite:///") and shown["tracking_uri"].endswith(
+        ".vintage/mlflow.db"
+    )
+    assert yaml.safe_load(cli("config", "show").out)["model_name"] == "winequality"
