@@ -96,7 +96,7 @@ def open_session(spec: Spec, *, create_experiment: bool = True) -> TrackingSessi
             deleted.
     """
     target = resolve_target(spec)
-    _fail_fast_defaults()
+    _mlflow_defaults()
     if not target.embedded:
         check_reachable(target)
     import mlflow
@@ -118,7 +118,9 @@ def open_session(spec: Spec, *, create_experiment: bool = True) -> TrackingSessi
     return TrackingSession(target, client, exp_id)
 
 
-def _fail_fast_defaults() -> None:
+def _mlflow_defaults() -> None:
+    # MLflow writes "View run ... at: URL" to stdout for remote stores; that would corrupt --json output.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # MLflow retries an unreachable server for minutes by default; a CLI user wants an answer.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
