@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -48,8 +49,17 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[object]:
 
     def invoke(*args: str) -> CliResult:
         capsys.readouterr()
-        with pytest.raises(SystemExit) as exc:
-            run(list(args))
+        # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; a real CLI call is its own process,
+        # so the next call (or a subprocess) must not inherit it.
+        saved = os.environ.get("MLFLOW_TRACKING_URI")
+        try:
+            with pytest.raises(SystemExit) as exc:
+                run(list(args))
+        finally:
+            if saved is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = saved
         captured = capsys.readouterr()
         code = exc.value.code
         return CliResult(

@@ -11,7 +11,8 @@ with ``raise ... from exc`` so the original stays available under ``--verbose``.
      ├── TrackingError           the MLflow tracking store cannot be reached or refused a write
      ├── TrainingError           no grid point could be trained
      │    └── SelectionError     no run meets the selection threshold
-     └── RegistryError           registering or reading a model version failed
+     ├── RegistryError           registering or reading a model version failed
+     └── Interrupted             exit 130: stopped by Ctrl-C / SIGTERM after cleaning up
 """
 
 from __future__ import annotations
@@ -65,3 +66,9 @@ class SelectionError(TrainingError):
 
 class RegistryError(VintageError):
     """Registering, aliasing or reading a model version failed."""
+
+
+class Interrupted(VintageError):  # noqa: N818 - reads better at the call site
+    """Stopped by Ctrl-C or SIGTERM; state was cleaned up before exiting."""
+
+    exit_code = 130

@@ -50,10 +50,11 @@ def resolve_target(spec: Spec) -> TrackingTarget:
     """Resolve the tracking URI without importing MLflow (env > vintage.yaml > embedded default)."""
     state_dir = spec.state_dir.resolve()
     uri = os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking_uri
-    if uri:
+    if uri and not uri.startswith("sqlite:///"):
         return TrackingTarget(uri, state_dir)
-    store = state_dir / "mlflow.db"
-    return TrackingTarget(f"sqlite:///{store}", state_dir, store, state_dir / "artifacts")
+    # Any sqlite store is handled like the embedded one: artifacts live next to the database file.
+    store = Path(uri.removeprefix("sqlite:///")) if uri else state_dir / "mlflow.db"
+    return TrackingTarget(f"sqlite:///{store}", state_dir, store, store.parent / "artifacts")
 
 
 def redact_uri(uri: str) -> str:
@@ -105,10 +106,8 @@ def open_session(spec: Spec, *, create_experiment: bool = True) -> TrackingSessi
     quiet_mlflow(verbose=logging.getLogger("vintage").isEnabledFor(logging.DEBUG))
     mlflow.set_tracking_uri(target.uri)
     mlflow.set_registry_uri(target.uri)
-    client = mlflow.MlflowClient(tracking_uri=target.uri, registry_uri=target.uri)
     try:
-        if target.embedded:
-            _init_embedded(target, client)
+        client = _init_embedded(target) if target.embedded else _client(target)
         exp_id = _experiment_id(spec.experiment, target, client, create=create_experiment)
     except MlflowException as exc:
         raise TrackingError(
@@ -143,20 +142,32 @@ def check_reachable(target: TrackingTarget, timeout: float = 5.0) -> None:
         ) from exc
 
 
-def _init_embedded(target: TrackingTarget, client: MlflowClient) -> None:
+def _client(target: TrackingTarget) -> MlflowClient:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=target.uri, registry_uri=target.uri)
+
+
+def _init_embedded(target: TrackingTarget) -> MlflowClient:
     from filelock import FileLock
 
-    assert target.artifact_root is not None
+    assert target.artifact_root is not None and target.store_path is not None
+    locks = target.state_dir / "locks"
     try:
         target.artifact_root.mkdir(parents=True, exist_ok=True)
-        (target.state_dir / "locks").mkdir(exist_ok=True)
+        target.store_path.parent.mkdir(parents=True, exist_ok=True)
+        locks.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TrackingError(
             f"cannot create the state directory {target.state_dir.name}: {exc.strerror}"
         ) from exc
-    # First use creates the sqlite schema; two vintage processes must not race on it.
-    with FileLock(str(target.state_dir / "locks" / "store.lock"), timeout=120):
+    # The first use of a store creates (migrates) the sqlite schema, once for tracking and once for the
+    # registry; two vintage processes doing it at once fail with "duplicate column". Serialise it.
+    with FileLock(str(locks / "store.lock"), timeout=300):
+        client = _client(target)
         client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    return client
 
 
 def _experiment_id(name: str, target: TrackingTarget, client: MlflowClient, *, create: bool) -> str:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from vintage.cli import render, state
+from vintage.cli.signals import stop_on_signals
 
 if TYPE_CHECKING:
     from vintage.pipeline import BuildResult
@@ -49,13 +50,15 @@ def train(
             progress.update(task, description=f"{run.name}: {run.status.lower()}")
 
         try:
-            result = run_build(
-                spec,
-                project_dir=state.config_dir(),
-                n_jobs=n_jobs,
-                on_point=on_point,
-                on_trained=trained.append,
-            )
+            with stop_on_signals() as stop:
+                result = run_build(
+                    spec,
+                    project_dir=state.config_dir(),
+                    n_jobs=n_jobs,
+                    on_point=on_point,
+                    on_trained=trained.append,
+                    stop=stop,
+                )
         except SelectionError:
             if trained and not json_out:
                 console.print(render.runs_table(trained[0].runs, spec.selection.selection_key))

@@ -20,30 +20,16 @@ def ui(
 
     target = resolve_target(state.load())
     console = state.err()
-    if not target.embedded:
+    if target.uri.split(":", 1)[0] in ("http", "https", "databricks"):
         console.print(f"The tracking server at {target.display} serves its own UI; open it in a browser.")
         return
-    if target.store_path is None or not target.store_path.exists():
-        console.print(
-            "[yellow]No runs yet[/] (the store is created by `vintage train`); starting the UI anyway."
-        )
-        target.state_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        target.uri,
-        "--default-artifact-root",
-        str(target.artifact_root),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", target.uri]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    if target.artifact_root is not None:
+        if target.store_path is not None and not target.store_path.exists():
+            console.print("[yellow]No runs yet[/] (`vintage train` creates them); starting the UI anyway.")
+        target.artifact_root.mkdir(parents=True, exist_ok=True)
+        cmd += ["--default-artifact-root", str(target.artifact_root)]
     console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     try:

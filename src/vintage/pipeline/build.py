@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vintage.data import load_dataset
-from vintage.errors import SelectionError
+from vintage.errors import Interrupted, SelectionError
 from vintage.registry import CANDIDATE, RegisteredVersion, register_run
 from vintage.tracking import open_session
 from vintage.training import PointRun, TrainingReport, select_best, train_grid
@@ -40,6 +41,7 @@ def run_build(
     n_jobs: int | None = None,
     on_point: OnPoint | None = None,
     on_trained: Callable[[TrainingReport], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> BuildResult:
     """Run the build stage.
 
@@ -50,6 +52,7 @@ def run_build(
         on_point: called as each grid point's run is logged (progress display).
         on_trained: called with the training report before selection (so a no-winner outcome can still
             show the runs).
+        stop: set it (from a signal handler) to stop cleanly: runs marked KILLED, nothing registered.
 
     Raises:
         DataError, TrackingError, TrainingError, SelectionError, RegistryError.
@@ -57,10 +60,18 @@ def run_build(
     dataset = load_dataset(spec.data)
     log.info("data %s: %d rows, digest %s", dataset.source, dataset.n_rows, dataset.digest)
     session, report = train_grid(
-        spec, dataset, lambda: open_session(spec), n_jobs=n_jobs, project_dir=project_dir, on_point=on_point
+        spec,
+        dataset,
+        lambda: open_session(spec),
+        n_jobs=n_jobs,
+        project_dir=project_dir,
+        on_point=on_point,
+        stop=stop,
     )
     if on_trained:
         on_trained(report)
+    if stop is not None and stop.is_set():  # a signal after the last fit: still register nothing
+        raise Interrupted("interrupted after training; the runs are logged but nothing was registered")
     client = session.client
     try:
         selected = select_best(report.runs, spec.selection)

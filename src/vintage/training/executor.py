@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
+from vintage.errors import Interrupted
 from vintage.training.fit import FitResult, fit_point, init_worker
 
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from vintage.training.grid import GridPoint
 
 _PRELOAD = ["vintage.training.fit", "pandas", "sklearn.metrics", "sklearn.model_selection"]
+_POLL_S = 0.2
 _DIED = "the worker process died while training this point (killed, out of memory or crashed)"
 
 
@@ -62,30 +65,47 @@ class LocalExecutor:
         self._pool = self._new_pool(self._jobs)
         self._futures = {self._pool.submit(fit_point, p): p for p in self._points}
 
-    def results(self) -> Iterator[FitResult]:
-        """Yield results as points finish (in completion order)."""
+    def results(self, stop: threading.Event | None = None) -> Iterator[FitResult]:
+        """Yield results as points finish (in completion order).
+
+        Args:
+            stop: when set (Ctrl-C, SIGTERM), the workers are terminated and :class:`Interrupted` is
+                raised from here, a known point in the caller's loop, so it can clean up.
+        """
+        stop = stop or threading.Event()
         if self._pool is None:
             init_worker(*self._init_args)
             for point in self._points:
+                _check(stop)
                 yield fit_point(point)
             return
         pending = {p.index: p for p in self._points}
+        waiting = set(self._futures)
         try:
-            for fut in as_completed(self._futures):
-                result = fut.result()
-                pending.pop(result.index, None)
-                yield result
+            while waiting:
+                _check(stop)
+                done, waiting = wait(waiting, timeout=_POLL_S, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    result = fut.result()
+                    pending.pop(result.index, None)
+                    _check(stop)
+                    yield result
         except BrokenProcessPool:
             pass
         finally:
-            self.close()
+            self.close(kill=stop.is_set())
         for point in sorted(pending.values(), key=lambda p: p.index):
+            _check(stop)
             yield self._isolated(point)
 
-    def close(self) -> None:
-        """Stop the workers (cancels points not started)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, kill: bool = False) -> None:
+        """Stop the workers (cancels points not started; ``kill`` also ends running ones)."""
+        if self._pool is None:
+            return
+        procs = list(getattr(self._pool, "_processes", {}).values()) if kill else []
+        self._pool.shutdown(wait=not kill, cancel_futures=True)
+        for proc in procs:
+            proc.terminate()
 
     def _isolated(self, point: GridPoint) -> FitResult:
         pool = self._new_pool(1)
@@ -101,3 +121,10 @@ class LocalExecutor:
         modules = {p.class_path.rpartition(".")[0] for p in self._points}
         ctx.set_forkserver_preload([*_PRELOAD, *sorted(modules)])
         return ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=self._init_args)
+
+
+def _check(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise Interrupted(
+            "training interrupted; unfinished runs are marked KILLED and nothing was registered"
+        )

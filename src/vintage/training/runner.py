@@ -3,6 +3,7 @@ log each finished point as its own MLflow run under one parent run."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,7 @@ def train_grid(
     n_jobs: int | None = None,
     project_dir: Path | None = None,
     on_point: OnPoint | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[TrackingSession, TrainingReport]:
     """Train every grid point and log it.
 
@@ -89,6 +91,7 @@ def train_grid(
     try:
         session = open_session()
         runs = _log_all(
+            stop,
             spec,
             dataset,
             session,
@@ -121,6 +124,7 @@ class _Logged:
 
 
 def _log_all(
+    stop: threading.Event | None,
     spec: Spec,
     dataset: Dataset,
     session: TrackingSession,
@@ -143,31 +147,25 @@ def _log_all(
         tags={**tags, track.TAG_ROLE: "grid", track.TAG_DATA_DIGEST: dataset.digest},
     )
     parent_id = str(parent.info.run_id)
-    child_ids = {p.index: track.create_child(session, parent_id, p, tags, start_ms) for p in points}
-    mlflow_ds = from_pandas(
-        dataset.frame,
-        source=dataset.source_uri,
-        targets=dataset.target,
-        name=dataset.source,
-        digest=dataset.digest,
-    )
-    example = test[list(dataset.features)].head(_EXAMPLE_ROWS).reset_index(drop=True)
-    split = spec.data.split
-    by_index = {p.index: p for p in points}
+    child_ids: dict[int, str] = {}
     runs: dict[int, PointRun] = {}
     try:
-        for result in executor.results():
+        for p in points:
+            child_ids[p.index] = track.create_child(session, parent_id, p, tags, start_ms)
+        mlflow_ds = from_pandas(
+            dataset.frame,
+            source=dataset.source_uri,
+            targets=dataset.target,
+            name=dataset.source,
+            digest=dataset.digest,
+        )
+        example = test[list(dataset.features)].head(_EXAMPLE_ROWS).reset_index(drop=True)
+        split = spec.data.split
+        by_index = {p.index: p for p in points}
+        for result in executor.results(stop):
             point = by_index[result.index]
-            run = _log_one(
-                session,
-                child_ids[point.index],
-                point,
-                result,
-                mlflow_ds,
-                example,
-                spec,
-                training_key(point, dataset.digest, split.test_size, split.seed, sklearn_version),
-            )
+            key = training_key(point, dataset.digest, split.test_size, split.seed, sklearn_version)
+            run = _log_one(session, child_ids[point.index], point, result, mlflow_ds, example, spec, key)
             runs[point.index] = run
             if on_point:
                 on_point(run)

@@ -21,7 +21,10 @@ def select_best(runs: list[PointRun], selection: SelectionSpec) -> PointRun:
         SelectionError: no finished run meets the threshold (the message shows the best value found).
     """
     key = selection.selection_key
-    scored = [r for r in runs if r.status == "FINISHED" and math.isfinite(r.metrics.get(key, math.nan))]
+    scored = sorted(
+        (r for r in runs if r.status == "FINISHED" and math.isfinite(r.metrics.get(key, math.nan))),
+        key=lambda r: r.index,
+    )
     if not scored:
         raise SelectionError(f"no finished run has the selection metric {key!r}; nothing was registered")
     best = scored[0]

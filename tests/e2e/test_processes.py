@@ -1,0 +1,141 @@
+"""Whole-process behaviour: the installed `vintage` command, start-up imports, concurrency, the UI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from e2e.test_train import _client
+
+VINTAGE = shutil.which("vintage", path=str(Path(sys.executable).parent)) or "vintage"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _has_runs(db: Path) -> bool:
+    """Raw sqlite look (an MLflow client would try to migrate a schema that is being created)."""
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return bool(con.execute("SELECT count(*) FROM runs").fetchone()[0])
+    except sqlite3.Error:
+        return False
+
+
+def test_help_imports_no_heavy_library():
+    code = (
+        "import sys\n"
+        "from vintage.cli.main import run\n"
+        "try:\n    run(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in ('mlflow', 'sklearn', 'pandas', 'pyspark', 'kubernetes', 'pydantic')"
+        " if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY=\n" in out, out
+
+
+def test_console_script_exit_codes(project):
+    assert subprocess.run([VINTAGE, "--version"], capture_output=True).returncode == 0
+    bad = subprocess.run([VINTAGE, "train", "--n-jobs", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2  # usage error from the option parser
+    (project / "vintage.yaml").write_text("selection: {metric: accuracy}\n")
+    cfg = subprocess.run([VINTAGE, "config", "validate"], capture_output=True, text=True)
+    assert cfg.returncode == 2
+    assert cfg.stderr.startswith(
+        "error: vintage.yaml: selection.metric: Input should be 'rmse', 'mae' or 'r2'"
+    )
+
+
+@pytest.mark.slow
+def test_two_concurrent_trainings_register_one_version(project):
+    procs = [
+        subprocess.Popen(
+            [VINTAGE, "train", "--json", "-j", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    versions = sorted(json.loads(o[0])["registered"]["version"] for o in outs)
+    assert versions == [1, 1]
+    client = _client(project)
+    assert len(client.search_model_versions("name='winequality'")) == 1
+    exp = client.get_experiment_by_name("DrinksQuality")
+    assert (
+        len(client.search_runs([exp.experiment_id], filter_string="tags.`vintage.role` = 'grid-point'")) == 6
+    )
+
+
+@pytest.mark.slow
+def test_interrupted_training_leaves_no_running_runs_and_no_version(project):
+    spec = (project / "vintage.yaml").read_text()
+    slow_grid = "  grid: {n_estimators: [500, 501, 502, 503, 504, 505]}\n"
+    spec = spec.replace(
+        "  class: sklearn.linear_model.ElasticNet", "  class: sklearn.ensemble.RandomForestRegressor"
+    )
+    spec = spec.split("  grid:")[0] + slow_grid + "selection: {metric: rmse}\n"
+    spec = spec.replace("  params: {random_state: 42}\n", "")
+    (project / "vintage.yaml").write_text(spec)
+    proc = subprocess.Popen(
+        [VINTAGE, "train", "-j", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    db = project / ".vintage" / "mlflow.db"
+    deadline = time.time() + 60
+    while time.time() < deadline and not _has_runs(db):  # wait until runs exist, then interrupt
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    client = _client(project)
+    exp = client.get_experiment_by_name("DrinksQuality")
+    statuses = {r.info.status for r in client.search_runs([exp.experiment_id])}
+    assert "RUNNING" not in statuses and "KILLED" in statuses
+    assert not client.search_registered_models()
+
+
+@pytest.mark.slow
+def test_ui_serves_mlflow_on_loopback(project, cli):
+    assert cli("train").code == 0
+    port = _free_port()
+    proc = subprocess.Popen(
+        [VINTAGE, "ui", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 90
+        body = b""
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                    body = resp.read()
+                    break
+            except OSError:
+                time.sleep(0.5)
+        assert body == b"OK", proc.stderr.read1() if proc.poll() is not None else "no answer"
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=DrinksQuality"
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert json.load(resp)["experiment"]["name"] == "DrinksQuality"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -1,0 +1,119 @@
+"""LocalExecutor: in-process and forkserver workers give the same results; a dying worker fails one point."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from vintage.config import DataSpec
+from vintage.data import Dataset, load_dataset
+from vintage.training.executor import LocalExecutor
+from vintage.training.fit import FitResult
+from vintage.training.grid import GridPoint
+
+from .crashy import CLASS_PATH as CRASHY
+
+ENET = "sklearn.linear_model.ElasticNet"
+KNN = "sklearn.neighbors.KNeighborsRegressor"
+
+
+@pytest.fixture(scope="module")
+def red() -> Dataset:
+    return load_dataset(DataSpec(dataset="red"))
+
+
+@pytest.fixture(scope="module")
+def init_args(red: Dataset) -> tuple[Any, ...]:
+    train, test = red.split(0.25, 40)
+    return (train, test, list(red.features), red.target, None, 40)
+
+
+def enet_points() -> list[GridPoint]:
+    grid = [(0.5, 0.5), (0.3, 0.3), (0.1, 0.1)]
+    return [
+        GridPoint(i, "ElasticNet", ENET, {"alpha": a, "l1_ratio": r, "random_state": 42}, {"alpha": a})
+        for i, (a, r) in enumerate(grid)
+    ]
+
+
+def run_all(points: list[GridPoint], init_args: tuple[Any, ...], n_jobs: int) -> dict[int, FitResult]:
+    executor = LocalExecutor(points, init_args, n_jobs)
+    executor.start()
+    try:
+        results = list(executor.results())
+    finally:
+        executor.close()
+    by_index = {r.index: r for r in results}
+    assert len(by_index) == len(results) == len(points)  # one result per point, none twice
+    return by_index
+
+
+def test_n_jobs_is_capped_by_number_of_points(init_args: tuple[Any, ...]) -> None:
+    points = enet_points()
+
+    assert LocalExecutor(points, init_args, 8).n_jobs == 3
+    assert LocalExecutor(points, init_args, 2).n_jobs == 2
+    assert LocalExecutor(points, init_args, 0).n_jobs == 1
+
+
+def test_single_job_trains_in_this_process(init_args: tuple[Any, ...]) -> None:
+    points = [GridPoint(0, "c", CRASHY, {"crash": False}, {})]
+
+    results = run_all(points, init_args, 1)
+
+    assert results[0].ok, results[0].error
+    assert results[0].model.fit_pid_ == os.getpid()
+
+
+def test_two_jobs_give_same_metrics_as_one(init_args: tuple[Any, ...]) -> None:
+    points = enet_points()
+
+    serial = run_all(points, init_args, 1)
+    parallel = run_all(points, init_args, 2)
+
+    assert sorted(parallel) == [0, 1, 2]
+    for i in range(3):
+        assert serial[i].ok and parallel[i].ok, (serial[i].error, parallel[i].error)
+        assert parallel[i].metrics == serial[i].metrics
+        assert parallel[i].effective_params == serial[i].effective_params
+    assert serial[0].metrics["rmse"] == pytest.approx(0.7932, abs=5e-4)
+
+
+def test_estimator_error_in_worker_fails_only_that_point(init_args: tuple[Any, ...]) -> None:
+    n_train = len(init_args[0])
+    points = [*enet_points()[:2], GridPoint(2, "knn", KNN, {"n_neighbors": n_train + 1}, {})]
+
+    results = run_all(points, init_args, 2)
+
+    assert results[0].ok and results[1].ok
+    assert not results[2].ok
+    assert results[2].error is not None
+    assert results[2].error.startswith("ValueError: ")
+
+
+def test_worker_crash_fails_only_the_crashing_point(init_args: tuple[Any, ...]) -> None:
+    # CrashyRegressor lives in tests/unit/training; workers can import it because forkserver children
+    # receive the parent's sys.path (tests/ is added by tests/conftest.py) in multiprocessing's
+    # preparation data. The survivors' fit_pid_ below proves they were imported and fit in a worker.
+    points = [
+        GridPoint(0, "crashy", CRASHY, {"crash": False, "offset": 0.0}, {}),
+        GridPoint(1, "crashy", CRASHY, {"crash": True}, {"crash": True}),
+        GridPoint(2, "crashy", CRASHY, {"crash": False, "offset": 0.5}, {}),
+        GridPoint(3, "ElasticNet", ENET, {"alpha": 0.5, "l1_ratio": 0.5, "random_state": 42}, {}),
+    ]
+    expected = run_all([p for p in points if not p.params.get("crash")], init_args, 1)
+
+    results = run_all(points, init_args, 2)
+
+    crashed = results[1]
+    assert not crashed.ok
+    assert crashed.error is not None
+    assert "worker process died" in crashed.error
+    for i in (0, 2, 3):
+        assert results[i].ok, results[i].error
+        assert results[i].metrics == expected[i].metrics
+    # The survivors really trained in worker processes (so the test module imported there).
+    assert results[0].model.fit_pid_ != os.getpid()
+    assert results[2].model.fit_pid_ != os.getpid()
