@@ -9,7 +9,7 @@ created in a race is detected after creation and removed (the lowest version num
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vintage.errors import RegistryError
 
@@ -17,12 +17,22 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from vintage.tracking import TrackingSession
-    from vintage.training.runner import PointRun
 
 CANDIDATE = "candidate"
 TAG_RUN = "vintage.run_id"
 TAG_KEY = "vintage.training_key"
 TAG_DIGEST = "vintage.data_digest"
+
+
+class RunToRegister(Protocol):
+    """What registration needs to know about a run (a training ``PointRun`` fits)."""
+
+    run_id: str
+    name: str
+    estimator: str
+    metrics: dict[str, float]
+    model_uri: str | None
+    training_key: str | None
 
 
 @dataclass
@@ -44,7 +54,7 @@ class RegisteredVersion:
 
 
 def register_run(
-    session: TrackingSession, model_name: str, run: PointRun, data_digest: str, alias: str = CANDIDATE
+    session: TrackingSession, model_name: str, run: RunToRegister, data_digest: str, alias: str = CANDIDATE
 ) -> RegisteredVersion:
     """Register ``run``'s model as a version of ``model_name`` (or reuse its existing one) and alias it.
 
@@ -76,7 +86,7 @@ def register_run(
         ) from exc
 
 
-def _find_existing(client: MlflowClient, name: str, run: PointRun) -> RegisteredVersion | None:
+def _find_existing(client: MlflowClient, name: str, run: RunToRegister) -> RegisteredVersion | None:
     matches = [
         v
         for v in list_versions(client, name)
@@ -85,7 +95,7 @@ def _find_existing(client: MlflowClient, name: str, run: PointRun) -> Registered
     return min(matches, key=lambda v: v.version) if matches else None
 
 
-def _create(client: MlflowClient, name: str, run: PointRun, data_digest: str) -> RegisteredVersion:
+def _create(client: MlflowClient, name: str, run: RunToRegister, data_digest: str) -> RegisteredVersion:
     from mlflow.exceptions import MlflowException
 
     try:
