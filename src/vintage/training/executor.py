@@ -120,7 +120,19 @@ class LocalExecutor:
         ctx = multiprocessing.get_context("forkserver")
         modules = {p.class_path.rpartition(".")[0] for p in self._points}
         ctx.set_forkserver_preload([*_PRELOAD, *sorted(modules)])
-        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=self._init_args)
+        # Native thread pools (OpenMP in HistGradientBoosting, BLAS) default to every core in every worker:
+        # with several workers that oversubscribes the machine and slows fits 10x or more. Split the cores.
+        threads = max(1, default_jobs() // workers)
+        return ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_pool_worker, initargs=(threads, *self._init_args)
+        )
+
+
+def _init_pool_worker(threads: int, *init_args: Any) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+    init_worker(*init_args)
 
 
 def _check(stop: threading.Event) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
+from threadpoolctl import threadpool_info
 
 CLASS_PATH = "unit.training.crashy.CrashyRegressor"
 
@@ -27,6 +28,7 @@ class CrashyRegressor(RegressorMixin, BaseEstimator):
             os._exit(3)
         self.mean_ = float(np.mean(np.asarray(y, dtype="float64")))
         self.fit_pid_ = os.getpid()  # lets tests see which process trained it
+        self.native_threads_ = max((p["num_threads"] for p in threadpool_info()), default=0)
         return self
 
     def predict(self, x: Any) -> np.ndarray:

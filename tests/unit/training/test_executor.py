@@ -117,3 +117,15 @@ def test_worker_crash_fails_only_the_crashing_point(init_args: tuple[Any, ...]) 
     # The survivors really trained in worker processes (so the test module imported there).
     assert results[0].model.fit_pid_ != os.getpid()
     assert results[2].model.fit_pid_ != os.getpid()
+
+
+def test_pool_workers_split_the_cores_between_native_thread_pools(init_args: tuple[Any, ...]) -> None:
+    # Two workers each running OpenMP/BLAS on every core oversubscribe the machine (10x slower fits).
+    from vintage.training.executor import default_jobs
+
+    points = [GridPoint(i, "Crashy", CRASHY, {"offset": float(i)}, {}) for i in range(2)]
+
+    results = run_all(points, init_args, n_jobs=2)
+
+    expected = max(1, default_jobs() // 2)
+    assert {r.model.native_threads_ for r in results.values()} == {expected}
