@@ -183,3 +183,27 @@ def test_several_estimators_compete(project, cli):
     estimators = [r["estimator"] for r in out["training"]["runs"]]
     assert estimators == ["sklearn.linear_model.ElasticNet"] + ["sklearn.tree.DecisionTreeRegressor"] * 2
     assert out["registered"]["version"] == 1
+
+
+@pytest.mark.parametrize("model_format", ["skops", "pickle"])
+def test_every_model_format_registers_a_loadable_model(project, cli, model_format):
+    _edit(
+        project,
+        training__model_format=model_format,
+        estimator={
+            "class": "sklearn.ensemble.RandomForestRegressor",
+            "params": {"n_estimators": 5},
+            "grid": [{}],
+        },
+    )
+    result = cli("train")
+    assert result.code == 0, result.err
+    import mlflow.pyfunc
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / '.vintage' / 'mlflow.db'}")
+    try:
+        model = mlflow.pyfunc.load_model("models:/winequality@candidate")
+        assert model.metadata.flavors["sklearn"]["serialization_format"] == model_format
+        assert len(model.predict(model.input_example)) == 5
+    finally:
+        mlflow.set_tracking_uri(None)

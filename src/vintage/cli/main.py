@@ -73,7 +73,8 @@ def run(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug or an untranslated library error: one line, traceback on --verbose
         if STATE.verbose:
             raise
-        sys.stderr.write(f"error: unexpected {exc.__class__.__name__}: {str(exc)[:300]}\n")
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        sys.stderr.write(f"error: unexpected {exc.__class__.__name__}: {first}\n")
         sys.stderr.write("Run with --verbose to see the full traceback.\n")
         sys.exit(EXIT_RUNTIME)
 

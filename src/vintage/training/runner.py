@@ -205,15 +205,23 @@ def _log_one(
         track.log_failure(session, run_id, point, result)
         run.error = result.error
         return run
-    run.model_uri = track.log_success(
-        session,
-        run_id,
-        point,
-        result,
-        dataset=dataset,
-        example=example,
-        model_format=spec.training.model_format,
-        key=key,
-    )
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run.model_uri = track.log_success(
+            session,
+            run_id,
+            point,
+            result,
+            dataset=dataset,
+            example=example,
+            model_format=spec.training.model_format,
+            key=key,
+        )
+    except MlflowException as exc:  # e.g. the model cannot be serialised in the chosen format
+        result.error = f"logging the model failed: {str(exc).strip().splitlines()[0][:300]}"
+        track.log_failure(session, run_id, point, result, with_params=False)
+        run.error = result.error
+        return run
     run.status, run.metrics, run.training_key = "FINISHED", dict(result.metrics), key
     return run

@@ -135,18 +135,22 @@ def log_success(
             input_example=example,
             pip_requirements=model_requirements(point.class_path, model_format),
             serialization_format=model_format,
+            skops_trusted_types=_skops_types(result.model) if model_format == "skops" else None,
         )
         client.set_tag(run_id, TAG_MODEL_URI, info.model_uri)
         client.set_tag(run_id, TAG_KEY, key)
     return str(info.model_uri)
 
 
-def log_failure(session: TrackingSession, run_id: str, point: GridPoint, result: FitResult) -> None:
+def log_failure(
+    session: TrackingSession, run_id: str, point: GridPoint, result: FitResult, *, with_params: bool = True
+) -> None:
     """Mark a point's run FAILED with its error (headline as a tag, traceback as an artifact)."""
     client = session.client
+    params = {**point.params, "estimator": point.class_path} if with_params else {}
     client.log_batch(
         run_id,
-        params=[_param(k, v) for k, v in {**point.params, "estimator": point.class_path}.items()],
+        params=[_param(k, v) for k, v in params.items()],
         tags=[_tag(TAG_ERROR, result.error or "unknown error")],
     )
     if result.error_detail:
@@ -169,6 +173,13 @@ def model_requirements(class_path: str, model_format: str) -> list[str]:
         except PackageNotFoundError:
             continue
     return pins
+
+
+def _skops_types(model: Any) -> list[str]:
+    """The types skops would refuse to load. vintage trained this model itself, so they are trusted."""
+    import skops.io
+
+    return list(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
 
 
 def _param_value(value: Any) -> str:
