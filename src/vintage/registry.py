@@ -148,11 +148,6 @@ def _aliases(client: MlflowClient, name: str) -> dict[int, list[str]]:
     return by_version
 
 
-def list_models(client: MlflowClient) -> list[str]:
-    """Names of all registered models."""
-    return sorted(m.name for m in client.search_registered_models(max_results=1000))
-
-
 def _to_version(mv: Any) -> RegisteredVersion:
     return RegisteredVersion(
         name=mv.name,

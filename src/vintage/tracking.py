@@ -14,7 +14,7 @@ import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vintage.errors import TrackingError
 
@@ -198,15 +198,3 @@ def _experiment_id(name: str, target: TrackingTarget, client: MlflowClient, *, c
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else exc.__class__.__name__)[:300]
-
-
-def mlflow_version() -> str:
-    """Installed MLflow version without importing MLflow."""
-    from importlib.metadata import version
-
-    return version("mlflow")
-
-
-def jsonable(value: Any) -> Any:
-    """Best-effort conversion of a param value for display/JSON."""
-    return value if isinstance(value, str | int | float | bool) or value is None else str(value)

@@ -176,7 +176,7 @@ def _log_all(
                 client.set_terminated(rid, "KILLED")
         client.set_terminated(parent_id, "KILLED")
         raise
-    client.log_batch(parent_id, params=[track._param("n_points", len(points))])
+    client.log_batch(parent_id, params=[track.param("n_points", len(points))])
     status = "FINISHED" if any(r.status == "FINISHED" for r in runs.values()) else "FAILED"
     client.set_terminated(parent_id, status)
     return _Logged(parent_id, [runs[i] for i in sorted(runs)])

@@ -150,7 +150,7 @@ def log_failure(
     params = {**point.params, "estimator": point.class_path} if with_params else {}
     client.log_batch(
         run_id,
-        params=[_param(k, v) for k, v in params.items()],
+        params=[param(k, v) for k, v in params.items()],
         tags=[_tag(TAG_ERROR, result.error or "unknown error")],
     )
     if result.error_detail:
@@ -187,7 +187,8 @@ def _param_value(value: Any) -> str:
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 
-def _param(key: str, value: Any) -> Any:
+def param(key: str, value: Any) -> Any:
+    """An MLflow Param with the value as text (truncated to MLflow's limit)."""
     from mlflow.entities import Param
 
     return Param(key, _param_value(value))
