@@ -52,6 +52,8 @@ class LocalExecutor:
         self._jobs = max(1, min(n_jobs, len(self._points)))
         self._pool: ProcessPoolExecutor | None = None
         self._futures: dict[Future[FitResult], GridPoint] = {}
+        self._starter: threading.Thread | None = None
+        self._submit_error: BaseException | None = None
 
     @property
     def n_jobs(self) -> int:
@@ -59,11 +61,24 @@ class LocalExecutor:
         return self._jobs
 
     def start(self) -> None:
-        """Submit every point (training begins in the background when n_jobs > 1)."""
+        """Submit every point and return at once (training begins in the background when n_jobs > 1).
+
+        Submitting blocks until the forkserver has preloaded scikit-learn (~1 s), so it happens on a
+        thread: the caller meanwhile imports MLflow and opens the tracking store.
+        """
         if self._jobs == 1:
             return
         self._pool = self._new_pool(self._jobs)
-        self._futures = {self._pool.submit(fit_point, p): p for p in self._points}
+        self._starter = threading.Thread(target=self._submit_all, name="vintage-submit", daemon=True)
+        self._starter.start()
+
+    def _submit_all(self) -> None:
+        assert self._pool is not None
+        try:
+            for point in self._points:
+                self._futures[self._pool.submit(fit_point, point)] = point
+        except BaseException as exc:
+            self._submit_error = exc
 
     def results(self, stop: threading.Event | None = None) -> Iterator[FitResult]:
         """Yield results as points finish (in completion order).
@@ -79,6 +94,7 @@ class LocalExecutor:
                 _check(stop)
                 yield fit_point(point)
             return
+        self._join_starter()
         pending = {p.index: p for p in self._points}
         waiting = set(self._futures)
         try:
@@ -98,10 +114,19 @@ class LocalExecutor:
             _check(stop)
             yield self._isolated(point)
 
+    def _join_starter(self) -> None:
+        if self._starter is not None:
+            self._starter.join()
+            self._starter = None
+        if self._submit_error is not None:
+            raise self._submit_error
+
     def close(self, kill: bool = False) -> None:
         """Stop the workers (cancels points not started; ``kill`` also ends running ones)."""
         if self._pool is None:
             return
+        if self._starter is not None:
+            self._starter.join()
         procs = list(getattr(self._pool, "_processes", {}).values()) if kill else []
         self._pool.shutdown(wait=not kill, cancel_futures=True)
         for proc in procs:
