@@ -12,7 +12,8 @@ with ``raise ... from exc`` so the original stays available under ``--verbose``.
      ├── TrainingError           no grid point could be trained
      │    └── SelectionError     no run meets the selection threshold
      ├── RegistryError           registering or reading a model version failed
-     └── Interrupted             exit 130: stopped by Ctrl-C / SIGTERM after cleaning up
+     ├── Interrupted             exit 130: stopped by Ctrl-C / SIGTERM after cleaning up
+     └── ServingError            the scoring server cannot load or serve a model
 """
 
 from __future__ import annotations
@@ -72,3 +73,7 @@ class Interrupted(VintageError):  # noqa: N818 - reads better at the call site
     """Stopped by Ctrl-C or SIGTERM; state was cleaned up before exiting."""
 
     exit_code = 130
+
+
+class ServingError(VintageError):
+    """The scoring server cannot load or serve a model."""

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from vintage import __version__
-from vintage.cli import config_cmd, listing, train, ui
+from vintage.cli import config_cmd, listing, serve, train, ui
 from vintage.cli.state import STATE
 from vintage.errors import EXIT_RUNTIME, VintageError
 
@@ -26,6 +26,7 @@ app.command("train")(train.train)
 app.command("runs")(listing.runs)
 app.command("models")(listing.models)
 app.command("ui")(ui.ui)
+app.command("serve")(serve.serve)
 app.add_typer(config_cmd.app, name="config")
 
 

@@ -94,10 +94,10 @@ class LocalExecutor:
                 _check(stop)
                 yield fit_point(point)
             return
-        self._join_starter()
         pending = {p.index: p for p in self._points}
-        waiting = set(self._futures)
         try:
+            self._join_starter()  # a worker that died during submission breaks the pool here already
+            waiting = set(self._futures)
             while waiting:
                 _check(stop)
                 done, waiting = wait(waiting, timeout=_POLL_S, return_when=FIRST_COMPLETED)

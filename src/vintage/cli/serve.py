@@ -1,0 +1,82 @@
+"""``vintage serve``: score a model over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vintage.cli import state
+
+
+def serve(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, a version number of "
+            "model_name, or a local MLflow model directory.",
+        ),
+    ] = "candidate",
+    host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+    api_key_file: Annotated[
+        Path | None, typer.Option(help="File with the primary (and secondary) API key, mode 0600.")
+    ] = None,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body in MiB.")] = 10.0,
+    max_rows: Annotated[int, typer.Option(min=1, help="Most rows in one request.")] = 100_000,
+    timeout: Annotated[
+        float, typer.Option(min=0.01, help="Prediction timeout in seconds (504 after).")
+    ] = 10.0,
+) -> None:
+    """Serve a model: MLflow-compatible /invocations plus /health, /ready, /version, /metrics, /openapi.json.
+
+    A registry model is first materialised into the state directory (once per version); the server then
+    runs as a lean process that does not import MLflow.
+    """
+    model_dir = _local_model_dir(model)
+    argv = [
+        sys.executable,
+        "-m",
+        "vintage.serving",
+        "--model-dir",
+        str(model_dir),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--max-body-bytes",
+        str(int(max_body_mb * 1024 * 1024)),
+        "--max-rows",
+        str(max_rows),
+        "--timeout",
+        str(timeout),
+    ]
+    if api_key_file is not None:
+        argv += ["--api-key-file", str(api_key_file)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)  # drop MLflow and typer: the server process starts lean
+
+
+def _local_model_dir(model: str) -> Path:
+    if Path(model).is_dir():
+        return Path(model)
+    from vintage.serving.materialize import materialize
+    from vintage.tracking import resolve_target
+
+    spec = state.load()
+    uri = model
+    if model.isdigit():
+        uri = f"models:/{spec.model_name}/{model}"
+    elif "/" not in model and ":" not in model:
+        uri = f"models:/{spec.model_name}@{model}"
+    target = resolve_target(spec)
+    dest = target.state_dir / "models"
+    path = materialize(uri, dest, tracking_uri=target.uri)
+    state.err().print(f"model {uri} materialised in {path}")
+    return path

@@ -1,0 +1,48 @@
+"""``python -m vintage.serving --model-dir DIR``: the lean server process (no MLflow, no typer).
+
+``vintage serve`` materialises a registry model into a local directory, then execs this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from vintage.errors import VintageError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, serve, return the exit code."""
+    p = argparse.ArgumentParser(prog="python -m vintage.serving")
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-key-file", type=Path)
+    p.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024)
+    p.add_argument("--max-rows", type=int, default=100_000)
+    p.add_argument("--timeout", type=float, default=10.0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from vintage.serving.app import ServeConfig
+    from vintage.serving.auth import ApiKeys
+    from vintage.serving.server import serve
+
+    try:
+        keys = ApiKeys.from_file(args.api_key_file) if args.api_key_file else ApiKeys()
+        config = ServeConfig(
+            max_body_bytes=args.max_body_bytes, max_rows=args.max_rows, timeout_s=args.timeout
+        )
+        serve(args.model_dir, host=args.host, port=args.port, keys=keys, config=config)
+    except VintageError as exc:
+        sys.stderr.write(f"error: {exc.headline}\n")
+        if exc.hint:
+            sys.stderr.write(f"hint: {exc.hint}\n")
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

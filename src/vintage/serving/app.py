@@ -1,0 +1,313 @@
+"""The scoring server as a bare ASGI callable.
+
+No framework: the hot path (``POST /invocations``) reads headers once, checks the key in constant time,
+enforces the body limit before reading the body, parses with orjson + numpy, predicts, and answers — a few
+microseconds of Python around the model. Small requests are handled on the event loop; large ones are
+parsed and predicted on a worker thread with a timeout, so ``/health`` keeps answering meanwhile.
+
+The model is one reference (:class:`ModelSlot`): a swap replaces it atomically and a request in flight keeps
+the model it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from vintage.errors import VintageError
+from vintage.serving.auth import ApiKeys
+from vintage.serving.metrics import Metrics
+from vintage.serving.model import LoadedModel, load_model_dir
+from vintage.serving.openapi import openapi_document
+from vintage.serving.payload import PayloadError, encode_predictions, parse_request
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON = [(b"content-type", b"application/json")]
+_TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
+_PROM = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
+_UNAUTHORIZED = orjson.dumps({"error": {"code": "unauthorized", "message": "missing or invalid API key"}})
+_NOT_FOUND = orjson.dumps({"error": {"code": "not_found", "message": "no such endpoint"}})
+_NOT_ALLOWED = orjson.dumps({"error": {"code": "method_not_allowed", "message": "method not allowed"}})
+_TIMEOUT = orjson.dumps({"error": {"code": "timeout", "message": "prediction took longer than the timeout"}})
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Limits of one server."""
+
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_rows: int = 100_000
+    timeout_s: float = 10.0
+    inline_bytes: int = 64 * 1024  # bodies up to this size are parsed and predicted on the event loop
+    warmup_predictions: int = 50
+
+
+class ModelSlot:
+    """The model being served; replaced as a whole on swap."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.since = time.time()
+        self.version_json = b""
+        self.openapi_json = b""
+        self._render()
+
+    def replace(self, model: LoadedModel) -> None:
+        """Swap in ``model`` (a single reference assignment: requests in flight keep the old one)."""
+        self.model, self.since = model, time.time()
+        self._render()
+
+    def _render(self) -> None:
+        info = self.model.info
+        self.version_json = orjson.dumps(
+            {
+                "name": info.name,
+                "version": info.version,
+                "run_id": info.run_id,
+                "model_uri": info.model_uri,
+                "flavor": info.flavor,
+                "columns": list(info.columns),
+                "signature": info.signature,
+                "served_since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since)),
+            }
+        )
+        self.openapi_json = orjson.dumps(openapi_document(info))
+
+
+def validate_and_warm(model: LoadedModel, rounds: int) -> None:
+    """Predict the model's input example (must give finite numbers, one per row), then warm it up.
+
+    Raises:
+        VintageError: the model has no usable example or predicts non-finite values.
+    """
+    import numpy as np
+
+    example = model.example()
+    if example is None or len(example) == 0:
+        example = np.zeros((1, len(model.info.columns)))
+    pred = np.asarray(model.predict(example), dtype="float64")
+    if pred.shape != (len(example),) or not np.isfinite(pred).all():
+        raise VintageError("the model's predictions on its input example are not one finite number per row")
+    for _ in range(rounds):
+        model.predict(example[:1])
+
+
+class ScoringApp:
+    """ASGI application: ``/invocations``, ``/health``, ``/ready``, ``/version``, ``/metrics``,
+    ``/openapi.json``, ``/admin/model``, ``/admin/reload-keys``."""
+
+    def __init__(self, model: LoadedModel, keys: ApiKeys, config: ServeConfig | None = None) -> None:
+        self.config = config or ServeConfig()
+        self.keys = keys
+        self.metrics = Metrics()
+        self.slot = ModelSlot(model)
+        self.ready = False
+        self.draining = False
+        self._swap_lock = asyncio.Lock()
+        self.metrics.serving(model.info.name, model.info.version, model.info.run_id)
+        self._routes: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
+            "/invocations": self._invocations,
+            "/health": self._health,
+            "/ping": self._health,
+            "/ready": self._ready,
+            "/version": self._version,
+            "/metrics": self._metrics,
+            "/openapi.json": self._openapi,
+            "/admin/model": self._admin_model,
+            "/admin/reload-keys": self._admin_reload_keys,
+        }
+
+    def warm(self) -> None:
+        """Validate and warm the current model, then report ready."""
+        validate_and_warm(self.slot.model, self.config.warmup_predictions)
+        self.ready = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self._routes.get(scope["path"])
+            if handler is None:
+                await _respond(send, 404, _NOT_FOUND)
+            else:
+                await handler(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+
+    # -- the hot path ------------------------------------------------------------------------------------
+
+    async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = await self._score(scope, receive, send)
+        self.metrics.count(status)
+        self.metrics.latency.observe(time.perf_counter() - started)
+
+    async def _score(self, scope: Scope, receive: Receive, send: Send) -> int:
+        if scope["method"] != "POST":
+            return await _respond(send, 405, _NOT_ALLOWED)
+        auth = ctype = length = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                auth = value
+            elif name == b"content-type":
+                ctype = value
+            elif name == b"content-length":
+                length = value
+        if not self.keys.check(auth):
+            return await _respond(send, 401, _UNAUTHORIZED)
+        limit = self.config.max_body_bytes
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await _respond(send, 413, _too_large(limit).to_json())
+        body = await _read_body(receive, limit)
+        if body is None:
+            return await _respond(send, 413, _too_large(limit).to_json())
+        model = self.slot.model  # requests keep the model they started with, whatever swaps meanwhile
+        content_type = ctype.decode("latin-1") if ctype else None
+        try:
+            if len(body) <= self.config.inline_bytes:
+                out, rows = _predict(model, body, content_type, self.config.max_rows)
+            else:
+                out, rows = await asyncio.wait_for(
+                    asyncio.to_thread(_predict, model, body, content_type, self.config.max_rows),
+                    self.config.timeout_s,
+                )
+        except PayloadError as exc:
+            return await _respond(send, exc.status, exc.to_json())
+        except TimeoutError:
+            return await _respond(send, 504, _TIMEOUT)
+        self.metrics.rows.inc(rows)
+        return await _respond(send, 200, out)
+
+    # -- probes and metadata -------------------------------------------------------------------------------
+
+    async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send, 200, b"OK", _TEXT)
+
+    async def _ready(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.ready and not self.draining:
+            await _respond(send, 200, b"ready", _TEXT)
+        else:
+            await _respond(send, 503, b"draining" if self.draining else b"loading", _TEXT)
+
+    async def _version(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send, 200, self.slot.version_json)
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send, 200, self.metrics.render(), _PROM)
+
+    async def _openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send, 200, self.slot.openapi_json)
+
+    # -- admin ---------------------------------------------------------------------------------------------
+
+    async def _admin_model(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /admin/model {"path": DIR}``: load, validate, warm, then swap; the old model keeps serving
+        until the swap, and for good if the new one fails."""
+        if not await self._admin_allowed(scope, send):
+            return
+        body = await _read_body(receive, 64 * 1024) or b""
+        try:
+            path = Path(str(orjson.loads(body)["path"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            await _respond(send, 400, _error("bad_request", 'expected {"path": "<local model directory>"}'))
+            return
+        async with self._swap_lock:
+            try:
+                model = await asyncio.to_thread(self._load_checked, path)
+            except VintageError as exc:
+                self.metrics.swaps.labels("rejected").inc()
+                await _respond(send, 422, _error("model_rejected", exc.headline))
+                return
+            old = self.slot.model.info
+            self.slot.replace(model)
+            self.metrics.serving(model.info.name, model.info.version, model.info.run_id)
+            self.metrics.swaps.labels("swapped").inc()
+            log.info(
+                "swapped model %s v%s -> %s v%s", old.name, old.version, model.info.name, model.info.version
+            )
+        await _respond(send, 200, self.slot.version_json)
+
+    def _load_checked(self, path: Path) -> LoadedModel:
+        model = load_model_dir(path)
+        current = self.slot.model.info.columns
+        if model.info.columns != current:
+            raise VintageError(f"the new model expects other columns than the one being served ({current})")
+        validate_and_warm(model, self.config.warmup_predictions)
+        return model
+
+    async def _admin_reload_keys(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await self._admin_allowed(scope, send):
+            return
+        try:
+            n = await asyncio.to_thread(self.keys.reload)
+        except VintageError as exc:
+            await _respond(send, 422, _error("keys_rejected", exc.headline))
+            return
+        await _respond(send, 200, orjson.dumps({"keys": n}))
+
+    async def _admin_allowed(self, scope: Scope, send: Send) -> bool:
+        if scope["method"] != "POST":
+            await _respond(send, 405, _NOT_ALLOWED)
+            return False
+        auth = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        if not self.keys.check(auth):
+            await _respond(send, 401, _UNAUTHORIZED)
+            return False
+        return True
+
+
+def _predict(model: LoadedModel, body: bytes, content_type: str | None, max_rows: int) -> tuple[bytes, int]:
+    x = parse_request(body, content_type, model.info.columns, max_rows)
+    return encode_predictions(model.predict(x)), len(x)
+
+
+def _too_large(limit: int) -> PayloadError:
+    return PayloadError(413, "body_too_large", f"request body is larger than the limit of {limit} bytes")
+
+
+def _error(code: str, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": code, "message": message[:500], "details": []}})
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it exceeds ``limit`` (the rest is never read)."""
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body if len(body) <= limit else None
+    chunks, size = [body], len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = _JSON) -> int:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    return status
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

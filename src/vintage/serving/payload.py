@@ -1,0 +1,557 @@
+"""Request bodies -> a float matrix in the model's column order; predictions -> JSON bytes.
+
+This is the scoring server's hot path, so it uses only orjson and numpy (no pandas, no MLflow).
+
+Accepted bodies (``application/json``, or no content type):
+
+* ``{"dataframe_split": {"columns": [...], "data": [[...], ...], "index": [...]}}`` (index ignored)
+* ``{"dataframe_records": [{"col": v, ...}, ...]}``
+* ``{"instances": X}`` or ``{"inputs": X}`` where X is a list of records, a list of rows (each row
+  holds one value per model column, in model order), an object of column -> list of values, or an
+  object of column -> scalar (one row)
+* the bare split object ``{"columns": [...], "data": [[...]], "index": [...]}`` (index optional)
+
+and ``text/csv`` with a header line. Request columns may come in any order; missing or unknown
+columns are refused (the model's schema is fixed).
+
+Fast path: ``orjson.loads``, one check of the column names, one ``np.array`` over the nested lists,
+one finiteness check. Whenever that fails or looks suspicious, a slow diagnostic pass walks the values
+in Python, either raising the precise :class:`PayloadError` (which column, which row) or returning
+the matrix anyway; so the fast path only decides speed, never the answer.
+
+Decisions:
+
+* Booleans are not numbers (``non_numeric``). ``np.array`` would turn ``true`` into 1.0, so a JSON
+  body containing the bytes ``true`` or ``false`` anywhere (column names included) skips the fast
+  path; the diagnostic pass then decides exactly.
+* Numeric strings (``"7.4"``) in JSON are ``non_numeric`` too (``np.array`` would convert them,
+  which is why the fast path infers the dtype and accepts only int/float results).
+* ``null`` is a missing value (``missing_value``), reported before any finiteness question.
+* NaN/Infinity literals and overflowing numbers (``1e999``), which orjson refuses, are re-parsed with
+  the standard library so the answer is ``not_finite`` with the column and row instead of
+  ``invalid_json``.
+* Top-level keys other than the one format key (``params`` included) are refused.
+* CSV cells: empty -> ``missing_value``; anything ``float()`` rejects -> ``non_numeric``; ``nan``,
+  ``inf`` or an overflow -> ``not_finite``. A CSV body that is not UTF-8 is ``bad_format``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from operator import itemgetter
+from typing import Any, NamedTuple, NoReturn
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+Matrix = npt.NDArray[np.float64]
+
+SHOW_CHARS = 60  # longest excerpt of an offending value or name; well under the 200-char promise
+LIST_NAMES = 10  # at most this many column names in one message
+
+_FORMAT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_SPLIT_KEYS = frozenset({"columns", "data", "index"})
+_ACCEPTED = (
+    'Accepted JSON bodies: {"dataframe_split": {"columns": [...], "data": [[...]]}}, '
+    '{"dataframe_records": [{...}]}, {"instances": [...]}, {"inputs": [...] or {...}}, '
+    'or {"columns": [...], "data": [[...]]}; or a text/csv body with a header line'
+)
+
+
+class PayloadError(Exception):
+    """A request the server refuses: HTTP status, machine code, message, details.
+
+    Every offending value that appears in ``message`` or ``details`` is cut to at most
+    :data:`SHOW_CHARS` characters; the request body itself is never echoed.
+    """
+
+    def __init__(self, status: int, code: str, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = _printable(message)
+        self.details = [_printable(d) for d in details or []]
+
+    def to_json(self) -> bytes:
+        """The error as the response body: ``{"error": {"code", "message", "details"}}``."""
+        return orjson.dumps({"error": {"code": self.code, "message": self.message, "details": self.details}})
+
+
+def parse_request(body: bytes, content_type: str | None, columns: Sequence[str], max_rows: int) -> Matrix:
+    """Parse a scoring request into a finite 2-D float64 matrix, columns in ``columns`` order.
+
+    Args:
+        body: the raw request body.
+        content_type: the Content-Type header (``None``/empty is treated as JSON).
+        columns: the model's input columns, in the order the model expects them.
+        max_rows: the most rows one request may carry.
+
+    Raises:
+        PayloadError: 400 (malformed, wrong columns, bad values, empty), 413 (too many rows),
+            415 (unsupported content type).
+        ValueError: ``columns`` is empty or repeats a name (a caller bug, not a bad request).
+    """
+    schema = _schema(tuple(columns))
+    if _media_type(content_type) == "text/csv":
+        return _from_csv(body, schema, max_rows)
+    doc = _load_json(body)
+    maybe_bool = b"true" in body or b"false" in body
+    return _from_document(doc, _Context(schema, max_rows, maybe_bool))
+
+
+def encode_predictions(pred: npt.NDArray[Any]) -> bytes:
+    """``{"predictions": [...]}`` as MLflow's scoring server writes it (same numbers once parsed).
+
+    Non-finite floats become ``null`` (MLflow would write the non-JSON ``NaN``/``Infinity``).
+    ``tolist()`` beats ``OPT_SERIALIZE_NUMPY`` up to ~10 predictions (0.16 vs 0.20 us for one) and
+    gives MLflow's exact numbers for float32 too (orjson would print the shorter float32 repr).
+    """
+    return orjson.dumps({"predictions": pred.tolist()})
+
+
+# --- schema and context ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class _Schema:
+    """The model's columns, with what the parsers need precomputed."""
+
+    names: tuple[str, ...]
+    names_list: list[str]
+    getter: Callable[[Any], Any]  # record -> tuple of its values in model order
+
+    @property
+    def n(self) -> int:
+        return len(self.names)
+
+
+class _Context(NamedTuple):
+    """Per-request parsing state."""
+
+    schema: _Schema
+    max_rows: int
+    maybe_bool: bool  # the body may hold a JSON boolean: skip the fast path
+
+
+@lru_cache(maxsize=64)
+def _schema(names: tuple[str, ...]) -> _Schema:
+    if len(set(names)) != len(names) or not names:
+        raise ValueError(f"model columns must be distinct and non-empty: {names!r}")
+    if len(names) == 1:
+        only = names[0]
+        return _Schema(names, list(names), lambda record: (record[only],))
+    return _Schema(names, list(names), itemgetter(*names))
+
+
+def _media_type(content_type: str | None) -> str:
+    """``application/json`` or ``text/csv`` (parameters and case ignored), else 415."""
+    if not content_type:
+        return "application/json"
+    media = content_type.partition(";")[0].strip().lower()
+    if media in ("application/json", "text/csv", ""):
+        return media or "application/json"
+    raise PayloadError(
+        415,
+        "unsupported_media_type",
+        f"unsupported content type {_show(content_type)}: send application/json or text/csv",
+    )
+
+
+# --- JSON ----------------------------------------------------------------------------------------
+
+
+def _load_json(body: bytes) -> Any:
+    """orjson, then the standard library for what only it reads (NaN, Infinity, 1e999)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        first = str(exc)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PayloadError(400, "invalid_json", "the request body is not valid UTF-8") from None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise PayloadError(
+            400, "invalid_json", f"the request body is not valid JSON: {_clip(first)}"
+        ) from None
+
+
+def _from_document(doc: Any, ctx: _Context) -> Matrix:
+    """Dispatch on the top-level shape of the parsed JSON."""
+    if not isinstance(doc, dict):
+        _bad(f"the body must be a JSON object, got {_kind(doc)}. {_ACCEPTED}")
+    found = [key for key in _FORMAT_KEYS if key in doc]
+    if len(found) == 1 and len(doc) == 1:
+        key = found[0]
+        value = doc[key]
+        if key == "dataframe_split":
+            return _from_split(value, ctx, key)
+        if key == "dataframe_records":
+            if not isinstance(value, list):
+                _bad(f"dataframe_records must be a list of records (objects), got {_kind(value)}")
+            return _from_records(value, ctx, key)
+        return _from_tensor_input(value, ctx, key)
+    if not found and "data" in doc and "columns" in doc:
+        return _from_split(doc, ctx, "the split object")
+    if len(found) > 1:
+        _bad(f"the body has several format keys ({', '.join(found)}); send exactly one. {_ACCEPTED}")
+    if found:
+        extra = sorted(k for k in doc if k not in found)
+        _bad(f"unexpected top-level keys next to {found[0]}: {_names(extra)}. {_ACCEPTED}")
+    _bad(f"unknown request format (top-level keys: {_names(sorted(doc))}). {_ACCEPTED}")
+
+
+def _from_split(obj: Any, ctx: _Context, where: str) -> Matrix:
+    """``{"columns": [...], "data": [[...]], "index": [...]}``."""
+    if not isinstance(obj, dict):
+        _bad(f'{where} must be an object {{"columns": [...], "data": [[...]]}}, got {_kind(obj)}')
+    extra = sorted(k for k in obj if k not in _SPLIT_KEYS)
+    if extra:
+        _bad(f"{where} has unexpected keys {_names(extra)}; expected columns, data and optionally index")
+    names, data = obj.get("columns"), obj.get("data")
+    if not isinstance(names, list) or not isinstance(data, list):
+        _bad(f"{where} needs 'columns' (a list of names) and 'data' (a list of rows)")
+    perm = _column_order(names, ctx.schema)
+    _check_count(len(data), ctx.max_rows)
+    return _from_rows(data, names, perm, ctx, where)
+
+
+def _from_tensor_input(value: Any, ctx: _Context, where: str) -> Matrix:
+    """``instances``/``inputs``: records, rows in model order, columns, or one row as an object."""
+    if isinstance(value, dict):
+        return _from_columns(value, ctx, where)
+    if not isinstance(value, list):
+        _bad(f"{where} must be a list of rows or records, or an object of columns; got {_kind(value)}")
+    if not value:
+        _empty()
+    if isinstance(value[0], dict):
+        return _from_records(value, ctx, where)
+    if isinstance(value[0], list):
+        _check_count(len(value), ctx.max_rows)
+        return _from_rows(value, ctx.schema.names_list, None, ctx, where)
+    _bad(f"{where} must be a list of rows (lists) or records (objects); item 0 is {_kind(value[0])}")
+
+
+def _from_rows(
+    rows: list[Any], names: list[str], perm: npt.NDArray[np.intp] | None, ctx: _Context, where: str
+) -> Matrix:
+    """Rows of values in ``names`` order; ``perm`` reorders them to the model's order."""
+    if not rows:
+        _empty()
+    fast = None if ctx.maybe_bool else _numeric(rows, len(names))
+    if fast is None:
+        fast = _diagnose_rows(rows, names, where)
+    return fast if perm is None else fast.take(perm, axis=1)
+
+
+def _from_records(records: list[Any], ctx: _Context, where: str) -> Matrix:
+    """A list of ``{"column": value}`` objects."""
+    if not records:
+        _empty()
+    _check_count(len(records), ctx.max_rows)
+    schema = ctx.schema
+    if not ctx.maybe_bool:
+        try:
+            rows = list(map(schema.getter, records))
+        except (KeyError, TypeError):
+            rows = None
+        # every record has every column; equal total length means no record has extra ones
+        if rows is not None and sum(map(len, records)) == schema.n * len(records):
+            fast = _numeric(rows, schema.n)
+            if fast is not None:
+                return fast
+    return _diagnose_records(records, schema, where)
+
+
+def _from_columns(obj: dict[str, Any], ctx: _Context, where: str) -> Matrix:
+    """``{"column": [values...]}`` (columnar) or ``{"column": value}`` (one row)."""
+    schema = ctx.schema
+    _permutation(schema, tuple(obj))  # validates the names (cached per distinct order)
+    values = list(schema.getter(obj))
+    if not isinstance(values[0], list):  # one row
+        _check_count(1, ctx.max_rows)
+        return _from_rows([values], schema.names_list, None, ctx, where)
+    if not values[0]:
+        _empty()
+    _check_count(len(values[0]), ctx.max_rows)
+    if not ctx.maybe_bool:
+        fast = _numeric(values, len(values[0]))
+        if fast is not None and fast.shape[0] == schema.n:
+            return np.ascontiguousarray(fast.T)
+    return _diagnose_columns(values, schema, where)
+
+
+# --- the fast conversion -------------------------------------------------------------------------
+
+
+def _numeric(nested: list[Any], width: int) -> Matrix | None:
+    """``nested`` as a finite float matrix ``width`` wide, or None when anything is off.
+
+    The dtype is inferred (not forced to float64) so that strings, None and objects show up as a
+    non-numeric dtype instead of being converted or turned into NaN.
+    """
+    try:
+        arr = np.array(nested)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if arr.dtype.kind not in "fiu" or arr.ndim != 2 or arr.shape[1] != width:
+        return None
+    out = arr.astype(np.float64, copy=False)
+    if arr.dtype.kind == "f" and not np.isfinite(out).all():
+        return None
+    return out
+
+
+def _column_order(names: list[Any], schema: _Schema) -> npt.NDArray[np.intp] | None:
+    """Index permutation request order -> model order (None if already in model order)."""
+    if names == schema.names_list:
+        return None
+    try:
+        return _permutation(schema, tuple(names))
+    except TypeError:  # an unhashable name (a list or an object): _check_names refuses it
+        _check_names(names, schema)
+        raise
+
+
+@lru_cache(maxsize=256)
+def _permutation(schema: _Schema, request: tuple[str, ...]) -> npt.NDArray[np.intp]:
+    """Validate a request's column names once per distinct order (refusals are not cached)."""
+    _check_names(list(request), schema)
+    position = {name: i for i, name in enumerate(request)}
+    return np.array([position[name] for name in schema.names], dtype=np.intp)
+
+
+def _check_names(names: list[Any], schema: _Schema) -> None:
+    """Request column names: strings, distinct, exactly the model's columns."""
+    for name in names:
+        if not isinstance(name, str):
+            _bad(f"column names must be strings, got {_show(name)}")
+    if len(set(names)) != len(names):
+        dupes = sorted(name for name, count in Counter(names).items() if count > 1)
+        _bad(f"duplicate column names: {_names(dupes)}")
+    _check_present(set(names), schema, "")
+
+
+def _check_present(given: set[str], schema: _Schema, where: str) -> None:
+    """Raise missing_columns / unknown_columns unless ``given`` is exactly the model's columns."""
+    missing = sorted(set(schema.names) - given)
+    unknown = sorted(given - set(schema.names))
+    if missing:
+        details = [f"unknown columns: {_names(unknown)}"] if unknown else []
+        raise PayloadError(
+            400, "missing_columns", f"missing columns{where}: {_names(missing)}", details + _expected(schema)
+        )
+    if unknown:
+        raise PayloadError(
+            400, "unknown_columns", f"unknown columns{where}: {_names(unknown)}", _expected(schema)
+        )
+
+
+# --- the slow, diagnostic pass -------------------------------------------------------------------
+
+
+def _diagnose_rows(rows: list[Any], names: list[str], where: str) -> Matrix:
+    """Check each row's shape, then each value; return the matrix if nothing is wrong."""
+    width = len(names)
+    for r, row in enumerate(rows):
+        if not isinstance(row, list):
+            _bad(f"{where}: row {r} must be a list of {width} values, got {_kind(row)}")
+        if len(row) != width:
+            _bad(
+                f"{where}: row {r} has {len(row)} values, expected {width} (one per column: {_names(names)})"
+            )
+    out = np.empty((len(rows), width))
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            out[r, c] = _number(value, names[c], r)
+    return out
+
+
+def _diagnose_records(records: list[Any], schema: _Schema, where: str) -> Matrix:
+    """Check that every item is an object with exactly the model's columns, then each value."""
+    for r, record in enumerate(records):
+        if not isinstance(record, dict):
+            _bad(f"{where}: record {r} must be an object of column -> value, got {_kind(record)}")
+        _check_present(set(record), schema, f" in record {r}")
+    out = np.empty((len(records), schema.n))
+    for r, record in enumerate(records):
+        for c, name in enumerate(schema.names):
+            out[r, c] = _number(record[name], name, r)
+    return out
+
+
+def _diagnose_columns(values: list[Any], schema: _Schema, where: str) -> Matrix:
+    """Check that every column holds a list of the same length, then each value."""
+    length = len(values[0])
+    for name, column in zip(schema.names, values, strict=True):
+        if not isinstance(column, list):
+            _bad(
+                f"{where}: column {_show(name)} must be a list of values like the others, got {_kind(column)}"
+            )
+        if len(column) != length:
+            _bad(
+                f"{where}: columns have different lengths: {_show(schema.names[0])} has {length} values, "
+                f"{_show(name)} has {len(column)}"
+            )
+    out = np.empty((length, schema.n))
+    for r in range(length):
+        for c, name in enumerate(schema.names):
+            out[r, c] = _number(values[c][r], name, r)
+    return out
+
+
+def _number(value: Any, column: str, row: int) -> float:
+    """One JSON value as a finite float, or the PayloadError that says what is wrong with it."""
+    kind = type(value)
+    if kind is float or kind is int:
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number):
+            return number
+        _cell_error("not_finite", "value is not finite", value, column, row)
+    if value is None:
+        _cell_error("missing_value", "missing value", None, column, row)
+    _cell_error("non_numeric", "value is not a number", value, column, row)
+
+
+def _cell_error(code: str, what: str, value: Any, column: str, row: int) -> NoReturn:
+    shown = "" if value is None else f": {_show(value)}"
+    raise PayloadError(400, code, f"{what} in column {_show(column)}, row {row}{shown}")
+
+
+# --- CSV -----------------------------------------------------------------------------------------
+
+
+def _from_csv(body: bytes, schema: _Schema, max_rows: int) -> Matrix:
+    """A header line of column names, then one line per row; comma separated, quotes allowed."""
+    try:
+        text = body.decode("utf-8").lstrip("\ufeff").strip()
+    except UnicodeDecodeError:
+        _bad("the CSV body is not valid UTF-8")
+    lines = text.splitlines()
+    if len(lines) < 2:
+        _empty()
+    header = lines[0]
+    names = [n.strip() for n in (_csv_rows([header])[0] if '"' in header else header.split(","))]
+    perm = _column_order(names, schema)
+    data = lines[1:]
+    _check_count(len(data), max_rows)
+    fast = None if any('"' in line for line in data) else _csv_numeric(data, len(names))
+    if fast is None:
+        fast = _diagnose_csv(data, names)
+    return fast if perm is None else fast.take(perm, axis=1)
+
+
+def _csv_numeric(lines: list[str], width: int) -> Matrix | None:
+    try:
+        arr = np.array([line.split(",") for line in lines], dtype=np.float64)
+    except (ValueError, TypeError):
+        return None
+    if arr.ndim != 2 or arr.shape[1] != width or not np.isfinite(arr).all():
+        return None
+    return arr
+
+
+def _diagnose_csv(lines: list[str], names: list[str]) -> Matrix:
+    rows = [row for row in _csv_rows(lines) if row]
+    if not rows:
+        _empty()
+    for r, row in enumerate(rows):
+        if len(row) != len(names):
+            _bad(f"CSV row {r} has {len(row)} fields, expected {len(names)} (one per header column)")
+    out = np.empty((len(rows), len(names)))
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            out[r, c] = _csv_number(cell, names[c], r)
+    return out
+
+
+def _csv_rows(lines: list[str]) -> list[list[str]]:
+    try:
+        return list(csv.reader(lines))
+    except csv.Error as exc:
+        _bad(f"the CSV body cannot be read: {_clip(str(exc))}")
+
+
+def _csv_number(cell: str, column: str, row: int) -> float:
+    text = cell.strip()
+    if not text:
+        _cell_error("missing_value", "missing value", None, column, row)
+    try:
+        number = float(text)
+    except ValueError:
+        _cell_error("non_numeric", "value is not a number", cell, column, row)
+    if not math.isfinite(number):
+        _cell_error("not_finite", "value is not finite", cell, column, row)
+    return number
+
+
+# --- errors and excerpts -------------------------------------------------------------------------
+
+
+def _bad(message: str) -> NoReturn:
+    raise PayloadError(400, "bad_format", message)
+
+
+def _empty() -> NoReturn:
+    raise PayloadError(400, "empty", "the request holds no rows")
+
+
+def _check_count(rows: int, max_rows: int) -> None:
+    if rows > max_rows:
+        raise PayloadError(413, "too_many_rows", f"{rows} rows in one request; the limit is {max_rows}")
+
+
+def _expected(schema: _Schema) -> list[str]:
+    return [f"the model expects: {_names(sorted(schema.names), limit=len(schema.names))}"]
+
+
+def _show(value: Any) -> str:
+    """A short, safe excerpt of an offending value (never its full text, never deep recursion)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return f"a list of {_count(len(value), 'item')}"
+    if isinstance(value, dict):
+        return f"an object with {_count(len(value), 'key')}"
+    return _clip(repr(value))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _clip(text: str, limit: int = SHOW_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _names(names: Sequence[Any], limit: int = LIST_NAMES) -> str:
+    shown = ", ".join(_show(n) for n in names[:limit])
+    more = len(names) - limit
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool | int | float):
+        return f"a number ({_show(value)})" if not isinstance(value, bool) else _show(value)
+    if isinstance(value, str):
+        return f"a string ({_show(value)})"
+    return _show(value)
+
+
+def _printable(text: str) -> str:
+    """Text orjson can encode (lone surrogates from a JSON body become escapes)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -1,0 +1,125 @@
+"""Start `python -m vintage.serving` as a real process on 127.0.0.1 and talk HTTP to it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (127.0.0.1)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Response:
+    """Status, headers and body of one HTTP exchange."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.body)
+
+
+@dataclass
+class Server:
+    """A running scoring server."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> Response:
+        """One request on a fresh connection."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            data = body.encode() if isinstance(body, str) else body
+            conn.request(method, path, body=data, headers=headers or {})
+            resp = conn.getresponse()
+            return Response(resp.status, resp.read(), {k.lower(): v for k, v in resp.getheaders()})
+        finally:
+            conn.close()
+
+    def post_json(self, payload: Any, key: str | None = None, path: str = "/invocations") -> Response:
+        """POST a JSON document, with a bearer key if given."""
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return self.request("POST", path, json.dumps(payload), headers)
+
+
+@contextmanager
+def scoring_server(
+    model_dir: Path, log_dir: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """Run the server until the block ends (SIGTERM, then SIGKILL after 30 s)."""
+    port = free_port()
+    log = log_dir / f"serve-{port}.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vintage.serving",
+                "--model-dir",
+                str(model_dir),
+                "--port",
+                str(port),
+                *extra,
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    server = Server(proc, port, log)
+    try:
+        wait_ready(server)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_ready(server: Server, timeout: float = 60.0) -> float:
+    """Poll /ready until 200; returns the seconds waited. Fails fast if the process died."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if server.proc.poll() is not None:
+            raise RuntimeError(
+                f"server exited with {server.proc.returncode}: {server.log.read_text()[-2000:]}"
+            )
+        try:
+            if server.request("GET", "/ready", timeout=2).status == 200:
+                return time.perf_counter() - started
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"server not ready after {timeout} s: {server.log.read_text()[-2000:]}")
