@@ -271,3 +271,116 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(registry, tmp_path, wi
         t.join(timeout=60)
         assert result.get("status") == 200  # the request in flight finished
         assert srv.proc.wait(timeout=60) == 0
+
+
+def test_limits_rows_and_timeout(registry, tmp_path, wine):
+    rows = pd.concat([wine] * 10, ignore_index=True)  # 15,990 rows, > 64 KiB: predicted on a worker thread
+    body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split"))})
+    with scoring_server(registry["v2"], tmp_path, "--max-rows", "1000") as srv:
+        too_many = srv.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+        assert too_many.status == 413 and too_many.json()["error"]["code"] == "too_many_rows"
+    with scoring_server(registry["v2"], tmp_path, "--timeout", "0.001") as srv:
+        slow = srv.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+        assert slow.status == 504 and slow.json()["error"]["code"] == "timeout"
+        assert srv.request("GET", "/health").status == 200
+
+
+def test_fuzzed_bodies_never_get_a_5xx(server):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+    values = st.recursive(
+        scalars,
+        lambda kids: st.lists(kids, max_size=5) | st.dictionaries(st.text(max_size=15), kids, max_size=5),
+        max_leaves=30,
+    )
+    shaped = st.dictionaries(
+        st.sampled_from(["dataframe_split", "dataframe_records", "instances", "inputs", "columns", "data"]),
+        values,
+        max_size=2,
+    )
+    statuses: list[int] = []
+
+    @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.one_of(values, shaped), st.sampled_from(["application/json", "text/csv", "text/plain"]))
+    def post(doc: object, ctype: str) -> None:
+        body = json.dumps(doc) if ctype != "text/csv" else str(doc)
+        resp = server.request("POST", "/invocations", body, {"Content-Type": ctype})
+        statuses.append(resp.status)
+        assert resp.status < 500, resp.body
+
+    post()
+    assert len(statuses) >= 1000
+    assert server.request("GET", "/health").status == 200
+
+
+def test_five_swaps_under_load_lose_no_request(registry, tmp_path, wine):
+    body = json.dumps({"dataframe_split": json.loads(wine.head(10).to_json(orient="split"))})
+    with scoring_server(registry["v1"], tmp_path) as srv:
+        failures: list[object] = []
+        counts = {"ok": 0}
+        stop = threading.Event()
+
+        def load() -> None:
+            import http.client
+
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            deadline = time.time() + 60  # bounded even if the swaps hang
+            while not stop.is_set() and time.time() < deadline:
+                try:
+                    conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    if resp.status != 200 or len(json.loads(data)["predictions"]) != 10:
+                        failures.append((resp.status, data[:200]))
+                    else:
+                        counts["ok"] += 1
+                except Exception as exc:  # a dropped connection counts as a failed request
+                    failures.append(repr(exc))
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            conn.close()
+
+        workers = [threading.Thread(target=load) for _ in range(4)]
+        for w in workers:
+            w.start()
+        versions = []
+        for i in range(5):
+            time.sleep(0.3)
+            target = registry["v2"] if i % 2 == 0 else registry["v1"]
+            resp = srv.post_json({"path": str(target)}, path="/admin/model")
+            assert resp.status == 200, resp.body
+            versions.append(resp.json()["version"])
+        time.sleep(0.3)
+        stop.set()
+        for w in workers:
+            w.join(timeout=30)
+        assert versions == ["2", "1", "2", "1", "2"]
+        assert failures == []
+        assert counts["ok"] > 100
+        metrics = srv.request("GET", "/metrics").body.decode()
+        assert 'vintage_model_swaps_total{outcome="swapped"} 5.0' in metrics
+
+
+def test_cli_serve_materialises_a_registry_alias(registry, tmp_path):
+    from support.scoring import Server, free_port, wait_ready
+
+    port = free_port()
+    log = tmp_path / "cli-serve.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [VINTAGE, "serve", "--model", "candidate", "--port", str(port)],
+            cwd=registry["project"],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    srv = Server(proc, port, log)
+    try:
+        wait_ready(srv)
+        version = srv.request("GET", "/version").json()
+        assert (version["name"], version["version"]) == ("winequality", "2")
+        assert (registry["project"] / ".vintage" / "models").is_dir()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
