@@ -384,3 +384,35 @@ def test_cli_serve_materialises_a_registry_alias(registry, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+@pytest.mark.slow
+def test_two_workers_follow_swaps_and_key_reloads(registry, tmp_path, wine):
+    keyfile = tmp_path / "keys"
+    keyfile.write_text(f"{KEY1}\n")
+    keyfile.chmod(0o600)
+    body = {"dataframe_split": json.loads(wine.head(3).to_json(orient="split"))}
+    with scoring_server(registry["v1"], tmp_path, "--workers", "2", "--api-key-file", str(keyfile)) as srv:
+        children = subprocess.run(
+            ["ps", "-o", "pid=,args=", "--ppid", str(srv.proc.pid)], capture_output=True, text=True
+        ).stdout.splitlines()
+        assert len([c for c in children if "multiprocessing.spawn" in c]) == 2, children  # two workers
+        for _ in range(40):  # new connection each time: the kernel spreads them over both workers
+            resp = srv.post_json(body, key=KEY1)
+            assert resp.status == 200
+        assert srv.post_json({"path": str(registry["v2"])}, key=KEY1, path="/admin/model").status == 200
+        expected = mlflow_predict(registry["v2"], wine.head(3))
+        deadline = time.time() + 10
+        seen_old = True
+        while time.time() < deadline and seen_old:  # the other worker follows within a second
+            answers = [srv.post_json(body, key=KEY1).json()["predictions"] for _ in range(20)]
+            seen_old = not all(np.allclose(a, expected, rtol=1e-12) for a in answers)
+        assert not seen_old
+        new = "k9-" + "z" * 30
+        keyfile.write_text(f"{new}\n")
+        assert srv.post_json({}, key=KEY1, path="/admin/reload-keys").status == 200
+        time.sleep(1.5)
+        assert all(srv.post_json(body, key=KEY1).status == 401 for _ in range(20))
+        assert all(srv.post_json(body, key=new).status == 200 for _ in range(20))
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(timeout=60) == 0

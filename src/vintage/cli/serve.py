@@ -32,6 +32,7 @@ def serve(
     timeout: Annotated[
         float, typer.Option(min=0.01, help="Prediction timeout in seconds (504 after).")
     ] = 10.0,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes sharing the port.")] = 1,
 ) -> None:
     """Serve a model: MLflow-compatible /invocations plus /health, /ready, /version, /metrics, /openapi.json.
 
@@ -55,6 +56,8 @@ def serve(
         str(max_rows),
         "--timeout",
         str(timeout),
+        "--workers",
+        str(workers),
     ]
     if api_key_file is not None:
         argv += ["--api-key-file", str(api_key_file)]

@@ -23,19 +23,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024)
     p.add_argument("--max-rows", type=int, default=100_000)
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--workers", type=int, default=1)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from vintage.serving.app import ServeConfig
-    from vintage.serving.auth import ApiKeys
     from vintage.serving.server import serve
 
     try:
-        keys = ApiKeys.from_file(args.api_key_file) if args.api_key_file else ApiKeys()
         config = ServeConfig(
             max_body_bytes=args.max_body_bytes, max_rows=args.max_rows, timeout_s=args.timeout
         )
-        serve(args.model_dir, host=args.host, port=args.port, keys=keys, config=config)
+        serve(
+            args.model_dir,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            key_file=args.api_key_file,
+            config=config,
+        )
     except VintageError as exc:
         sys.stderr.write(f"error: {exc.headline}\n")
         if exc.hint:

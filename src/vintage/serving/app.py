@@ -12,7 +12,10 @@ the model it started with.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ import orjson
 
 from vintage.errors import VintageError
 from vintage.serving.auth import ApiKeys
+from vintage.serving.control import ControlFile
 from vintage.serving.metrics import Metrics
 from vintage.serving.model import LoadedModel, load_model_dir
 from vintage.serving.openapi import openapi_document
@@ -58,16 +62,17 @@ class ServeConfig:
 class ModelSlot:
     """The model being served; replaced as a whole on swap."""
 
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: LoadedModel, path: Path | None = None) -> None:
         self.model = model
+        self.path = path
         self.since = time.time()
         self.version_json = b""
         self.openapi_json = b""
         self._render()
 
-    def replace(self, model: LoadedModel) -> None:
+    def replace(self, model: LoadedModel, path: Path | None = None) -> None:
         """Swap in ``model`` (a single reference assignment: requests in flight keep the old one)."""
-        self.model, self.since = model, time.time()
+        self.model, self.path, self.since = model, path, time.time()
         self._render()
 
     def _render(self) -> None:
@@ -109,11 +114,21 @@ class ScoringApp:
     """ASGI application: ``/invocations``, ``/health``, ``/ready``, ``/version``, ``/metrics``,
     ``/openapi.json``, ``/admin/model``, ``/admin/reload-keys``."""
 
-    def __init__(self, model: LoadedModel, keys: ApiKeys, config: ServeConfig | None = None) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        keys: ApiKeys,
+        config: ServeConfig | None = None,
+        control: ControlFile | None = None,
+        model_dir: Path | None = None,
+    ) -> None:
         self.config = config or ServeConfig()
+        self.control = control
+        self._control_seen = (0, int((control.read() if control else {}).get("keys_generation", 0)))
+        self._watcher: asyncio.Task[None] | None = None
         self.keys = keys
         self.metrics = Metrics()
-        self.slot = ModelSlot(model)
+        self.slot = ModelSlot(model, model_dir)
         self.ready = False
         self.draining = False
         self._swap_lock = asyncio.Lock()
@@ -143,7 +158,7 @@ class ScoringApp:
             else:
                 await handler(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await _lifespan(receive, send, self._on_startup)
 
     # -- the hot path ------------------------------------------------------------------------------------
 
@@ -229,14 +244,59 @@ class ScoringApp:
                 self.metrics.swaps.labels("rejected").inc()
                 await _respond(send, 422, _error("model_rejected", exc.headline))
                 return
-            old = self.slot.model.info
-            self.slot.replace(model)
-            self.metrics.serving(model.info.name, model.info.version, model.info.run_id)
-            self.metrics.swaps.labels("swapped").inc()
-            log.info(
-                "swapped model %s v%s -> %s v%s", old.name, old.version, model.info.name, model.info.version
-            )
+            self._swap(model, path)
+            if self.control is not None:  # the other workers follow
+                self.control.publish(model=str(path))
+                self._control_seen = (self.control.stamp(), self._control_seen[1])
         await _respond(send, 200, self.slot.version_json)
+
+    def _swap(self, model: LoadedModel, path: Path) -> None:
+        old = self.slot.model.info
+        self.slot.replace(model, path)
+        self.metrics.serving(model.info.name, model.info.version, model.info.run_id)
+        self.metrics.swaps.labels("swapped").inc()
+        log.info("swapped model %s v%s -> %s v%s", old.name, old.version, model.info.name, model.info.version)
+
+    # -- multi-worker: follow the control file ------------------------------------------------------------
+
+    def _on_startup(self) -> None:
+        """Runs inside the server's event loop, after uvicorn installed its exit-signal handlers."""
+        if self.control is not None and self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(self.control))
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous = signal.getsignal(sig)
+                if callable(previous):  # drain: /ready turns 503 before uvicorn stops accepting
+                    signal.signal(sig, functools.partial(self._on_exit_signal, previous))
+
+    def _on_exit_signal(self, previous: Callable[[int, Any], Any], signum: int, frame: Any) -> None:
+        self.draining = True
+        previous(signum, frame)
+
+    async def _watch(self, control: ControlFile, every_s: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            stamp = control.stamp()
+            if stamp != self._control_seen[0]:
+                await self._follow(control, stamp)
+
+    async def _follow(self, control: ControlFile, stamp: int) -> None:
+        state = control.read()
+        keys_gen = int(state.get("keys_generation", 0))
+        if keys_gen != self._control_seen[1]:
+            try:
+                await asyncio.to_thread(self.keys.reload)
+            except VintageError as exc:
+                log.error("API keys not reloaded: %s", exc.headline)
+        model = state.get("model")
+        if model and Path(model) != self.slot.path:
+            async with self._swap_lock:
+                try:
+                    self._swap(await asyncio.to_thread(self._load_checked, Path(model)), Path(model))
+                except VintageError as exc:
+                    self.metrics.swaps.labels("rejected").inc()
+                    log.error("model %s not swapped in: %s", model, exc.headline)
+        self._control_seen = (stamp, keys_gen)
 
     def _load_checked(self, path: Path) -> LoadedModel:
         model = load_model_dir(path)
@@ -254,6 +314,9 @@ class ScoringApp:
         except VintageError as exc:
             await _respond(send, 422, _error("keys_rejected", exc.headline))
             return
+        if self.control is not None:  # the other workers follow
+            state = self.control.publish(reload_keys=True)
+            self._control_seen = (self.control.stamp(), int(state["keys_generation"]))
         await _respond(send, 200, orjson.dumps({"keys": n}))
 
     async def _admin_allowed(self, scope: Scope, send: Send) -> bool:
@@ -303,10 +366,11 @@ async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[byt
     return status
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
+async def _lifespan(receive: Receive, send: Send, on_startup: Callable[[], None]) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            on_startup()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})

@@ -1,30 +1,69 @@
 """Run the scoring app on uvicorn (httptools + uvloop), bound to 127.0.0.1 unless told otherwise.
 
-Signals: SIGTERM/SIGINT drain (``/ready`` turns 503, in-flight requests finish, exit 0); SIGHUP reloads the
-API keys.
+One worker: the app runs in this process. Several workers: uvicorn's supervisor forks them on one shared
+socket; each builds its app from environment variables (``worker_app``) and follows a control file so an
+admin call that reaches one worker (model swap, key reload) reaches them all.
+
+Signals: SIGTERM/SIGINT drain (``/ready`` turns 503, in-flight requests finish, exit 0). SIGHUP reloads
+the API keys (one worker) or replaces the workers one by one, each new one ready before the old one stops
+(several workers: uvicorn's rolling restart; new workers read the key file and the control file).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import signal
+import tempfile
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import orjson
+import uvicorn
+from uvicorn.supervisors.multiprocess import Multiprocess
+
 from vintage.errors import VintageError
 from vintage.serving.app import ScoringApp, ServeConfig
 from vintage.serving.auth import ApiKeys
+from vintage.serving.control import ControlFile
 from vintage.serving.model import load_model_dir
 
 log = logging.getLogger(__name__)
 
+_ENV_MODEL = "VINTAGE_SERVE_MODEL_DIR"
+_ENV_KEYS = "VINTAGE_SERVE_KEY_FILE"
+_ENV_CONFIG = "VINTAGE_SERVE_CONFIG"
+_ENV_CONTROL = "VINTAGE_SERVE_CONTROL"
 
-def build_app(model_dir: Path, keys: ApiKeys, config: ServeConfig) -> ScoringApp:
+
+def build_app(
+    model_dir: Path, keys: ApiKeys, config: ServeConfig, control: ControlFile | None = None
+) -> ScoringApp:
     """Load, validate and warm the model; the app is ready when this returns."""
-    app = ScoringApp(load_model_dir(model_dir), keys, config)
+    app = ScoringApp(load_model_dir(model_dir), keys, config, control=control, model_dir=model_dir)
     app.warm()
     return app
+
+
+def worker_app() -> ScoringApp:
+    """uvicorn factory for one worker of a multi-worker server (configured by environment variables)."""
+    control = ControlFile(Path(os.environ[_ENV_CONTROL]))
+    model_dir = Path(control.read().get("model") or os.environ[_ENV_MODEL])
+    key_file = os.environ.get(_ENV_KEYS)
+    keys = ApiKeys.from_file(Path(key_file)) if key_file else ApiKeys()
+    config = ServeConfig(**orjson.loads(os.environ[_ENV_CONFIG]))
+    return build_app(model_dir, keys, config, control)
+
+
+class GracefulServer(uvicorn.Server):
+    """A uvicorn.Server that exits 0 after a graceful drain (uvicorn re-raises the exit signal by default,
+    ending the process with -15). The app marks itself draining on the same signal."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def serve(
@@ -32,50 +71,57 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
-    keys: ApiKeys | None = None,
+    workers: int = 1,
+    key_file: Path | None = None,
     config: ServeConfig | None = None,
     graceful_s: float = 30.0,
 ) -> None:
     """Serve until SIGTERM/SIGINT. Blocks.
 
     Raises:
-        ServingError: the model cannot be loaded or fails validation (nothing is served then).
+        ServingError: the model or the key file cannot be loaded, or the model fails validation (nothing is
+            served then).
     """
-    import uvicorn
+    config = config or ServeConfig()
+    keys = ApiKeys.from_file(key_file) if key_file else ApiKeys()
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_level": "warning",
+        "server_header": False,
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": int(graceful_s),
+    }
+    if workers <= 1:
+        app = build_app(model_dir, keys, config)
+        signal.signal(signal.SIGHUP, lambda signum, frame: _reload_keys(app))
+        _announce(app, host, port, 1)
+        GracefulServer(uvicorn.Config(app, lifespan="on", **common)).run()
+        return
+    validate = build_app(model_dir, keys, config)  # fail here, once, with a clear error, before forking
+    _announce(validate, host, port, workers)
+    with tempfile.TemporaryDirectory(prefix="vintage-serve-") as runtime:
+        os.environ.update(
+            {
+                _ENV_MODEL: str(model_dir),
+                _ENV_KEYS: str(key_file or ""),
+                _ENV_CONFIG: orjson.dumps(dataclasses.asdict(config)).decode(),
+                _ENV_CONTROL: str(Path(runtime) / "control.json"),
+            }
+        )
+        uv_config = uvicorn.Config(
+            "vintage.serving.server:worker_app", factory=True, workers=workers, lifespan="on", **common
+        )
+        sock = uv_config.bind_socket()
+        Multiprocess(uv_config, sockets=[sock]).run()
 
-    app = build_app(model_dir, keys or ApiKeys(), config or ServeConfig())
-    config_ = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-        timeout_graceful_shutdown=int(graceful_s),
-    )
-    server = _draining_server(config_, app)
-    signal.signal(signal.SIGHUP, lambda signum, frame: _reload_keys(app))
-    log.warning(
-        "serving %s v%s on http://%s:%d", app.slot.model.info.name, app.slot.model.info.version, host, port
-    )
-    server.run()
 
-
-def _draining_server(config: Any, app: ScoringApp) -> Any:
-    """A uvicorn.Server whose exit signal first marks the app draining (``/ready`` -> 503), and which
-    exits 0 after a graceful drain (uvicorn re-raises the signal by default, ending the process with -15)."""
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            app.draining = True
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()
-
-    return Server(config)
+def _announce(app: ScoringApp, host: str, port: int, workers: int) -> None:
+    info = app.slot.model.info
+    log.warning("serving %s v%s on http://%s:%d (%d worker(s))", info.name, info.version, host, port, workers)
 
 
 def _reload_keys(app: ScoringApp) -> None:
