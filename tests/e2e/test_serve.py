@@ -17,22 +17,11 @@ import pytest
 import yaml
 
 from support.scoring import scoring_server
+from vintage.config import WINE_FEATURES
 
 REPO = Path(__file__).resolve().parents[2]
 VINTAGE = str(Path(sys.executable).parent / "vintage")
-FEATURES = [
-    "fixed acidity",
-    "volatile acidity",
-    "citric acid",
-    "residual sugar",
-    "chlorides",
-    "free sulfur dioxide",
-    "total sulfur dioxide",
-    "density",
-    "pH",
-    "sulphates",
-    "alcohol",
-]
+FEATURES = list(WINE_FEATURES)
 KEY1 = "k1-" + "a" * 30
 KEY2 = "k2-" + "b" * 30
 
@@ -158,29 +147,38 @@ def test_probes_version_metrics_openapi(server, registry):
     assert "alcohol" in json.dumps(spec["paths"]["/invocations"])
 
 
-def test_health_answers_fast_while_a_large_request_runs(registry, tmp_path, wine):
-    rows = pd.concat([wine] * 60, ignore_index=True)  # ~96k rows, ~9 MB of JSON
-    body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split"))})
-    with scoring_server(registry["v2"], tmp_path) as srv:
-        result: dict[str, int] = {}
-        t = threading.Thread(
-            target=lambda: result.update(
-                status=srv.request("POST", "/invocations", body, {"Content-Type": "application/json"}).status
-            )
-        )
-        t.start()
-        time.sleep(0.3)
-        worst = 0.0
-        while t.is_alive():
-            started = time.perf_counter()
+def _post_in_background(srv, body: str) -> tuple[threading.Thread, dict[str, int]]:
+    result: dict[str, int] = {}
+
+    def post() -> None:
+        result["status"] = srv.request(
+            "POST", "/invocations", body, {"Content-Type": "application/json"}
+        ).status
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    return thread, result
+
+
+def _large_body(wine: pd.DataFrame, copies: int = 60) -> str:
+    rows = pd.concat([wine] * copies, ignore_index=True)  # 60 copies: ~96k rows, ~9 MB of JSON
+    return json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split"))})
+
+
+def test_health_answers_while_a_large_request_runs(registry, tmp_path, wine):
+    body = _large_body(wine, copies=300)  # ~48 MB, the size at which MLflow's ping stalls for seconds
+    with scoring_server(
+        registry["v2"], tmp_path, "--max-body-bytes", str(64 << 20), "--max-rows", "1000000"
+    ) as srv:
+        thread, result = _post_in_background(srv, body)
+        answered = 0
+        while thread.is_alive():  # a blocked event loop would answer none of these until the end
             assert srv.request("GET", "/health", timeout=5).status == 200
-            worst = max(worst, time.perf_counter() - started)
+            answered += 1
             time.sleep(0.01)
-        t.join()
+        thread.join()
         assert result["status"] == 200
-        assert (
-            worst < 0.5
-        )  # generous bound for a noisy 2-core CI machine; BENCHMARKS.md has the measured figure
+        assert answered >= 3  # /health latency itself is measured in benchmarks/serving.py, not asserted
 
 
 def test_api_keys_required_and_rotated(registry, tmp_path):
@@ -256,19 +254,11 @@ def test_hot_swap_and_rejected_model(registry, tmp_path, wine):
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(registry, tmp_path, wine):
-    rows = pd.concat([wine] * 60, ignore_index=True)
-    body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split"))})
     with scoring_server(registry["v2"], tmp_path) as srv:
-        result: dict[str, int] = {}
-        t = threading.Thread(
-            target=lambda: result.update(
-                status=srv.request("POST", "/invocations", body, {"Content-Type": "application/json"}).status
-            )
-        )
-        t.start()
+        thread, result = _post_in_background(srv, _large_body(wine))
         time.sleep(0.3)
         srv.proc.send_signal(signal.SIGTERM)
-        t.join(timeout=60)
+        thread.join(timeout=60)
         assert result.get("status") == 200  # the request in flight finished
         assert srv.proc.wait(timeout=60) == 0
 

@@ -51,10 +51,21 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from vintage.serving.payload_errors import (
+    PayloadError,
+)
+from vintage.serving.payload_errors import bad as _bad
+from vintage.serving.payload_errors import check_count as _check_count
+from vintage.serving.payload_errors import clip as _clip
+from vintage.serving.payload_errors import empty as _empty
+from vintage.serving.payload_errors import kind as _kind
+from vintage.serving.payload_errors import names as _names
+from vintage.serving.payload_errors import show as _show
+
+__all__ = ["Matrix", "PayloadError", "encode_predictions", "parse_request"]
+
 Matrix = npt.NDArray[np.float64]
 
-SHOW_CHARS = 60  # longest excerpt of an offending value or name; well under the 200-char promise
-LIST_NAMES = 10  # at most this many column names in one message
 
 _FORMAT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _SPLIT_KEYS = frozenset({"columns", "data", "index"})
@@ -63,25 +74,6 @@ _ACCEPTED = (
     '{"dataframe_records": [{...}]}, {"instances": [...]}, {"inputs": [...] or {...}}, '
     'or {"columns": [...], "data": [[...]]}; or a text/csv body with a header line'
 )
-
-
-class PayloadError(Exception):
-    """A request the server refuses: HTTP status, machine code, message, details.
-
-    Every offending value that appears in ``message`` or ``details`` is cut to at most
-    :data:`SHOW_CHARS` characters; the request body itself is never echoed.
-    """
-
-    def __init__(self, status: int, code: str, message: str, details: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = _printable(message)
-        self.details = [_printable(d) for d in details or []]
-
-    def to_json(self) -> bytes:
-        """The error as the response body: ``{"error": {"code", "message", "details"}}``."""
-        return orjson.dumps({"error": {"code": self.code, "message": self.message, "details": self.details}})
 
 
 def parse_request(body: bytes, content_type: str | None, columns: Sequence[str], max_rows: int) -> Matrix:
@@ -497,61 +489,5 @@ def _csv_number(cell: str, column: str, row: int) -> float:
     return number
 
 
-# --- errors and excerpts -------------------------------------------------------------------------
-
-
-def _bad(message: str) -> NoReturn:
-    raise PayloadError(400, "bad_format", message)
-
-
-def _empty() -> NoReturn:
-    raise PayloadError(400, "empty", "the request holds no rows")
-
-
-def _check_count(rows: int, max_rows: int) -> None:
-    if rows > max_rows:
-        raise PayloadError(413, "too_many_rows", f"{rows} rows in one request; the limit is {max_rows}")
-
-
 def _expected(schema: _Schema) -> list[str]:
     return [f"the model expects: {_names(sorted(schema.names), limit=len(schema.names))}"]
-
-
-def _show(value: Any) -> str:
-    """A short, safe excerpt of an offending value (never its full text, never deep recursion)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return f"a list of {_count(len(value), 'item')}"
-    if isinstance(value, dict):
-        return f"an object with {_count(len(value), 'key')}"
-    return _clip(repr(value))
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _clip(text: str, limit: int = SHOW_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _names(names: Sequence[Any], limit: int = LIST_NAMES) -> str:
-    shown = ", ".join(_show(n) for n in names[:limit])
-    more = len(names) - limit
-    return f"{shown} and {more} more" if more > 0 else shown
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool | int | float):
-        return f"a number ({_show(value)})" if not isinstance(value, bool) else _show(value)
-    if isinstance(value, str):
-        return f"a string ({_show(value)})"
-    return _show(value)
-
-
-def _printable(text: str) -> str:
-    """Text orjson can encode (lone surrogates from a JSON body become escapes)."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")

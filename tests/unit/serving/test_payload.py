@@ -16,24 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vintage.config import WINE_FEATURES
 from vintage.data.load import read_table
 from vintage.serving.payload import PayloadError, encode_predictions, parse_request
 
 REPO = Path(__file__).resolve().parents[3]
 RED = REPO / "src" / "vintage" / "data" / "wine_quality" / "winequality-red.csv"
-COLUMNS = (
-    "fixed acidity",
-    "volatile acidity",
-    "citric acid",
-    "residual sugar",
-    "chlorides",
-    "free sulfur dioxide",
-    "total sulfur dioxide",
-    "density",
-    "pH",
-    "sulphates",
-    "alcohol",
-)
+COLUMNS = WINE_FEATURES
 JSON = "application/json"
 MAX_ROWS = 1000
 LONG = "x" * 10_000  # an offending value far longer than any error may echo
