@@ -77,3 +77,12 @@ class Interrupted(VintageError):  # noqa: N818 - reads better at the call site
 
 class ServingError(VintageError):
     """The scoring server cannot load or serve a model."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its class name if empty), cut to ``limit`` characters.
+
+    Used wherever a library exception becomes part of a one-line headline.
+    """
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from vintage.errors import RegistryError
+from vintage.errors import RegistryError, first_line
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -81,7 +81,7 @@ def register_run(
             return existing
     except MlflowException as exc:
         raise RegistryError(
-            f"registering {model_name} failed: {str(exc).splitlines()[0][:300]}",
+            f"registering {model_name} failed: {first_line(exc)}",
             hint="check the registry; re-running `vintage train` is safe (registration is idempotent)",
         ) from exc
 
@@ -134,7 +134,7 @@ def list_versions(client: MlflowClient, name: str) -> list[RegisteredVersion]:
         versions = client.search_model_versions(f"name = '{_quote(name)}'", max_results=10_000)
         aliases = _aliases(client, name) if versions else {}
     except MlflowException as exc:
-        raise RegistryError(f"cannot list versions of {name}: {str(exc).splitlines()[0][:300]}") from exc
+        raise RegistryError(f"cannot list versions of {name}: {first_line(exc)}") from exc
     out = sorted((_to_version(v) for v in versions), key=lambda v: v.version)
     for v in out:  # search results do not carry aliases on every store; the registered model does
         v.aliases = sorted({*v.aliases, *aliases.get(v.version, [])})

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vintage.errors import TrackingError
+from vintage.errors import TrackingError, first_line
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -111,7 +111,7 @@ def open_session(spec: Spec, *, create_experiment: bool = True) -> TrackingSessi
         exp_id = _experiment_id(spec.experiment, target, client, create=create_experiment)
     except MlflowException as exc:
         raise TrackingError(
-            f"tracking store at {target.display} refused the request: {_first_line(exc)}",
+            f"tracking store at {target.display} refused the request: {first_line(exc)}",
             hint="check the tracking URI and that the server runs; --verbose shows the full error",
         ) from exc
     return TrackingSession(target, client, exp_id)
@@ -193,8 +193,3 @@ def _experiment_id(name: str, target: TrackingTarget, client: MlflowClient, *, c
             raise
         del exc
         return str(again.experiment_id)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else exc.__class__.__name__)[:300]

@@ -12,7 +12,7 @@ import typer
 from vintage import __version__
 from vintage.cli import config_cmd, listing, serve, train, ui
 from vintage.cli.state import STATE
-from vintage.errors import EXIT_RUNTIME, VintageError
+from vintage.errors import EXIT_RUNTIME, VintageError, first_line
 
 app = typer.Typer(
     name="vintage",
@@ -74,8 +74,7 @@ def run(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug or an untranslated library error: one line, traceback on --verbose
         if STATE.verbose:
             raise
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        sys.stderr.write(f"error: unexpected {exc.__class__.__name__}: {first}\n")
+        sys.stderr.write(f"error: unexpected {exc.__class__.__name__}: {first_line(exc)}\n")
         sys.stderr.write("Run with --verbose to see the full traceback.\n")
         sys.exit(EXIT_RUNTIME)
 

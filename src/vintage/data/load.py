@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from vintage.data.packaged import packaged_path
 from vintage.data.validate import validate_frame
-from vintage.errors import DataError
+from vintage.errors import DataError, first_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -83,8 +83,7 @@ def read_table(path: Path) -> pd.DataFrame:
         if suffix in _CSV or not suffix:
             return pd.read_csv(path, sep=_sniff_separator(path))
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        first = str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__
-        raise DataError(f"cannot read data file {path.name}: {first}") from exc
+        raise DataError(f"cannot read data file {path.name}: {first_line(exc, 200)}") from exc
     raise DataError(
         f"unsupported data file type {suffix!r} ({path.name})",
         hint="use a .csv (comma or semicolon separated) or a .parquet file",

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from vintage.errors import ServingError
+from vintage.errors import ServingError, first_line
 from vintage.serving.model import (
     MLMODEL,
     RTOL,
@@ -280,7 +280,7 @@ def _lookup_error(client: MlflowClient, exc: MlflowException, uri: str, name: st
 
 def _store_error(exc: MlflowException, uri: str) -> ServingError:
     return ServingError(
-        f"the tracking store refused to resolve {uri}: {_first_line(exc)}",
+        f"the tracking store refused to resolve {uri}: {first_line(exc)}",
         hint="check the tracking URI and that the server runs; --verbose shows the full error",
     )
 
@@ -303,7 +303,7 @@ def _download(target: Resolved, dest: Path, final: Path, tracking_uri: str | Non
                 registry_uri=tracking_uri,
             )
         except MlflowException as exc:
-            raise ServingError(f"cannot download {target.requested}: {_first_line(exc)}") from exc
+            raise ServingError(f"cannot download {target.requested}: {first_line(exc)}") from exc
         model_dir = Path(local)
         _write_meta(model_dir, target, load_model_dir(model_dir), tracking_uri)
         return _publish(model_dir, final, target)
@@ -371,8 +371,3 @@ def _publish(model_dir: Path, final: Path, target: Resolved) -> Path:
 
 def _safe(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("._") or "model"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

@@ -35,7 +35,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from vintage.errors import ServingError
+from vintage.errors import ServingError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def _read_mlmodel(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ServingError(f"cannot read {file}: {_first_line(exc)}", hint=_HINT_DIR) from exc
+        raise ServingError(f"cannot read {file}: {first_line(exc)}", hint=_HINT_DIR) from exc
     if not isinstance(data, dict):
         raise ServingError(f"{file} is not an MLmodel file (not a YAML mapping)", hint=_HINT_DIR)
     return data
@@ -306,7 +306,7 @@ def _read_example(path: Path, mlmodel: Mapping[str, Any], columns: tuple[str, ..
         if rows.ndim != 2 or rows.shape[1] != len(names):
             raise ValueError(f"shape {rows.shape} does not match {len(names)} columns")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("ignoring the input example %s: %s", file, _first_line(exc))
+        log.warning("ignoring the input example %s: %s", file, first_line(exc))
         return None
     return np.ascontiguousarray(rows[:, order])
 
@@ -324,7 +324,7 @@ def _stored_linear(meta: Mapping[str, Any], model_file: Path, width: int) -> Lin
         params = LinearParams(str(raw["estimator"]), coef, float(raw["intercept"]))
         sha = str(raw["model_sha256"])
     except (KeyError, TypeError, ValueError) as exc:
-        log.warning("ignoring the stored linear coefficients: %s", _first_line(exc))
+        log.warning("ignoring the stored linear coefficients: %s", first_line(exc))
         return None
     if coef.ndim != 1 or coef.shape[0] != width:
         log.warning("ignoring the stored linear coefficients: %d values for %d columns", coef.size, width)
@@ -350,7 +350,7 @@ def _load_estimator(file: Path, fmt: str) -> Any:
         estimator = _load_skops(file) if fmt == "skops" else _load_pickle(file)
     except Exception as exc:  # any unpickling failure (corrupt file, missing class, ...)
         raise ServingError(
-            f"cannot load the model file {file} ({fmt}): {type(exc).__name__}: {_first_line(exc)}",
+            f"cannot load the model file {file} ({fmt}): {type(exc).__name__}: {first_line(exc)}",
             hint="the file is corrupt, or was written by an incompatible scikit-learn version",
         ) from exc
     if not callable(getattr(estimator, "predict", None)):
@@ -460,8 +460,3 @@ def _warm_up(model: LoadedModel, path: Path) -> None:
 
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

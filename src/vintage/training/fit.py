@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vintage.config.models import import_estimator
+from vintage.errors import first_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,7 +80,7 @@ def fit_point(point: GridPoint) -> FitResult:
         params = {k: v for k, v in model.get_params(deep=False).items() if not _is_estimator(v)}
         return FitResult(point.index, metrics, model, params, seconds=time.perf_counter() - started)
     except Exception as exc:
-        headline = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        headline = f"{exc.__class__.__name__}: {first_line(exc, 500)}"
         return FitResult(
             point.index,
             error=headline[:500],

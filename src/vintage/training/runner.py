@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vintage.errors import TrainingError
+from vintage.errors import TrainingError, first_line
 from vintage.training import track
 from vintage.training.executor import LocalExecutor, default_jobs
 from vintage.training.grid import GridPoint, expand_grid, training_key
@@ -219,7 +219,7 @@ def _log_one(
             key=key,
         )
     except MlflowException as exc:  # e.g. the model cannot be serialised in the chosen format
-        result.error = f"logging the model failed: {str(exc).strip().splitlines()[0][:300]}"
+        result.error = f"logging the model failed: {first_line(exc)}"
         track.log_failure(session, run_id, point, result, with_params=False)
         run.error = result.error
         return run
