@@ -13,10 +13,14 @@ with ``raise ... from exc`` so the original stays available under ``--verbose``.
      │    └── SelectionError     no run meets the selection threshold
      ├── RegistryError           registering or reading a model version failed
      ├── Interrupted             exit 130: stopped by Ctrl-C / SIGTERM after cleaning up
-     └── ServingError            the scoring server cannot load or serve a model
+     ├── ServingError            the scoring server cannot load or serve a model
+     └── SecretError             a secret is missing, the store cannot be opened or the key is wrong
+          └── SecretAccessError  a reader asked for a scope of another environment
 """
 
 from __future__ import annotations
+
+from vintage.redact import redact
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -34,10 +38,12 @@ class VintageError(Exception):
     exit_code: int = EXIT_RUNTIME
 
     def __init__(self, headline: str, *, hint: str | None = None, details: list[str] | None = None) -> None:
+        # Redacted here, so no secret value reaches a message however the error was built.
+        headline = redact(headline)
         super().__init__(headline)
         self.headline = headline
-        self.hint = hint
-        self.details = list(details or [])
+        self.hint = redact(hint) if hint else hint
+        self.details = [redact(d) for d in details or []]
 
     def __str__(self) -> str:
         return self.headline
@@ -79,10 +85,18 @@ class ServingError(VintageError):
     """The scoring server cannot load or serve a model."""
 
 
+class SecretError(VintageError):
+    """A secret is missing, the secret store cannot be opened, or its master key is wrong."""
+
+
+class SecretAccessError(SecretError):
+    """A pipeline stage or served environment asked for a scope bound to another environment."""
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its class name if empty), cut to ``limit`` characters.
 
     Used wherever a library exception becomes part of a one-line headline.
     """
-    text = str(exc).strip()
+    text = redact(str(exc).strip())
     return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,10 +47,21 @@ class TrackingTarget:
         return redact_uri(self.uri)
 
 
-def resolve_target(spec: Spec) -> TrackingTarget:
-    """Resolve the tracking URI without importing MLflow (env > vintage.yaml > embedded default)."""
+Resolve = Callable[[str], str]
+
+
+def resolve_target(spec: Spec, resolve: Resolve | None = None) -> TrackingTarget:
+    """Resolve the tracking URI without importing MLflow (env > vintage.yaml > embedded default).
+
+    ``resolve`` substitutes ``${secret:...}`` references in the URI (a :class:`SecretReader`'s
+    ``resolve``); without it a URI holding a reference is an error.
+    """
     state_dir = spec.state_dir.resolve()
     uri = os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking_uri
+    if uri and "${secret:" in uri:
+        if resolve is None:
+            raise TrackingError("tracking_uri holds a secret reference, but no secret reader was given")
+        uri = resolve(uri)
     if uri and not uri.startswith("sqlite:///"):
         return TrackingTarget(uri, state_dir)
     # Any sqlite store is handled like the embedded one: artifacts live next to the database file.
@@ -89,14 +101,23 @@ def quiet_mlflow(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore", message=".*(Pydantic|pkg_resources|Starlette).*")
 
 
-def open_session(spec: Spec, *, create_experiment: bool = True) -> TrackingSession:
+def open_session(
+    spec: Spec, *, create_experiment: bool = True, resolve: Resolve | None = None
+) -> TrackingSession:
     """Point MLflow at the target, create the embedded store on first use, resolve the experiment.
+
+    ``resolve`` resolves ``${secret:...}`` references in ``tracking_uri`` and ``tracking_token`` (the
+    token becomes ``MLFLOW_TRACKING_TOKEN``, which MLflow sends as a bearer token).
 
     Raises:
         TrackingError: the server cannot be reached, the store cannot be created, or the experiment is
             deleted.
     """
-    target = resolve_target(spec)
+    target = resolve_target(spec, resolve)
+    if spec.tracking_token:
+        if resolve is None:
+            raise TrackingError("tracking_token is set, but no secret reader was given to resolve it")
+        os.environ["MLFLOW_TRACKING_TOKEN"] = resolve(spec.tracking_token)
     _mlflow_defaults()
     if not target.embedded:
         check_reachable(target)

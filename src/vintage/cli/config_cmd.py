@@ -20,7 +20,9 @@ def show(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
 
     spec = state.load()
     data = spec.model_dump(mode="json", by_alias=True)
-    data["tracking_uri"] = resolve_target(spec).display
+    data["tracking_uri"] = resolve_target(
+        spec, resolve=lambda text: text
+    ).display  # references shown, not read
     data["grid_size"] = spec.grid_size()
     if json_out:
         state.print_json(data)

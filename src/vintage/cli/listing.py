@@ -19,7 +19,9 @@ def runs(
     from vintage.training.history import recent_runs
 
     spec = state.load()
-    session = open_session(spec, create_experiment=False)
+    session = open_session(
+        spec, create_experiment=False, resolve=state.secret_reader("cli:runs", spec=spec).resolve
+    )
     found = recent_runs(session, limit)
     if json_out:
         state.print_json([render.run_json(r) for r in found])
@@ -39,7 +41,9 @@ def models(
 
     spec = state.load()
     model = name or spec.model_name
-    session = open_session(spec, create_experiment=False)
+    session = open_session(
+        spec, create_experiment=False, resolve=state.secret_reader("cli:models", spec=spec).resolve
+    )
     versions = sorted(list_versions(session.client, model), key=lambda v: -v.version)
     if json_out:
         state.print_json([render.version_json(v) for v in versions])

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from vintage import __version__
-from vintage.cli import config_cmd, listing, serve, train, ui
+from vintage.cli import audit_cmd, config_cmd, listing, secrets_cmd, serve, train, ui
 from vintage.cli.state import STATE
 from vintage.errors import EXIT_RUNTIME, VintageError, first_line
 
@@ -27,7 +27,9 @@ app.command("runs")(listing.runs)
 app.command("models")(listing.models)
 app.command("ui")(ui.ui)
 app.command("serve")(serve.serve)
+app.command("audit")(audit_cmd.audit)
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(secrets_cmd.app, name="secrets")
 
 
 def _version(value: bool) -> None:
@@ -56,6 +58,11 @@ def main(
     )
     if verbose:
         logging.getLogger("vintage").setLevel(logging.DEBUG)
+    # databricks-sdk warns on stderr when its host-metadata probe fails; our own error says more.
+    logging.getLogger("databricks.sdk").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    from vintage.redact import install_logging_filter
+
+    install_logging_filter()
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -73,7 +80,12 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as exc:  # a bug or an untranslated library error: one line, traceback on --verbose
         if STATE.verbose:
-            raise
+            import traceback
+
+            from vintage.redact import redact
+
+            sys.stderr.write(redact("".join(traceback.format_exception(exc))))
+            sys.exit(EXIT_RUNTIME)
         sys.stderr.write(f"error: unexpected {exc.__class__.__name__}: {first_line(exc)}\n")
         sys.stderr.write("Run with --verbose to see the full traceback.\n")
         sys.exit(EXIT_RUNTIME)
@@ -93,6 +105,8 @@ def _render_error(exc: VintageError) -> None:
     if STATE.verbose:
         import traceback
 
-        console.print(escape("".join(traceback.format_exception(exc))))
+        from vintage.redact import redact
+
+        console.print(escape(redact("".join(traceback.format_exception(exc)))))
     elif exc.__cause__ is not None:
         console.print("[dim]Run with --verbose to see the full exception.[/]")

@@ -27,6 +27,21 @@ def serve(
     api_key_file: Annotated[
         Path | None, typer.Option(help="File with the primary (and secondary) API key, mode 0600.")
     ] = None,
+    api_key_scope: Annotated[
+        str | None,
+        typer.Option(
+            help="Secret scope holding the API keys `primary` (and `secondary`), e.g. production/serving."
+        ),
+    ] = None,
+    environment: Annotated[
+        str | None,
+        typer.Option(
+            "--environment",
+            "-e",
+            help="Environment this server is (reads only its own secret scopes). production always requires "
+            "API keys: by default from the scope production/serving.",
+        ),
+    ] = None,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body in MiB.")] = 10.0,
     max_rows: Annotated[int, typer.Option(min=1, help="Most rows in one request.")] = 100_000,
     timeout: Annotated[
@@ -39,6 +54,13 @@ def serve(
     A registry model is first materialised into the state directory (once per version); the server then
     runs as a lean process that does not import MLflow.
     """
+    from vintage.errors import ConfigError
+
+    if api_key_file is not None and api_key_scope is not None:
+        raise ConfigError("give --api-key-file or --api-key-scope, not both")
+    if environment == "production" and api_key_file is None and api_key_scope is None:
+        api_key_scope = "production/serving"
+    key_args = _key_args(api_key_file, api_key_scope, environment)
     model_dir = _local_model_dir(model)
     argv = [
         sys.executable,
@@ -59,11 +81,34 @@ def serve(
         "--workers",
         str(workers),
     ]
-    if api_key_file is not None:
-        argv += ["--api-key-file", str(api_key_file)]
+    argv += key_args
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)  # drop MLflow and typer: the server process starts lean
+
+
+def _key_args(key_file: Path | None, key_scope: str | None, environment: str | None) -> list[str]:
+    """Server options for the API keys (the server process reads the scope itself)."""
+    args = ["--environment", environment] if environment else []
+    if key_file is not None:
+        return [*args, "--api-key-file", str(key_file)]
+    if key_scope is None:
+        return args
+    import json
+
+    from vintage.secrets.names import check_scope
+
+    check_scope(key_scope)
+    settings = state.settings()
+    return [
+        *args,
+        "--api-key-scope",
+        key_scope,
+        "--state-dir",
+        str(settings.state_dir.resolve()),
+        "--secrets-json",
+        json.dumps(settings.secrets.model_dump(mode="json")),
+    ]
 
 
 def _local_model_dir(model: str) -> Path:
@@ -78,7 +123,7 @@ def _local_model_dir(model: str) -> Path:
         uri = f"models:/{spec.model_name}/{model}"
     elif "/" not in model and ":" not in model:
         uri = f"models:/{spec.model_name}@{model}"
-    target = resolve_target(spec)
+    target = resolve_target(spec, resolve=state.secret_reader("cli:serve", spec=spec).resolve)
     dest = target.state_dir / "models"
     path = materialize(uri, dest, tracking_uri=target.uri)
     state.err().print(f"model {uri} materialised in {path}")

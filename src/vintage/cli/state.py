@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from vintage.config import Spec
+    from vintage.config import ProjectSettings, Spec
+    from vintage.secrets.access import SecretReader
 
 
 @dataclass
@@ -30,6 +31,13 @@ def load() -> Spec:
     return load_spec(STATE.config)
 
 
+def settings() -> ProjectSettings:
+    """Only the project settings (state_dir, secrets): fast, and works without a valid workload."""
+    from vintage.config import load_settings
+
+    return load_settings(STATE.config)
+
+
 def config_dir() -> Path:
     """Directory of the config file (its git commit is recorded on runs)."""
     from vintage.config import resolve_config_path
@@ -43,17 +51,23 @@ def out() -> Console:
 
     from rich.console import Console
 
+    from vintage.redact import RedactingStream
+
     # Piped output (CI logs, `| tee`) is not limited to 80 columns: tables stay readable.
     width = None if sys.stdout.isatty() else 160
-    return Console(highlight=False, width=width)
+    return Console(file=cast("IO[str]", RedactingStream(sys.stdout)), highlight=False, width=width)
 
 
 def err() -> Console:
     """Console for progress and errors (stderr)."""
+    import sys
+
     from rich.console import Console
 
+    from vintage.redact import RedactingStream
+
     # soft_wrap: an error headline stays one line, whatever the terminal width (grep-able in CI logs).
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(file=cast("IO[str]", RedactingStream(sys.stderr)), highlight=False, soft_wrap=True)
 
 
 def print_json(data: object) -> None:
@@ -61,4 +75,18 @@ def print_json(data: object) -> None:
     import json
     import sys
 
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    from vintage.redact import redact
+
+    sys.stdout.write(redact(json.dumps(data, indent=2, default=str)) + "\n")
+
+
+def secret_reader(
+    reader: str, environment: str | None = None, *, operator: bool = False, spec: Spec | None = None
+) -> SecretReader:
+    """A secret reader over the configured providers, recorded in the audit trail as ``reader``."""
+    from vintage.secrets.access import SecretReader
+
+    spec = spec or load()
+    return SecretReader.from_spec(
+        spec.secrets, spec.state_dir.resolve(), reader=reader, environment=environment, operator=operator
+    )

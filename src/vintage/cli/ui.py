@@ -18,7 +18,8 @@ def ui(
     """Open the MLflow UI on the embedded store (127.0.0.1 only). Ctrl-C stops it."""
     from vintage.tracking import resolve_target
 
-    target = resolve_target(state.load())
+    spec = state.load()
+    target = resolve_target(spec, resolve=state.secret_reader("cli:ui", spec=spec).resolve)
     console = state.err()
     if target.uri.split(":", 1)[0] in ("http", "https", "databricks"):
         console.print(f"The tracking server at {target.display} serves its own UI; open it in a browser.")

@@ -3,11 +3,13 @@
 ``load_spec`` parses vintage.yaml once, at the edge; everything below works on :class:`Spec`.
 """
 
-from vintage.config.load import DEFAULT_CONFIG_FILE, load_spec, resolve_config_path
+from vintage.config.load import DEFAULT_CONFIG_FILE, load_settings, load_spec, resolve_config_path
 from vintage.config.models import (
     WINE_FEATURES,
     DataSpec,
     EstimatorSpec,
+    ProjectSettings,
+    SecretsSpec,
     SelectionSpec,
     Spec,
     SplitSpec,
@@ -19,10 +21,13 @@ __all__ = [
     "WINE_FEATURES",
     "DataSpec",
     "EstimatorSpec",
+    "ProjectSettings",
+    "SecretsSpec",
     "SelectionSpec",
     "Spec",
     "SplitSpec",
     "TrainingSpec",
+    "load_settings",
     "load_spec",
     "resolve_config_path",
 ]

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from vintage.config.models import Spec
+from vintage.config.models import ProjectSettings, Spec
 from vintage.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "vintage.yaml"
@@ -90,6 +90,35 @@ def load_spec(path: str | Path | None = None) -> Spec:
     return spec
 
 
+def load_settings(path: str | Path | None = None) -> ProjectSettings:
+    """Only ``state_dir`` and ``secrets`` of the config file (defaults when there is no file and none was
+    asked for explicitly); the rest of the file is not validated.
+
+    Raises:
+        ConfigError: the file is unreadable or invalid YAML, or these two settings are wrong.
+    """
+    file = resolve_config_path(path)
+    explicit = path is not None or bool(os.environ.get("VINTAGE_CONFIG"))
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"{file}: config file not found") from None
+        text = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot read the config file ({exc.__class__.__name__})") from exc
+    raw = _parse_yaml(file, text) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{file}: expected a mapping of settings at the top level, got {type(raw).__name__}"
+        )
+    _apply_environment(raw)
+    try:
+        return ProjectSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise _config_error(file, exc) from None
+
+
 def _parse_yaml(file: Path, text: str) -> Any:
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
@@ -128,7 +157,8 @@ def _format_error(file: Path, err: Any) -> str:
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "missing":
         return f"{file}: {path}: required key is missing"
-    shown = _short(err.get("input"))
+    # A value under a key that may hold a credential is never echoed back.
+    shown = None if any("token" in str(p) for p in loc) else _short(err.get("input"))
     got = f" (got {shown})" if shown is not None and not err["type"].startswith("value_error") else ""
     return f"{file}: {path}: {msg}{got}"
 

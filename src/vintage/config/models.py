@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import itertools
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -171,6 +172,8 @@ class EstimatorSpec(_Strict):
             raise ValueError(
                 f"{self.class_path} has no parameter(s) {unknown}; it accepts: {', '.join(sorted(known))}"
             )
+        check_secret_refs(self.params, "params")
+        check_secret_refs(self.grid, "grid")
         return self
 
     @property
@@ -222,6 +225,57 @@ class TrainingSpec(_Strict):
     model_format: Literal["cloudpickle", "pickle", "skops"] = "cloudpickle"
 
 
+# ${secret:scope/key} or ${secret:environment/scope/key}; the names are checked again when resolved.
+SECRET_REF = re.compile(
+    r"\$\{secret:(?:[A-Za-z0-9][A-Za-z0-9_-]{0,63}/){1,2}[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\}"
+)
+
+
+def check_secret_refs(value: object, where: str) -> None:
+    """Raise ValueError when a string inside ``value`` holds a malformed ``${secret:...}`` reference."""
+    if isinstance(value, str):
+        rest = SECRET_REF.sub("", value)
+        if "${secret:" in rest:
+            bad = rest[rest.index("${secret:") :][:60]
+            raise ValueError(
+                f"malformed secret reference in {where}: {bad!r}; expected ${{secret:scope/key}} "
+                "or ${secret:environment/scope/key}"
+            )
+    elif isinstance(value, dict):
+        for v in value.values():
+            check_secret_refs(v, where)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            check_secret_refs(v, where)
+
+
+ProviderName = Literal["env", "local", "databricks"]
+
+
+class DatabricksSecretsSpec(_Strict):
+    """Where the Databricks secret provider connects. The token never lives here: databricks-sdk reads
+    ``DATABRICKS_TOKEN`` (or a profile of ~/.databrickscfg)."""
+
+    host: str | None = None
+    profile: str | None = None
+
+
+class SecretsSpec(_Strict):
+    """Secret providers, in lookup order for ``${secret:...}`` references."""
+
+    providers: Annotated[list[ProviderName], Field(min_length=1)] = Field(
+        default_factory=lambda: list[ProviderName](("env", "local"))
+    )
+    databricks: DatabricksSecretsSpec = DatabricksSecretsSpec()
+
+    @field_validator("providers")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"providers are listed more than once: {value}")
+        return value
+
+
 class Spec(_Strict):
     """The whole workload: vintage.yaml, parsed."""
 
@@ -230,6 +284,7 @@ class Spec(_Strict):
         "winequality"
     )
     tracking_uri: str | None = None
+    tracking_token: str | None = None
     state_dir: Path = Path(".vintage")
     data: DataSpec = DataSpec()
     estimators: Annotated[list[EstimatorSpec], Field(alias="estimator", min_length=1)] = Field(
@@ -237,6 +292,23 @@ class Spec(_Strict):
     )
     selection: SelectionSpec = SelectionSpec()
     training: TrainingSpec = TrainingSpec()
+    secrets: SecretsSpec = SecretsSpec()
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _uri_refs(cls, value: str | None) -> str | None:
+        check_secret_refs(value, "tracking_uri")
+        return value
+
+    @field_validator("tracking_token")
+    @classmethod
+    def _token_is_ref(cls, value: str | None) -> str | None:
+        if value is not None and not SECRET_REF.fullmatch(value.strip()):
+            raise ValueError(
+                "tracking_token must be a secret reference such as ${secret:ci/mlflow_token}; "
+                "a token never belongs in vintage.yaml"
+            )
+        return value.strip() if value else value
 
     @field_validator("estimators", mode="before")
     @classmethod
@@ -246,3 +318,13 @@ class Spec(_Strict):
     def grid_size(self) -> int:
         """Number of grid points over all estimators."""
         return sum(len(e.points()) for e in self.estimators)
+
+
+class ProjectSettings(BaseModel):
+    """The project-wide settings alone (state directory, secret providers), for commands that need no
+    workload: reading them does not import or check any estimator."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    state_dir: Path = Path(".vintage")
+    secrets: SecretsSpec = SecretsSpec()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from vintage.data import load_dataset
 from vintage.errors import Interrupted, SelectionError
 from vintage.registry import CANDIDATE, RegisteredVersion, register_run
+from vintage.secrets.access import SecretReader
 from vintage.tracking import open_session
 from vintage.training import PointRun, TrainingReport, select_best, train_grid
 
@@ -42,6 +43,7 @@ def run_build(
     on_point: OnPoint | None = None,
     on_trained: Callable[[TrainingReport], None] | None = None,
     stop: threading.Event | None = None,
+    secrets: SecretReader | None = None,
 ) -> BuildResult:
     """Run the build stage.
 
@@ -53,17 +55,22 @@ def run_build(
         on_trained: called with the training report before selection (so a no-winner outcome can still
             show the runs).
         stop: set it (from a signal handler) to stop cleanly: runs marked KILLED, nothing registered.
+        secrets: resolves ``${secret:...}`` references (tracking_uri, tracking_token, estimator params)
+            when they are needed; default: the configured providers, reader ``stage:build``, no
+            environment (shared scopes only).
 
     Raises:
         DataError, TrackingError, TrainingError, SelectionError, RegistryError.
     """
+    reader = secrets or SecretReader.from_spec(spec.secrets, spec.state_dir.resolve(), reader="stage:build")
     dataset = load_dataset(spec.data)
     log.info("data %s: %d rows, digest %s", dataset.source, dataset.n_rows, dataset.digest)
     session, report = train_grid(
         spec,
         dataset,
-        lambda: open_session(spec),
+        lambda: open_session(spec, resolve=reader.resolve),
         n_jobs=n_jobs,
+        resolve_params=reader.resolve_data,
         project_dir=project_dir,
         on_point=on_point,
         stop=stop,

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -20,14 +21,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--api-key-file", type=Path)
+    p.add_argument("--api-key-scope", help="secret scope holding the keys primary (and secondary)")
+    p.add_argument("--environment", help="the served environment (reads only its own secret scopes)")
+    p.add_argument("--state-dir", type=Path, default=Path(".vintage"))
+    p.add_argument("--secrets-json", default="{}", help="the secrets settings of vintage.yaml, as JSON")
     p.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024)
     p.add_argument("--max-rows", type=int, default=100_000)
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--workers", type=int, default=1)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from vintage.redact import install_logging_filter, redact
+
+    install_logging_filter()
 
     from vintage.serving.app import ServeConfig
+    from vintage.serving.auth import ScopeKeys
     from vintage.serving.server import serve
 
     try:
@@ -40,12 +49,20 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             workers=args.workers,
             key_file=args.api_key_file,
+            key_scope=ScopeKeys(
+                args.api_key_scope,
+                args.environment,
+                str(args.state_dir.resolve()),
+                json.loads(args.secrets_json),
+            )
+            if args.api_key_scope
+            else None,
             config=config,
         )
     except VintageError as exc:
-        sys.stderr.write(f"error: {exc.headline}\n")
+        sys.stderr.write(f"error: {redact(exc.headline)}\n")
         if exc.hint:
-            sys.stderr.write(f"hint: {exc.hint}\n")
+            sys.stderr.write(f"hint: {redact(exc.hint)}\n")
         return exc.exit_code
     return 0
 

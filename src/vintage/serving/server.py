@@ -24,9 +24,9 @@ import orjson
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from vintage.errors import VintageError
+from vintage.errors import ServingError, VintageError
 from vintage.serving.app import ScoringApp, ServeConfig
-from vintage.serving.auth import ApiKeys
+from vintage.serving.auth import ApiKeys, ScopeKeys
 from vintage.serving.control import ControlFile
 from vintage.serving.model import load_model_dir
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _ENV_MODEL = "VINTAGE_SERVE_MODEL_DIR"
 _ENV_KEYS = "VINTAGE_SERVE_KEY_FILE"
+_ENV_KEY_SCOPE = "VINTAGE_SERVE_KEY_SCOPE"
 _ENV_CONFIG = "VINTAGE_SERVE_CONFIG"
 _ENV_CONTROL = "VINTAGE_SERVE_CONTROL"
 
@@ -51,8 +52,8 @@ def worker_app() -> ScoringApp:
     """uvicorn factory for one worker of a multi-worker server (configured by environment variables)."""
     control = ControlFile(Path(os.environ[_ENV_CONTROL]))
     model_dir = Path(control.read().get("model") or os.environ[_ENV_MODEL])
-    key_file = os.environ.get(_ENV_KEYS)
-    keys = ApiKeys.from_file(Path(key_file)) if key_file else ApiKeys()
+    key_file, key_scope = os.environ.get(_ENV_KEYS), os.environ.get(_ENV_KEY_SCOPE)
+    keys = _keys(Path(key_file) if key_file else None, ScopeKeys.from_json(key_scope) if key_scope else None)
     config = ServeConfig(**orjson.loads(os.environ[_ENV_CONFIG]))
     return build_app(model_dir, keys, config, control)
 
@@ -73,6 +74,7 @@ def serve(
     port: int = 8080,
     workers: int = 1,
     key_file: Path | None = None,
+    key_scope: ScopeKeys | None = None,
     config: ServeConfig | None = None,
     graceful_s: float = 30.0,
 ) -> None:
@@ -83,7 +85,7 @@ def serve(
             served then).
     """
     config = config or ServeConfig()
-    keys = ApiKeys.from_file(key_file) if key_file else ApiKeys()
+    keys = _keys(key_file, key_scope)
     common: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -108,6 +110,7 @@ def serve(
             {
                 _ENV_MODEL: str(model_dir),
                 _ENV_KEYS: str(key_file or ""),
+                _ENV_KEY_SCOPE: key_scope.to_json() if key_scope else "",
                 _ENV_CONFIG: orjson.dumps(dataclasses.asdict(config)).decode(),
                 _ENV_CONTROL: str(Path(runtime) / "control.json"),
             }
@@ -117,6 +120,14 @@ def serve(
         )
         sock = uv_config.bind_socket()
         Multiprocess(uv_config, sockets=[sock]).run()
+
+
+def _keys(key_file: Path | None, key_scope: ScopeKeys | None) -> ApiKeys:
+    if key_file is not None and key_scope is not None:
+        raise ServingError("give an API key file or an API key scope, not both")
+    if key_scope is not None:
+        return ApiKeys.from_scope(key_scope)
+    return ApiKeys.from_file(key_file) if key_file else ApiKeys()
 
 
 def _announce(app: ScoringApp, host: str, port: int, workers: int) -> None:

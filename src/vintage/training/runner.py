@@ -3,12 +3,14 @@ log each finished point as its own MLflow run under one parent run."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vintage.errors import TrainingError, first_line
+from vintage.secrets.access import has_refs
 from vintage.training import track
 from vintage.training.executor import LocalExecutor, default_jobs
 from vintage.training.grid import GridPoint, expand_grid, training_key
@@ -70,8 +72,12 @@ def train_grid(
     project_dir: Path | None = None,
     on_point: OnPoint | None = None,
     stop: threading.Event | None = None,
+    resolve_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> tuple[TrackingSession, TrainingReport]:
     """Train every grid point and log it.
+
+    ``resolve_params`` resolves ``${secret:...}`` references in estimator parameters. Only the
+    estimators see the values; MLflow params, run names and training keys keep the references.
 
     Training starts before the tracking session is opened, so MLflow's import and store start-up
     overlap with the fits.
@@ -85,7 +91,10 @@ def train_grid(
     points = expand_grid(spec)
     train, test = dataset.split(spec.data.split.test_size, spec.data.split.seed)
     init_args = (train, test, list(dataset.features), dataset.target, spec.selection.cv, spec.data.split.seed)
-    executor = LocalExecutor(points, init_args, n_jobs or spec.training.n_jobs or default_jobs())
+    fit_points = points
+    if resolve_params is not None and any(has_refs(p.params) for p in points):
+        fit_points = [dataclasses.replace(p, params=resolve_params(p.params)) for p in points]
+    executor = LocalExecutor(fit_points, init_args, n_jobs or spec.training.n_jobs or default_jobs())
     start_ms = track.now_ms()
     executor.start()
     try:

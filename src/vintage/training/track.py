@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vintage import __version__
+from vintage.redact import redact, redact_data
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -118,10 +119,15 @@ def log_success(
     from mlflow.models import infer_signature
 
     client = session.client
-    params = {
-        **{k: _param_value(v) for k, v in result.effective_params.items()},
-        "estimator": point.class_path,
-    }
+    # A parameter given as ${secret:...} is logged as the reference, never as the value.
+    refs = {k: v for k, v in point.params.items() if isinstance(v, str) and "${secret:" in v}
+    params = redact_data(
+        {
+            **{k: _param_value(v) for k, v in result.effective_params.items()},
+            **refs,
+            "estimator": point.class_path,
+        }
+    )
     ts = now_ms()
     client.log_batch(
         run_id,
@@ -154,10 +160,10 @@ def log_failure(
     client.log_batch(
         run_id,
         params=[param(k, v) for k, v in params.items()],
-        tags=[_tag(TAG_ERROR, result.error or "unknown error")],
+        tags=[_tag(TAG_ERROR, redact(result.error or "unknown error"))],
     )
     if result.error_detail:
-        client.log_text(run_id, result.error_detail, "error.txt")
+        client.log_text(run_id, redact(result.error_detail), "error.txt")
     client.set_terminated(run_id, "FAILED")
 
 
@@ -194,7 +200,7 @@ def _skops_types(model: Any) -> list[str]:
 
 
 def _param_value(value: Any) -> str:
-    text = str(value)
+    text = redact(str(value))
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 

@@ -1,0 +1,140 @@
+"""The audit trail: an append-only log of who did what to which target, and how it ended.
+
+Secret reads (scope, key, reader; never the value), secret writes, key rotations, and later registrations,
+alias moves, approvals and deploys are appended to ``<state_dir>/audit.db`` (SQLite, WAL, safe for
+concurrent writers). ``vintage audit`` lists it. Every text field passes through the redactor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from vintage.errors import VintageError
+from vintage.redact import redact
+
+AUDIT_FILE = "audit.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    reader TEXT NOT NULL DEFAULT '',
+    environment TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_action ON events(action);
+"""
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One line of the audit trail."""
+
+    id: int
+    time: str
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    reader: str
+    environment: str
+    detail: str
+
+
+def current_actor() -> str:
+    """The OS user running vintage (``VINTAGE_ACTOR`` overrides it, e.g. a CI job's identity)."""
+    if actor := os.environ.get("VINTAGE_ACTOR"):
+        return actor
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@contextlib.contextmanager
+def _connect(state_dir: Path) -> Iterator[sqlite3.Connection]:
+    path = state_dir / AUDIT_FILE
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    except (OSError, sqlite3.Error) as exc:
+        raise VintageError(
+            f"cannot open the audit trail {AUDIT_FILE} in the state directory ({exc.__class__.__name__})",
+            hint="check that the state directory is writable",
+        ) from exc
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.executescript(_SCHEMA)
+        yield conn
+    finally:
+        conn.close()
+    with contextlib.suppress(OSError):
+        path.chmod(0o600)
+
+
+def record(
+    state_dir: Path,
+    action: str,
+    target: str,
+    outcome: str = "ok",
+    *,
+    reader: str = "",
+    environment: str | None = None,
+    detail: str = "",
+    actor: str | None = None,
+) -> None:
+    """Append one event. Text is redacted before it is written."""
+    row = (
+        datetime.now(UTC).isoformat(timespec="milliseconds"),
+        redact(actor or current_actor()),
+        action,
+        redact(target),
+        redact(outcome),
+        redact(reader),
+        environment or "",
+        redact(detail),
+    )
+    with _connect(state_dir) as conn:
+        try:
+            conn.execute(
+                "INSERT INTO events (time, actor, action, target, outcome, reader, environment, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        except sqlite3.Error as exc:
+            raise VintageError(f"cannot append to the audit trail ({exc.__class__.__name__})") from exc
+
+
+def events(
+    state_dir: Path, *, action: str | None = None, target: str | None = None, limit: int | None = None
+) -> list[AuditEvent]:
+    """Events, oldest first; ``action`` matches a prefix (``secret.`` = every secret event)."""
+    if not (state_dir / AUDIT_FILE).exists():
+        return []
+    query = "SELECT id, time, actor, action, target, outcome, reader, environment, detail FROM events"
+    where, args = [], []
+    if action:
+        where.append("action LIKE ? ESCAPE '\\'")
+        args.append(action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+    if target:
+        where.append("target = ?")
+        args.append(target)
+    if where:
+        query += " WHERE " + " AND ".join(where)
+    query += " ORDER BY id"
+    with _connect(state_dir) as conn:
+        rows = conn.execute(query, args).fetchall()
+    found = [AuditEvent(*row) for row in rows]
+    return found[-limit:] if limit else found

@@ -1,0 +1,169 @@
+"""Reading secrets on behalf of a pipeline stage, a served environment or an operator.
+
+:class:`SecretReader` is the only way vintage's own code reads a secret. For each read it
+
+1. refuses a scope bound to another environment (staging never reads ``production/...``; a stage without
+   an environment, such as ``build``, reads only shared scopes);
+2. asks the providers in order (default: environment variables, then the local store) and takes the first
+   value found;
+3. registers the value with the redactor, so it never appears in output, logs or MLflow;
+4. appends the read to the audit trail (scope, key, reader, environment, outcome; never the value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vintage import audit, redact
+from vintage.errors import SecretAccessError, SecretError
+from vintage.secrets.base import Provider
+from vintage.secrets.names import REF_PATTERN, SecretRef
+
+if TYPE_CHECKING:
+    from vintage.config.models import SecretsSpec
+
+PROVIDER_NAMES = ("env", "local", "databricks")
+
+
+def open_provider(name: str, state_dir: Path, spec: SecretsSpec | None = None) -> Provider:
+    """One provider by name.
+
+    Raises:
+        SecretError: unknown provider name.
+    """
+    if name == "local":
+        from vintage.secrets.local import LocalStore
+
+        return LocalStore(state_dir)
+    if name == "env":
+        from vintage.secrets.env import EnvProvider
+
+        return EnvProvider()
+    if name == "databricks":
+        from vintage.secrets.databricks import DatabricksProvider
+
+        db = spec.databricks if spec is not None else None
+        provider: Provider = DatabricksProvider(
+            host=db.host if db else None, profile=db.profile if db else None
+        )
+        return provider
+    raise SecretError(f"unknown secret provider {name!r}; expected one of: {', '.join(PROVIDER_NAMES)}")
+
+
+class SecretReader:
+    """Reads secrets for one reader in one environment.
+
+    Args:
+        state_dir: The state directory (audit trail, local store).
+        providers: Where to look, in order.
+        reader: Who reads, recorded in the audit trail (``stage:build``, ``serve:production``, ``cli``).
+        environment: The reader's environment; ``None`` = shared scopes only.
+        operator: An operator holding the master key (``vintage secrets get``): every scope is readable.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        providers: Sequence[Provider],
+        *,
+        reader: str,
+        environment: str | None = None,
+        operator: bool = False,
+    ) -> None:
+        self.state_dir = state_dir
+        self.providers = list(providers)
+        self.reader = reader
+        self.environment = environment
+        self.operator = operator
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: SecretsSpec,
+        state_dir: Path,
+        *,
+        reader: str,
+        environment: str | None = None,
+        operator: bool = False,
+    ) -> SecretReader:
+        """A reader over the providers configured in vintage.yaml (``secrets.providers``)."""
+        providers = [open_provider(n, state_dir, spec) for n in spec.providers]
+        return cls(state_dir, providers, reader=reader, environment=environment, operator=operator)
+
+    def _audit(self, ref: SecretRef, outcome: str, provider: str = "") -> None:
+        audit.record(
+            self.state_dir,
+            "secret.read",
+            str(ref),
+            outcome,
+            reader=self.reader,
+            environment=self.environment,
+            detail=f"provider={provider}" if provider else "",
+        )
+
+    def get(self, ref: SecretRef | str) -> str:
+        """The value of one secret.
+
+        Raises:
+            SecretAccessError: the scope is bound to another environment.
+            SecretError: no provider holds it, or a provider failed.
+        """
+        ref = SecretRef.parse(ref) if isinstance(ref, str) else ref
+        bound = ref.scope.environment
+        if bound is not None and bound != self.environment and not self.operator:
+            self._audit(ref, "denied")
+            who = (
+                f"environment {self.environment!r}" if self.environment else "a stage without an environment"
+            )
+            raise SecretAccessError(
+                f"{self.reader} ({who}) may not read scope {ref.scope}: it is bound to environment {bound!r}",
+                hint="each environment reads only its own scopes (and shared ones); "
+                f"put the secret in a scope of {self.environment or 'no environment'} instead",
+            )
+        for provider in self.providers:
+            value = provider.get(ref.scope, ref.key)
+            if value is not None:
+                if len(value) < redact.MIN_SECRET_CHARS:
+                    self._audit(ref, "refused-short", provider.name)
+                    raise SecretError(
+                        f"secret {ref} from the {provider.name} provider is shorter than "
+                        f"{redact.MIN_SECRET_CHARS} characters, so it cannot be redacted safely",
+                    )
+                redact.register(value)
+                self._audit(ref, "ok", provider.name)
+                return value
+        self._audit(ref, "missing")
+        looked = ", ".join(p.name for p in self.providers) or "no providers"
+        raise SecretError(
+            f"secret {ref} not found (looked in: {looked})",
+            hint=f"put it with `vintage secrets put --scope {ref.scope} --key {ref.key}`",
+        )
+
+    def resolve(self, text: str) -> str:
+        """``text`` with every ``${secret:scope/key}`` replaced by the secret's value."""
+        if "${secret:" not in text:
+            return text
+        return REF_PATTERN.sub(lambda m: self.get(m.group(1)), text)
+
+    def resolve_data(self, value: Any) -> Any:
+        """:meth:`resolve` applied to every string inside nested dicts / lists."""
+        if isinstance(value, str):
+            return self.resolve(value)
+        if isinstance(value, dict):
+            return {k: self.resolve_data(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self.resolve_data(v) for v in value)
+        return value
+
+
+def has_refs(value: Any) -> bool:
+    """True when any string inside ``value`` holds a ``${secret:...}`` reference."""
+    if isinstance(value, str):
+        return "${secret:" in value
+    if isinstance(value, dict):
+        return any(has_refs(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(has_refs(v) for v in value)
+    return False
