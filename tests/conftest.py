@@ -18,8 +18,21 @@ sys.path.insert(0, str(REPO / "tests"))  # lets tests import `support.*`
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's tracking server or vintage settings."""
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "VINTAGE_CONFIG", "VINTAGE_STATE_DIR"):
+    for var in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "MLFLOW_TRACKING_TOKEN",
+        "VINTAGE_CONFIG",
+        "VINTAGE_STATE_DIR",
+        "VINTAGE_MASTER_KEY",
+        "VINTAGE_ACTOR",
+    ):
         monkeypatch.delenv(var, raising=False)
+    for var in [v for v in os.environ if v.startswith(("VINTAGE_SECRET__", "DATABRICKS_"))]:
+        monkeypatch.delenv(var)
+    from vintage import redact
+
+    redact.clear()  # values registered by one test must not redact another test's output
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def train(
         TextColumn("{task.description}"),
         console=errc,
         transient=True,
-        disable=json_out,
+        disable=json_out or not errc.is_terminal,  # in CI logs a progress bar is only noise
     )
     with progress:
         task = progress.add_task("", total=spec.grid_size())

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,14 +65,20 @@ def run_build(
         DataError, TrackingError, TrainingError, SelectionError, RegistryError.
     """
     reader = secrets or SecretReader.from_spec(spec.secrets, spec.state_dir.resolve(), reader="stage:build")
+    # The tracking credentials are read once, before training starts: a missing one fails in a second,
+    # not after the whole grid has trained.
+    resolve = functools.cache(reader.resolve)
+    for text in (spec.tracking_token, os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking_uri):
+        if text:
+            resolve(text)
     dataset = load_dataset(spec.data)
     log.info("data %s: %d rows, digest %s", dataset.source, dataset.n_rows, dataset.digest)
     session, report = train_grid(
         spec,
         dataset,
-        lambda: open_session(spec, resolve=reader.resolve),
+        lambda: open_session(spec, resolve=resolve),
         n_jobs=n_jobs,
-        resolve_params=reader.resolve_data,
+        secrets=reader,
         project_dir=project_dir,
         on_point=on_point,
         stop=stop,

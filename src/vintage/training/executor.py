@@ -46,8 +46,15 @@ class LocalExecutor:
         n_jobs: worker processes (1 = train in this process).
     """
 
-    def __init__(self, points: Sequence[GridPoint], init_args: tuple[Any, ...], n_jobs: int) -> None:
+    def __init__(
+        self,
+        points: Sequence[GridPoint],
+        init_args: tuple[Any, ...],
+        n_jobs: int,
+        protect: Sequence[str] = (),
+    ) -> None:
         self._points = list(points)
+        self._protect = tuple(protect)
         self._init_args = init_args
         self._jobs = max(1, min(n_jobs, len(self._points)))
         self._pool: ProcessPoolExecutor | None = None
@@ -149,15 +156,33 @@ class LocalExecutor:
         # with several workers that oversubscribes the machine and slows fits 10x or more. Split the cores.
         threads = max(1, default_jobs() // workers)
         return ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_pool_worker, initargs=(threads, *self._init_args)
+            workers,
+            mp_context=ctx,
+            initializer=_init_pool_worker,
+            initargs=(threads, self._protect, *self._init_args),
         )
 
 
-def _init_pool_worker(threads: int, *init_args: Any) -> None:
+def _init_pool_worker(threads: int, protect: tuple[str, ...], *init_args: Any) -> None:
     from threadpoolctl import threadpool_limits
 
+    if protect:
+        _redact_output(protect)
     threadpool_limits(limits=threads)
     init_worker(*init_args)
+
+
+def _redact_output(values: tuple[str, ...]) -> None:
+    """In a worker that holds secret values: redact them from its stdout and stderr (where logging's
+    last-resort handler writes too)."""
+    import sys
+
+    from vintage import redact
+
+    for value in values:
+        redact.register(value)
+    sys.stdout = redact.RedactingStream(sys.__stdout__)  # type: ignore[arg-type]
+    sys.stderr = redact.RedactingStream(sys.__stderr__)  # type: ignore[arg-type]
 
 
 def _check(stop: threading.Event) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vintage.errors import TrainingError, first_line
-from vintage.secrets.access import has_refs
+from vintage.secrets.access import SecretReader, has_refs
 from vintage.training import track
 from vintage.training.executor import LocalExecutor, default_jobs
 from vintage.training.grid import GridPoint, expand_grid, training_key
@@ -72,12 +72,13 @@ def train_grid(
     project_dir: Path | None = None,
     on_point: OnPoint | None = None,
     stop: threading.Event | None = None,
-    resolve_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    secrets: SecretReader | None = None,
 ) -> tuple[TrackingSession, TrainingReport]:
     """Train every grid point and log it.
 
-    ``resolve_params`` resolves ``${secret:...}`` references in estimator parameters. Only the
-    estimators see the values; MLflow params, run names and training keys keep the references.
+    ``secrets`` resolves ``${secret:...}`` references in estimator parameters. Only the estimators see
+    the values (the worker processes redact them from their own output too); MLflow params, run names,
+    training keys and the saved models keep the references.
 
     Training starts before the tracking session is opened, so MLflow's import and store start-up
     overlap with the fits.
@@ -92,9 +93,14 @@ def train_grid(
     train, test = dataset.split(spec.data.split.test_size, spec.data.split.seed)
     init_args = (train, test, list(dataset.features), dataset.target, spec.selection.cv, spec.data.split.seed)
     fit_points = points
-    if resolve_params is not None and any(has_refs(p.params) for p in points):
-        fit_points = [dataclasses.replace(p, params=resolve_params(p.params)) for p in points]
-    executor = LocalExecutor(fit_points, init_args, n_jobs or spec.training.n_jobs or default_jobs())
+    if secrets is not None and any(has_refs(p.params) for p in points):
+        fit_points = [dataclasses.replace(p, params=secrets.resolve_data(p.params)) for p in points]
+    executor = LocalExecutor(
+        fit_points,
+        init_args,
+        n_jobs or spec.training.n_jobs or default_jobs(),
+        protect=tuple(secrets.values_read) if secrets is not None else (),
+    )
     start_ms = track.now_ms()
     executor.start()
     try:

@@ -134,6 +134,9 @@ def log_success(
         metrics=[Metric(k, v, ts, 0) for k, v in {**result.metrics, "fit_seconds": result.seconds}.items()],
         params=[Param(k, v) for k, v in params.items()],
     )
+    if refs and hasattr(result.model, "set_params"):
+        # The saved model must not carry a resolved secret: put the references back before pickling.
+        result.model.set_params(**refs)
     signature = infer_signature(example, result.model.predict(example))
     with mlflow.start_run(run_id=run_id):
         mlflow.log_input(dataset, context="training")

@@ -1,0 +1,190 @@
+"""Secrets in a real pipeline run: resolved only where needed, never written anywhere.
+
+The build stage runs as its own process with a tracking token and an estimator credential taken from
+secret scopes; one grid point fails with an error quoting its credential (and logs it), like a careless
+client library. Afterwards every file of the project (state directory, MLflow store and artifacts, audit
+trail, secret store) and everything the process printed is scanned for each secret value and its
+encodings: zero hits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vintage.redact import encodings
+
+VINTAGE = str(Path(sys.executable).with_name("vintage"))
+REPO = Path(__file__).resolve().parents[2]
+
+MODEL_TOKEN = "mdl/T0ken+with=odd&chars?x9"  # URL-encodes and base64-encodes to different text
+TRACKING_TOKEN = "trk-9f8e7d6c5b4a39281706"
+CI_TOKEN = "dapi-ci-only-4b3a29181716"
+
+
+def _project(tmp_path: Path, estimators: list[dict[str, object]], **extra: object) -> Path:
+    spec = yaml.safe_load((REPO / "vintage.yaml").read_text())
+    spec["estimator"] = estimators
+    spec.update(extra)
+    (tmp_path / "vintage.yaml").write_text(yaml.safe_dump(spec))
+    return tmp_path
+
+
+def _vintage(project: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None):
+    return subprocess.run(
+        [VINTAGE, *args],
+        cwd=project,
+        input=stdin.encode() if stdin is not None else None,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "tests"), **(env or {})},
+        timeout=300,
+    )
+
+
+def _hits(root: Path, blobs: list[bytes], values: dict[str, str]) -> list[str]:
+    found = []
+    for name, value in values.items():
+        for form in encodings(value):
+            needle = form.encode()
+            found += [
+                f"{name} as {form!r} in {label}"
+                for label, blob in blobs_and_files(root, blobs)
+                if needle in blob
+            ]
+    return found
+
+
+def blobs_and_files(root: Path, blobs: list[bytes]):
+    yield from (("captured output", b) for b in blobs)
+    for path in root.rglob("*"):
+        if path.is_file():
+            yield str(path.relative_to(root)), path.read_bytes()
+
+
+@pytest.mark.slow
+def test_build_stage_with_secrets_writes_no_secret_anywhere(tmp_path, monkeypatch):
+    ElasticNet = {  # noqa: N806 - the default grid, so a model is still chosen and registered
+        "class": "sklearn.linear_model.ElasticNet",
+        "params": {"random_state": 42},
+        "grid": [{"alpha": 0.1, "l1_ratio": 0.1}],
+    }
+    project = _project(
+        tmp_path,
+        [
+            ElasticNet,
+            {
+                "class": "support.secret_estimator.TokenRegressor",
+                "params": {"token": "${secret:ci/model_token}"},
+                "grid": [{"fail": False}, {"fail": True}],
+            },
+        ],
+        tracking_token="${secret:ci/mlflow_token}",
+    )
+    assert _vintage(project, "secrets", "create-scope", "ci").returncode == 0
+    assert (
+        _vintage(project, "secrets", "put", "-s", "ci", "-k", "model_token", stdin=MODEL_TOKEN).returncode
+        == 0
+    )
+    ci_env = {"VINTAGE_SECRET__CI__MLFLOW_TOKEN": TRACKING_TOKEN, "VINTAGE_SECRET__CI__UNUSED": CI_TOKEN}
+
+    train = _vintage(project, "--verbose", "train", env=ci_env)
+    assert train.returncode == 0, train.stderr.decode()[-3000:]
+    runs = _vintage(project, "runs", "--json", env=ci_env)  # these read the tracking token too
+    assert runs.returncode == 0, runs.stderr.decode()
+    models = _vintage(project, "models", "--json", env=ci_env)
+    assert [m["version"] for m in json.loads(models.stdout)] == [1]
+    audit = _vintage(project, "audit", "--json", "--limit", "500")
+    outputs = [p.stdout + p.stderr for p in (train, runs, models, audit)]
+
+    hits = _hits(project, outputs, {"model token": MODEL_TOKEN, "tracking token": TRACKING_TOKEN})
+    assert hits == []
+
+    # ...and the secrets really were in play: the failing point's error was redacted, not absent
+    text = train.stdout.decode() + train.stderr.decode()
+    assert "feature service refused token [REDACTED]" in text
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / '.vintage' / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    by_name = {r["name"]: r for r in json.loads(runs.stdout)}
+    failed = client.get_run(by_name["TokenRegressor fail=True"]["run_id"])
+    assert failed.data.tags["vintage.error"].endswith("feature service refused token [REDACTED]")
+    ok = client.get_run(by_name["TokenRegressor fail=False"]["run_id"])
+    assert ok.data.params["token"] == "${secret:ci/model_token}"  # the reference is logged, not the value
+    error_txt = client.download_artifacts(failed.info.run_id, "error.txt", str(tmp_path / "dl"))
+    assert "[REDACTED]" in Path(error_txt).read_text()
+    # the saved model holds the reference too, so it can be shared without the credential
+    loaded = mlflow.sklearn.load_model(f"runs:/{ok.info.run_id}/model")
+    assert loaded.token == "${secret:ci/model_token}"
+
+    reads = [e for e in json.loads(audit.stdout) if e["action"] == "secret.read"]
+    by_target = {(e["target"], e["reader"], e["outcome"]) for e in reads}
+    assert ("ci/model_token", "stage:build", "ok") in by_target
+    assert ("ci/mlflow_token", "stage:build", "ok") in by_target
+    assert any(e["detail"] == "provider=env" for e in reads if e["target"] == "ci/mlflow_token")
+    assert not any(e["target"] == "ci/unused" for e in reads)  # only what the run needed was read
+
+
+def test_build_stage_cannot_read_environment_scopes(tmp_path):
+    project = _project(
+        tmp_path,
+        [
+            {
+                "class": "support.secret_estimator.TokenRegressor",
+                "params": {"token": "${secret:production/azureml/client_secret}"},
+            }
+        ],
+    )
+    assert _vintage(project, "secrets", "create-scope", "production/azureml").returncode == 0
+    put = _vintage(
+        project, "secrets", "put", "-s", "production/azureml", "-k", "client_secret", stdin="prod-only-value"
+    )
+    assert put.returncode == 0
+    train = _vintage(project, "train")
+    err = train.stderr.decode()
+    assert train.returncode == 1
+    assert "stage:build (a stage without an environment) may not read scope production/azureml" in err
+    assert "prod-only-value" not in err + train.stdout.decode()
+    models = _vintage(project, "models", "--json")
+    assert json.loads(models.stdout or b"[]") == []  # nothing trained, nothing registered
+    audit = json.loads(_vintage(project, "audit", "--json", "--action", "secret.read").stdout)
+    assert [(e["target"], e["outcome"]) for e in audit] == [("production/azureml/client_secret", "denied")]
+
+
+def test_missing_secret_names_scope_and_key(tmp_path):
+    project = _project(
+        tmp_path,
+        [{"class": "sklearn.linear_model.ElasticNet", "grid": [{"alpha": 0.5}]}],
+        tracking_token="${secret:ci/mlflow_token}",
+    )
+    train = _vintage(project, "train")
+    assert train.returncode == 1
+    first = train.stderr.decode().splitlines()[0]
+    assert first == "error: secret ci/mlflow_token not found (looked in: env, local)"
+    assert "vintage secrets put --scope ci --key mlflow_token" in train.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        ({"tracking_token": "a-literal-token-123"}, "tracking_token must be a secret reference"),
+        (
+            {"tracking_uri": "http://${secret:nokey}@127.0.0.1:1"},
+            "malformed secret reference in tracking_uri",
+        ),
+        ({"secrets": {"providers": ["local", "local"]}}, "listed more than once"),
+        ({"secrets": {"providers": ["vault"]}}, "secrets.providers[0]"),
+    ],
+)
+def test_bad_secret_settings_are_config_errors(tmp_path, extra, needle):
+    project = _project(tmp_path, [{"class": "sklearn.linear_model.ElasticNet"}], **extra)
+    res = _vintage(project, "config", "validate")
+    assert res.returncode == 2
+    assert needle in res.stderr.decode()
+    assert "a-literal-token-123" not in res.stderr.decode()
