@@ -67,6 +67,8 @@ def _connect(state_dir: Path) -> Iterator[sqlite3.Connection]:
     path = state_dir / AUDIT_FILE
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
+        # Create the file 0600 before SQLite does (with the umask); its -wal / -shm files copy its mode.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
     except (OSError, sqlite3.Error) as exc:
         raise VintageError(
@@ -124,10 +126,12 @@ def events(
     if not (state_dir / AUDIT_FILE).exists():
         return []
     query = "SELECT id, time, actor, action, target, outcome, reader, environment, detail FROM events"
-    where, args = [], []
+    where: list[str] = []
+    args: list[str | int] = []
     if action:
-        where.append("action LIKE ? ESCAPE '\\'")
-        args.append(action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        # A case-sensitive prefix with no wildcards (LIKE ignores ASCII case).
+        where.append("substr(action, 1, ?) = ?")
+        args.extend([len(action), action])
     if target:
         where.append("target = ?")
         args.append(target)

@@ -146,7 +146,7 @@ class RedactingStream(io.TextIOBase):
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self._target, "encoding", "utf-8")
+        return getattr(self._target, "encoding", None) or "utf-8"  # io.StringIO's encoding is None
 
     def writable(self) -> bool:
         return True

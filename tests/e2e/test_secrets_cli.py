@@ -281,6 +281,7 @@ def _run_on_tty(args: list[str], cwd: Path, typed: list[str] | None = None) -> t
     )
     transcript = b""
     pending = list(typed or [])
+    answered = 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         ready, _, _ = select.select([master], [], [], 0.2)
@@ -292,9 +293,11 @@ def _run_on_tty(args: list[str], cwd: Path, typed: list[str] | None = None) -> t
             if not chunk:
                 break
             transcript += chunk
-            if pending and transcript.rstrip().endswith(b":") and _echo_off(slave):
+            prompts = transcript.count(b"Value:") + transcript.count(b"Repeat for confirmation:")
+            if pending and prompts > answered and _echo_off(slave):
+                # typed only once the prompt switched echo off: input typed earlier would be discarded
                 os.write(master, pending.pop(0).encode() + b"\n")
-                transcript += b"\n"  # a later prompt must end the transcript again
+                answered += 1
         elif proc.poll() is not None:
             break
     proc.wait(timeout=30)

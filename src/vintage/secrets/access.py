@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vintage import audit, redact
-from vintage.errors import SecretAccessError, SecretError
+from vintage.errors import SecretAccessError, SecretError, VintageError
 from vintage.secrets.base import Provider
 from vintage.secrets.names import REF_PATTERN, SecretRef
 
@@ -77,6 +77,7 @@ class SecretReader:
         self.reader = reader
         self.environment = environment
         self.operator = operator
+        self.values_read: list[str] = []  # what this reader handed out (to protect child processes)
 
     @classmethod
     def from_spec(
@@ -100,7 +101,7 @@ class SecretReader:
             outcome,
             reader=self.reader,
             environment=self.environment,
-            detail=f"provider={provider}" if provider else "",
+            detail=f"provider={provider}" if provider else "",  # for "error": provider and headline
         )
 
     def get(self, ref: SecretRef | str) -> str:
@@ -123,7 +124,11 @@ class SecretReader:
                 f"put the secret in a scope of {self.environment or 'no environment'} instead",
             )
         for provider in self.providers:
-            value = provider.get(ref.scope, ref.key)
+            try:
+                value = provider.get(ref.scope, ref.key)
+            except VintageError as exc:  # wrong master key, unreachable workspace, ...: recorded, then raised
+                self._audit(ref, "error", f"{provider.name}: {exc.headline[:200]}")
+                raise
             if value is not None:
                 if len(value) < redact.MIN_SECRET_CHARS:
                     self._audit(ref, "refused-short", provider.name)
@@ -132,6 +137,8 @@ class SecretReader:
                         f"{redact.MIN_SECRET_CHARS} characters, so it cannot be redacted safely",
                     )
                 redact.register(value)
+                if value not in self.values_read:
+                    self.values_read.append(value)
                 self._audit(ref, "ok", provider.name)
                 return value
         self._audit(ref, "missing")

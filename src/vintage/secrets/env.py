@@ -64,7 +64,7 @@ class EnvProvider:
         return [
             SecretInfo(var[len(prefix) :].lower())
             for var in sorted(self.environ)
-            if var.startswith(prefix) and "__" not in var[len(prefix) :]
+            if var.startswith(prefix) and var[len(prefix) :] and "__" not in var[len(prefix) :]
         ]
 
     def get(self, scope: Scope, key: str) -> str | None:

@@ -179,8 +179,12 @@ class LocalStore:
             raise SecretError(f"the secret store has an unknown format (expected {FORMAT})")
         return data
 
-    def _open(self, *, create: bool) -> tuple[dict[str, Any], Any]:
-        """The store's data and the AEAD of its key; creates an empty store (and key) when ``create``."""
+    def _open(self, *, create: bool, locked: bool = True) -> tuple[dict[str, Any], Any]:
+        """The store's data and the AEAD of its key; creates an empty store (and key) when ``create``.
+
+        ``locked``: the caller holds the store lock. Only then is an interrupted rotation finished or
+        undone; without the lock, a ``master.key.next`` may belong to a rotation still under way.
+        """
         data = self._read()
         env_key = self._env_key()
         if data is None:
@@ -201,6 +205,10 @@ class LocalStore:
             if not self._check(data, aead):
                 raise self._wrong_key()
             return data, aead
+        if not locked and self.next_key_file.exists():
+            # A rotation is under way or was interrupted: wait for it, or finish / undo it, under the lock.
+            with self._lock():
+                return self._open(create=create, locked=True)
         key = self._file_key(self.key_file)
         if key is not None and self._check(data, aead := self._aead(key)):
             with contextlib.suppress(OSError):
@@ -225,14 +233,23 @@ class LocalStore:
     def _write(self, data: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
+        # Called under the lock: a temp file left now is from a writer killed mid-write.
+        for stale in self.dir.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
         write_private(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[tuple[dict[str, Any], Any]]:
+    def _lock(self) -> Iterator[None]:
         from filelock import FileLock
 
         self._lock_path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self._lock_path), timeout=60):
+            yield
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[tuple[dict[str, Any], Any]]:
+        with self._lock():
             data, aead = self._open(create=True)
             yield data, aead
 
@@ -274,7 +291,7 @@ class LocalStore:
     def get(self, scope: Scope, key: str) -> str | None:
         from cryptography.exceptions import InvalidTag
 
-        data, aead = self._open(create=False)
+        data, aead = self._open(create=False, locked=False)
         entry = data["scopes"].get(scope.name, {}).get("keys", {}).get(key)
         if entry is None or aead is None:
             return None

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from vintage.errors import ConfigError
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 RESERVED_PREFIXES = ("vintage", "_")
 MAX_VALUE_BYTES = 128 * 1024  # Databricks' limit per secret
 
@@ -63,7 +63,7 @@ def check_scope(name: str) -> Scope:
             hint="use NAME (shared) or ENVIRONMENT/NAME, e.g. production/serving",
         )
     for part in parts:
-        if not _SEGMENT.match(part):
+        if not _SEGMENT.fullmatch(part):  # fullmatch: "$" would accept a trailing newline
             raise ConfigError(
                 f"invalid scope name {name!r}: each part must start with a letter or digit and hold only "
                 "letters, digits, '_' or '-' (at most 64 characters)",
@@ -80,7 +80,7 @@ def check_key(key: str) -> str:
     Raises:
         ConfigError: the key is malformed or reserved.
     """
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise ConfigError(
             f"invalid secret key {key!r}: it must start with a letter or digit and hold only letters, "
             "digits, '_', '-' or '.' (at most 128 characters)"
