@@ -14,6 +14,9 @@ with ``raise ... from exc`` so the original stays available under ``--verbose``.
      ├── RegistryError           registering or reading a model version failed
      ├── Interrupted             exit 130: stopped by Ctrl-C / SIGTERM after cleaning up
      ├── ServingError            the scoring server cannot load or serve a model
+     ├── DeployError             an environment could not be started, swapped, stopped or rolled back
+     ├── PipelineError           a pipeline run failed, was rejected or cannot be resumed
+     │    └── WaitingApproval    exit 3: the run stopped at an approval gate (not a failure)
      └── SecretError             a secret is missing, the store cannot be opened or the key is wrong
           └── SecretAccessError  a reader asked for a scope of another environment
 """
@@ -83,6 +86,23 @@ class Interrupted(VintageError):  # noqa: N818 - reads better at the call site
 
 class ServingError(VintageError):
     """The scoring server cannot load or serve a model."""
+
+
+class DeployError(VintageError):
+    """An environment could not be started, swapped to a new model, stopped or rolled back."""
+
+
+class PipelineError(VintageError):
+    """A pipeline run failed (a step failed, a gate refused), was rejected, or cannot be resumed."""
+
+
+EXIT_WAITING_APPROVAL = 3
+
+
+class WaitingApproval(PipelineError):  # noqa: N818 - a state, not a failure
+    """The run reached an approval gate and stopped; ``vintage approve`` then ``vintage resume`` go on."""
+
+    exit_code = EXIT_WAITING_APPROVAL
 
 
 class SecretError(VintageError):

@@ -366,3 +366,17 @@ def test_kill_9_during_put_leaves_old_or_new_store(project, cli, monkeypatch):
     assert cli("secrets", "put", "-s", "bulk", "-k", "target").code == 0
     assert not list(secrets_dir.glob(".store.json.*.tmp"))
     assert cli("secrets", "get", "-s", "bulk", "-k", "target").out == "after-the-kills"
+
+
+def test_new_master_key_is_usable_and_not_shown_on_a_terminal(project, cli, monkeypatch):
+    res = cli("secrets", "new-master-key")
+    key = res.out.strip()
+    assert res.code == 0 and len(key) == 44
+    assert cli("secrets", "new-master-key").out.strip() != key
+    monkeypatch.setenv("VINTAGE_MASTER_KEY", key)
+    assert cli("secrets", "create-scope", "ci").code == 0
+    assert put(cli, monkeypatch, "ci", "token", "under-a-new-key").code == 0
+    assert not (project / ".vintage" / "secrets" / "master.key").exists()
+    assert cli("secrets", "get", "-s", "ci", "-k", "token").out == "under-a-new-key"
+    code, transcript = _run_on_tty(["secrets", "new-master-key"], project)
+    assert code == 2 and "refusing to print a master key" in transcript

@@ -133,11 +133,17 @@ class LocalExecutor:
         if self._pool is None:
             return
         if self._starter is not None:
-            self._starter.join()
-        procs = list(getattr(self._pool, "_processes", {}).values()) if kill else []
-        self._pool.shutdown(wait=not kill, cancel_futures=True)
+            self._starter.join()  # no submit (which may spawn a worker) races the shutdown below
+        broken = bool(getattr(self._pool, "_broken", False))
+        procs = list(getattr(self._pool, "_processes", {}).values()) if kill or broken else []
+        # A broken pool's manager thread joins every worker it knows, but a worker spawned by a submit
+        # that raced the breakage is never told to stop (CPython 3.11): end them all here.
+        self._pool.shutdown(wait=not (kill or broken), cancel_futures=True)
         for proc in procs:
             proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
+        self._pool = None  # closing twice is a no-op
 
     def _isolated(self, point: GridPoint) -> FitResult:
         pool = self._new_pool(1)
