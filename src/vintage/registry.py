@@ -161,3 +161,74 @@ def _to_version(mv: Any) -> RegisteredVersion:
 
 def _quote(value: str) -> str:
     return value.replace("'", "\\'")
+
+
+HISTORY_TAG = "vintage.alias_history."
+_HISTORY_KEEP = 20
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> int | None:
+    """The version an alias points at (``None``: the alias or the model does not exist)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliases = client.get_registered_model(name).aliases or {}
+    except MlflowException:
+        return None
+    version = aliases.get(alias)
+    return int(version) if version is not None else None
+
+
+def alias_history(client: MlflowClient, name: str, alias: str) -> list[dict[str, Any]]:
+    """Moves of ``alias``, oldest first: ``{"version", "previous", "time", "actor", "reason"}``.
+
+    Kept as a tag of the registered model, so it travels with the registry (embedded store or server).
+    """
+    import json
+
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client.get_registered_model(name).tags or {}
+    except MlflowException:
+        return []
+    try:
+        history = json.loads(tags.get(HISTORY_TAG + alias, "[]"))
+    except ValueError:
+        return []
+    return [h for h in history if isinstance(h, dict)]
+
+
+def move_alias(
+    client: MlflowClient, name: str, alias: str, version: int, *, actor: str, reason: str = ""
+) -> int | None:
+    """Point ``alias`` at ``version`` and append the move to the alias history; returns the previous
+    version (``None`` if the alias was not set). Moving an alias where it already points is a no-op.
+
+    Raises:
+        RegistryError: the registry refused.
+    """
+    import json
+    from datetime import UTC, datetime
+
+    from mlflow.exceptions import MlflowException
+
+    previous = alias_version(client, name, alias)
+    if previous == version:
+        return previous
+    entry = {
+        "version": version,
+        "previous": previous,
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "actor": actor,
+        "reason": reason[:200],
+    }
+    history = [*alias_history(client, name, alias), entry][-_HISTORY_KEEP:]
+    try:
+        client.set_registered_model_alias(name, alias, str(version))
+        client.set_registered_model_tag(name, HISTORY_TAG + alias, json.dumps(history))
+    except MlflowException as exc:
+        raise RegistryError(
+            f"cannot move alias {alias} of {name} to version {version}: {first_line(exc)}"
+        ) from exc
+    return previous

@@ -95,7 +95,7 @@ def test_build_stage_with_secrets_writes_no_secret_anywhere(tmp_path, monkeypatc
 
     train = _vintage(project, "--verbose", "train", env=ci_env)
     assert train.returncode == 0, train.stderr.decode()[-3000:]
-    runs = _vintage(project, "runs", "--json", env=ci_env)  # these read the tracking token too
+    runs = _vintage(project, "runs", "grid", "--json", env=ci_env)  # these read the tracking token too
     assert runs.returncode == 0, runs.stderr.decode()
     models = _vintage(project, "models", "--json", env=ci_env)
     assert [m["version"] for m in json.loads(models.stdout)] == [1]

@@ -127,10 +127,10 @@ def test_human_output_shows_runs_choice_and_version(project, cli):
 
 def test_runs_and_models_list_what_was_trained(project, cli):
     trained = json.loads(cli("train", "--json").out)
-    runs = json.loads(cli("runs", "--json").out)
+    runs = json.loads(cli("runs", "grid", "--json").out)
     assert {r["run_id"] for r in runs} == {r["run_id"] for r in trained["training"]["runs"]}
     assert all(r["metrics"]["rmse"] > 0 for r in runs)
-    table = cli("runs")
+    table = cli("runs", "grid")
     assert table.code == 0 and "alpha=0.3 l1_ratio=0.3" in table.out
     models = cli("models")
     assert models.code == 0 and "candidate" in models.out

@@ -61,6 +61,6 @@ def test_build_stage_on_postgres_backed_server(server_project, mlflow_server_url
     again = json.loads(second.out)
     assert again["registered"]["version"] == 1 and again["registered"]["reused"] is True
     assert len(client.search_model_versions(f"name='{model_name}'")) == 1
-    listed = cli("runs", "--json", "-n", "50")
+    listed = cli("runs", "grid", "--json", "-n", "50")
     assert listed.code == 0, listed.err
     assert len(json.loads(listed.out)) == 6

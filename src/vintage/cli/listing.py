@@ -14,7 +14,7 @@ def runs(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Newest N runs.")] = 20,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List grid runs of the experiment (newest first): run id, params, metrics, status."""
+    """MLflow grid runs of the experiment (newest first): run id, params, metrics, status."""
     from vintage.tracking import open_session
     from vintage.training.history import recent_runs
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from vintage import __version__
-from vintage.cli import audit_cmd, config_cmd, listing, secrets_cmd, serve, train, ui
+from vintage.cli import audit_cmd, config_cmd, listing, pipeline_cmd, secrets_cmd, serve, train, ui
 from vintage.cli.state import STATE
 from vintage.errors import EXIT_RUNTIME, VintageError, first_line
 
@@ -23,7 +23,17 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("train")(train.train)
-app.command("runs")(listing.runs)
+app.command("run")(pipeline_cmd.run)
+app.command("resume")(pipeline_cmd.resume)
+app.command("stage")(pipeline_cmd.stage)
+app.command("approve")(pipeline_cmd.approve)
+app.command("reject")(pipeline_cmd.reject)
+app.command("status")(pipeline_cmd.status)
+app.command("stop")(pipeline_cmd.stop)
+app.command("rollback")(pipeline_cmd.rollback)
+pipeline_cmd.runs_app.command("grid")(listing.runs)
+app.add_typer(pipeline_cmd.runs_app, name="runs")
+app.add_typer(pipeline_cmd.release_app, name="release")
 app.command("models")(listing.models)
 app.command("ui")(ui.ui)
 app.command("serve")(serve.serve)
@@ -97,7 +107,10 @@ def _render_error(exc: VintageError) -> None:
     from vintage.cli.state import err
 
     console = err()
-    console.print(f"[bold red]error:[/] {escape(exc.headline)}")
+    from vintage.errors import EXIT_WAITING_APPROVAL
+
+    label = "[bold yellow]waiting:[/]" if exc.exit_code == EXIT_WAITING_APPROVAL else "[bold red]error:[/]"
+    console.print(f"{label} {escape(exc.headline)}")
     for line in exc.details[:20]:
         console.print(f"  - {escape(line)}")
     if exc.hint:

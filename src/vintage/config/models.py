@@ -276,6 +276,131 @@ class SecretsSpec(_Strict):
         return value
 
 
+StepName = Literal[
+    "validate", "train", "register", "release", "deploy", "smoke_test", "champion_gate", "approval", "promote"
+]
+# Steps that act on an environment: their stage must name one.
+ENVIRONMENT_STEPS: frozenset[str] = frozenset({"deploy", "smoke_test", "approval", "promote"})
+
+
+class EnvironmentSpec(_Strict):
+    """One deployment environment (``staging``, ``production``, ...)."""
+
+    target: Literal["local"] = "local"
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8081
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    api_keys: bool = False
+    key_scope: str | None = None
+    approvers: list[str] = Field(default_factory=list)
+    forbid_self_approval: bool = False
+    approval_ttl_hours: Annotated[float, Field(gt=0)] = 24.0
+    lock_behavior: Literal["sequential", "run_latest"] = "sequential"
+    lock_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, value: str) -> str:
+        if value not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(
+                "the local target binds loopback only (127.0.0.1); use a kubernetes target to expose it"
+            )
+        return value
+
+
+def _default_environments() -> dict[str, EnvironmentSpec]:
+    return {
+        "staging": EnvironmentSpec(port=8081),
+        "production": EnvironmentSpec(port=8082, api_keys=True),
+    }
+
+
+class StageSpec(_Strict):
+    """One pipeline stage: named steps, run in order, optionally in an environment."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][\w-]*$")]
+    environment: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    condition: Literal["succeeded", "always"] = "succeeded"
+    steps: Annotated[list[StepName], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _steps_fit(self) -> StageSpec:
+        if len(set(self.steps)) != len(self.steps):
+            raise ValueError(f"stage {self.name!r} lists a step more than once: {self.steps}")
+        needs = sorted(set(self.steps) & ENVIRONMENT_STEPS)
+        if needs and self.environment is None:
+            raise ValueError(f"stage {self.name!r} has step(s) {needs} but no `environment`")
+        return self
+
+
+def _default_stages() -> list[StageSpec]:
+    return [
+        StageSpec(name="build", steps=["validate", "train", "register", "release"]),
+        StageSpec(
+            name="staging",
+            environment="staging",
+            depends_on=["build"],
+            steps=["deploy", "smoke_test", "champion_gate", "promote"],
+        ),
+        StageSpec(
+            name="production",
+            environment="production",
+            depends_on=["staging"],
+            steps=["approval", "deploy", "smoke_test", "promote"],
+        ),
+    ]
+
+
+class PipelineSpec(_Strict):
+    """The stages of ``vintage run`` (default: build -> staging -> production, like the original pipeline)."""
+
+    stages: Annotated[list[StageSpec], Field(min_length=1)] = Field(default_factory=_default_stages)
+    champion_tolerance: Annotated[float, Field(ge=0)] = 0.0
+    smoke_rows: Annotated[int, Field(ge=1, le=10_000)] = 10
+
+    @model_validator(mode="after")
+    def _graph(self) -> PipelineSpec:
+        names = [s.name for s in self.stages]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stage names must be unique; repeated: {dupes}")
+        for stage in self.stages:
+            unknown = [d for d in stage.depends_on if d not in names]
+            if unknown:
+                raise ValueError(
+                    f"stage {stage.name!r} depends on unknown stage(s) {unknown}; stages: {names}"
+                )
+        self.order()  # raises on a cycle
+        return self
+
+    def order(self) -> list[StageSpec]:
+        """Stages in dependency order (stable: YAML order among independent stages).
+
+        Raises:
+            ValueError: the ``depends_on`` graph has a cycle.
+        """
+        by_name = {s.name: s for s in self.stages}
+        done: list[str] = []
+        visiting: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in done:
+                return
+            if name in visiting:
+                cycle = [*visiting[visiting.index(name) :], name]
+                raise ValueError(f"stages depend on each other in a cycle: {' -> '.join(cycle)}")
+            visiting.append(name)
+            for dep in by_name[name].depends_on:
+                visit(dep)
+            visiting.pop()
+            done.append(name)
+
+        for stage in self.stages:
+            visit(stage.name)
+        return [by_name[n] for n in done]
+
+
 class Spec(_Strict):
     """The whole workload: vintage.yaml, parsed."""
 
@@ -293,6 +418,33 @@ class Spec(_Strict):
     selection: SelectionSpec = SelectionSpec()
     training: TrainingSpec = TrainingSpec()
     secrets: SecretsSpec = SecretsSpec()
+    environments: dict[str, EnvironmentSpec] = Field(default_factory=_default_environments)
+    pipeline: PipelineSpec = PipelineSpec()
+
+    @model_validator(mode="after")
+    def _environments_known(self) -> Spec:
+        for stage in self.pipeline.stages:
+            if stage.environment is not None and stage.environment not in self.environments:
+                raise ValueError(
+                    f"pipeline stage {stage.name!r} uses environment {stage.environment!r}, which is not "
+                    f"declared under `environments` ({', '.join(self.environments) or 'none declared'})"
+                )
+        prod = self.environments.get("production")
+        if prod is not None and not prod.api_keys:
+            raise ValueError(
+                "environments.production.api_keys cannot be false: production always requires API keys"
+            )
+        ports = [(e.host, e.port) for e in self.environments.values()]
+        if len(set(ports)) != len(ports):
+            raise ValueError("two environments use the same host and port")
+        return self
+
+    def key_scope(self, environment: str) -> str | None:
+        """The secret scope of an environment's API keys (``None``: no keys required)."""
+        env = self.environments[environment]
+        if not env.api_keys:
+            return None
+        return env.key_scope or f"{environment}/serving"
 
     @field_validator("tracking_uri")
     @classmethod

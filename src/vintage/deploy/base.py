@@ -1,0 +1,72 @@
+"""What every deploy target offers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What an environment serves now.
+
+    Attributes:
+        environment: environment name (``staging``, ``production``).
+        model_name: registered model name.
+        version: registered version served.
+        model_dir: the materialised model directory the server loaded.
+        url: base URL of the scoring server.
+        pid: server process id (local target).
+        since: ISO-8601 UTC time this version started serving.
+        healthy: ``/ready`` answered 200 when the status was taken.
+    """
+
+    environment: str
+    model_name: str
+    version: int
+    model_dir: str
+    url: str
+    pid: int | None
+    since: str
+    healthy: bool = True
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    """Result of one deploy: what serves now and what served before (for rollback)."""
+
+    current: Deployment
+    previous: Deployment | None
+    action: str  # "started" | "swapped" | "unchanged"
+    history: list[Deployment] = field(default_factory=list)
+
+
+class DeployTarget(Protocol):
+    """One environment's deploy target."""
+
+    TYPE: str
+
+    def deploy(self, model_dir: Path, model_name: str, version: int) -> DeployOutcome:
+        """Serve ``model_dir``: start the server if none runs, else hot-swap with zero downtime.
+
+        Idempotent: deploying what already serves returns action ``unchanged``. Returns once the new
+        model answers ``/ready``.
+        """
+        ...
+
+    def restore(self, previous: Deployment | None) -> Deployment | None:
+        """Serve ``previous`` again (hot swap back); ``None`` stops the server (there was nothing before)."""
+        ...
+
+    def status(self) -> Deployment | None:
+        """What serves now (``healthy`` from a live probe), or ``None`` when nothing runs."""
+        ...
+
+    def stop(self) -> bool:
+        """Stop the server (graceful drain); ``False`` when nothing ran."""
+        ...
+
+    def history(self) -> list[Deployment]:
+        """Every deployment of this environment, oldest first."""
+        ...

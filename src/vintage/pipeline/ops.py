@@ -1,0 +1,225 @@
+"""Operations on runs and environments outside a run: approve, reject, status, stop, rollback."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vintage import audit
+from vintage.errors import ConfigError, PipelineError
+from vintage.pipeline import state as st
+
+if TYPE_CHECKING:
+    from vintage.config import Spec
+    from vintage.deploy.base import Deployment, DeployTarget
+
+
+def _store(spec: Spec) -> st.StateStore:
+    return st.StateStore(spec.state_dir.resolve())
+
+
+def _waiting_stage(spec: Spec, run: st.RunState, stage: str) -> st.StageState:
+    found = run.stage(stage)
+    names = {s.name for s in spec.pipeline.stages}
+    if stage not in names:
+        raise ConfigError(f"the pipeline has no stage {stage!r}; stages: {sorted(names)}")
+    if found.status != st.WAITING:
+        raise PipelineError(
+            f"stage {stage} of run {run.id} is {found.status}, not waiting for approval",
+            hint="only a stage stopped at its approval step can be approved or rejected",
+        )
+    return found
+
+
+def decide(
+    spec: Spec, run_id: str, stage: str, decision: str, *, actor: str | None = None, comment: str = ""
+) -> dict[str, Any]:
+    """Approve or reject a stage waiting for approval; returns the evidence that was shown.
+
+    Raises:
+        PipelineError: the stage is not waiting, the request expired, the actor may not approve.
+    """
+    store = _store(spec)
+    run = store.run(run_id)
+    found = _waiting_stage(spec, run, stage)
+    who = actor or audit.current_actor()
+    env = spec.environments.get(found.environment or "")
+    requests = [a for a in store.approvals(run_id, stage) if a["decision"] == "requested"]
+    evidence = requests[-1]["evidence"] if requests else {}
+    if env is not None:
+        if env.approvers and who not in env.approvers:
+            audit.record(
+                store.state_dir,
+                f"approval.{decision}",
+                f"{run_id}/{stage}",
+                "refused",
+                actor=who,
+                environment=found.environment,
+                detail="not an approver",
+            )
+            raise PipelineError(
+                f"{who} may not approve {stage}: approvers are {', '.join(env.approvers)}",
+                hint="ask an approver, or add the user to environments.<env>.approvers",
+            )
+        if env.forbid_self_approval and who == run.actor and decision == "approved":
+            audit.record(
+                store.state_dir,
+                "approval.approved",
+                f"{run_id}/{stage}",
+                "refused",
+                actor=who,
+                environment=found.environment,
+                detail="self-approval forbidden",
+            )
+            raise PipelineError(
+                f"{who} started run {run_id} and may not approve it (forbid_self_approval)",
+                hint="another approver must approve it",
+            )
+        if requests:
+            asked = datetime.fromisoformat(requests[-1]["time"])
+            if datetime.now(UTC) - asked > timedelta(hours=env.approval_ttl_hours):
+                store.add_approval(run_id, stage, "expired", "vintage", "request older than the ttl")
+                store.set_stage(run_id, stage, st.EXPIRED, "approval request expired")
+                store.set_run(run_id, st.EXPIRED, f"approval request of {stage} expired")
+                audit.record(
+                    store.state_dir,
+                    "approval.expired",
+                    f"{run_id}/{stage}",
+                    "expired",
+                    environment=found.environment,
+                )
+                raise PipelineError(
+                    f"the approval request of run {run_id} ({stage}) expired "
+                    f"({env.approval_ttl_hours:g} h after {requests[-1]['time']})",
+                    hint="start a new run: `vintage run`",
+                )
+    store.add_approval(run_id, stage, decision, who, comment, evidence)
+    audit.record(
+        store.state_dir,
+        f"approval.{decision}",
+        f"{run_id}/{stage}",
+        decision,
+        actor=who,
+        environment=found.environment,
+        detail=comment,
+    )
+    store.update_release(
+        run_id,
+        approvals={
+            stage: {
+                "by": who,
+                "decision": decision,
+                "time": st.now(),
+                "comment": comment,
+                "evidence": evidence,
+            }
+        },
+    )
+    if decision == "rejected":
+        store.set_stage(run_id, stage, st.REJECTED, f"rejected by {who}: {comment}")
+        store.set_run(run_id, st.REJECTED, f"{stage} rejected by {who}")
+    return evidence
+
+
+# ------------------------------------------------------------------------------------- environments
+
+
+def target(spec: Spec, environment: str) -> DeployTarget:
+    """The deploy target of an environment.
+
+    Raises:
+        ConfigError: unknown environment.
+    """
+    env = spec.environments.get(environment)
+    if env is None:
+        raise ConfigError(f"no environment {environment!r}; environments: {', '.join(spec.environments)}")
+    from vintage.deploy.local import LocalTarget
+
+    return LocalTarget(
+        environment,
+        spec.state_dir.resolve(),
+        host=env.host,
+        port=env.port,
+        workers=env.workers,
+        key_scope=spec.key_scope(environment),
+        secrets=spec.secrets.model_dump(mode="json"),
+    )
+
+
+@contextlib.contextmanager
+def env_lock(spec: Spec, environment: str, timeout: float = 600.0) -> Iterator[None]:
+    """The environment's deploy lock (the one pipeline runs take)."""
+    from filelock import FileLock, Timeout
+
+    path = spec.state_dir.resolve() / "locks" / f"env-{environment}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(path), timeout=timeout):
+            yield
+    except Timeout:
+        raise PipelineError(f"environment {environment} stayed locked for {timeout:.0f} s") from None
+
+
+def status(spec: Spec) -> dict[str, Deployment | None]:
+    """What each environment serves now."""
+    return {name: target(spec, name).status() for name in spec.environments}
+
+
+def stop(spec: Spec, environment: str) -> bool:
+    """Stop an environment's server (graceful). ``False`` when nothing ran."""
+    with env_lock(spec, environment):
+        return target(spec, environment).stop()
+
+
+def rollback(spec: Spec, environment: str) -> tuple[int, int]:
+    """Serve the previous version of an environment again and move its alias back (both recorded).
+
+    Returns:
+        (from_version, to_version).
+
+    Raises:
+        PipelineError: there is no earlier version in the alias history.
+    """
+    from vintage.registry import alias_history, move_alias
+    from vintage.secrets.access import SecretReader
+    from vintage.serving.materialize import materialize
+    from vintage.tracking import open_session
+
+    reader = SecretReader.from_spec(
+        spec.secrets, spec.state_dir.resolve(), reader=f"rollback:{environment}", environment=environment
+    )
+    session = open_session(spec, create_experiment=False, resolve=reader.resolve)
+    history = alias_history(session.client, spec.model_name, environment)
+    if not history or history[-1].get("previous") is None:
+        raise PipelineError(
+            f"no earlier version of {spec.model_name} was promoted to {environment}; nothing to roll back to",
+            hint="`vintage models` shows the versions and aliases",
+        )
+    current, previous = int(history[-1]["version"]), int(history[-1]["previous"])
+    with env_lock(spec, environment):
+        model_dir = materialize(
+            f"models:/{spec.model_name}/{previous}",
+            Path(spec.state_dir.resolve()) / "models",
+            tracking_uri=session.target.uri,
+        )
+        target(spec, environment).deploy(model_dir, spec.model_name, previous)
+        move_alias(
+            session.client,
+            spec.model_name,
+            environment,
+            previous,
+            actor=audit.current_actor(),
+            reason=f"rollback from v{current}",
+        )
+    audit.record(
+        spec.state_dir.resolve(),
+        "deploy.rollback",
+        environment,
+        "ok",
+        environment=environment,
+        detail=f"{spec.model_name} v{current} -> v{previous} (vintage rollback)",
+    )
+    return current, previous

@@ -1,0 +1,260 @@
+"""``vintage run``, ``resume`` and ``stage``: run the stages of a pipeline in dependency order.
+
+- Stages run in ``depends_on`` order; a stage whose dependencies did not succeed is ``skipped`` (unless
+  its ``condition`` is ``always``).
+- Steps run in order; a succeeded step is never run again in the same run (resume), so every step only
+  has to be idempotent for the step that was running when a process died.
+- A stage with an environment holds that environment's lock from its first deploying step to its end:
+  two runs never deploy to one environment at once. ``lock_behavior: sequential`` waits;
+  ``run_latest`` lets the newest waiting run go and marks older waiting runs ``superseded``.
+- The approval step stops the run in ``waiting_approval`` (exit 3) without holding any lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vintage import audit
+from vintage.errors import Interrupted, PipelineError, VintageError, WaitingApproval
+from vintage.pipeline import state as st
+from vintage.pipeline.steps import STEPS, StepContext, config_digest
+
+if TYPE_CHECKING:
+    from vintage.config import Spec
+    from vintage.config.models import StageSpec
+
+LOCKING_STEPS = frozenset({"deploy", "smoke_test", "champion_gate", "promote"})
+
+
+class Runner:
+    """Runs one pipeline run (new or resumed) of a spec."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        project_dir: Path,
+        *,
+        say: Callable[[str], None] = lambda _: None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.spec = spec
+        self.project_dir = project_dir
+        self.store = st.StateStore(spec.state_dir.resolve())
+        self.say = say
+        self.stop = stop
+
+    # ------------------------------------------------------------------------------------- entry points
+
+    def create(self, run_id: str | None = None, **options: Any) -> str:
+        """Record a new run (all stages pending); returns its id."""
+        run_id = run_id or st.new_run_id()
+        stages = [(s.name, s.environment, [str(x) for x in s.steps]) for s in self.spec.pipeline.order()]
+        self.store.create_run(run_id, audit.current_actor(), config_digest(self.spec), stages, options)
+        audit.record(self.store.state_dir, "run.start", run_id, "ok", detail=", ".join(s[0] for s in stages))
+        return run_id
+
+    def execute(self, run_id: str, only: str | None = None) -> st.RunState:
+        """Run every unfinished stage of ``run_id`` (or only stage ``only``); returns the final state.
+
+        Raises:
+            WaitingApproval: stopped at an approval gate (exit 3).
+            PipelineError: a step failed or a gate refused (the run is ``failed``).
+            Interrupted: Ctrl-C / SIGTERM.
+        """
+        run = self.store.run(run_id)
+        if run.status == st.RUNNING and run.alive and run.pid is not None and not _is_me(run.pid):
+            raise PipelineError(f"run {run_id} is being run by another process (pid {run.pid})")
+        if run.status in (st.SUPERSEDED, st.REJECTED, st.EXPIRED):
+            raise PipelineError(f"run {run_id} is {run.status} ({run.reason}); start a new run")
+        if run.config_digest != config_digest(self.spec):
+            raise PipelineError(
+                f"vintage.yaml changed since run {run_id} started (config digest {run.config_digest})",
+                hint="resume with the config the run started with, or start a new run with `vintage run`",
+            )
+        self.store.set_run(run_id, st.RUNNING, claim=True)
+        stages = self.spec.pipeline.order()
+        if only is not None:
+            stages = [s for s in stages if s.name == only]
+            if not stages:
+                names = [s.name for s in self.spec.pipeline.stages]
+                raise PipelineError(f"no stage {only!r} in the pipeline; stages: {names}")
+        try:
+            for stage in stages:
+                self._stage(run_id, stage, forced=only is not None)
+        except WaitingApproval as exc:
+            self.store.set_run(run_id, st.WAITING, exc.headline)
+            raise
+        except (Interrupted, KeyboardInterrupt):
+            self.store.set_run(run_id, st.FAILED, "interrupted")
+            raise
+        except _Superseded as exc:
+            self.store.set_run(run_id, st.SUPERSEDED, str(exc))
+            audit.record(self.store.state_dir, "run.superseded", run_id, "superseded", detail=str(exc))
+            raise PipelineError(f"run {run_id} was superseded: {exc}") from None
+        except VintageError as exc:
+            self.store.set_run(run_id, st.FAILED, exc.headline)
+            raise
+        final = self.store.run(run_id)
+        if only is None or all(s.status in st.FINAL for s in final.stages):
+            failed = [s for s in final.stages if s.status in (st.FAILED, st.REJECTED)]
+            status = st.FAILED if failed else st.SUCCEEDED
+            self.store.set_run(run_id, status, failed[0].reason if failed else "")
+            audit.record(self.store.state_dir, "run.end", run_id, status)
+        else:
+            self.store.set_run(run_id, st.PENDING, f"stage {only} done")
+        return self.store.run(run_id)
+
+    def resume(self, run_id: str) -> st.RunState:
+        """Re-run the unfinished or failed stages of ``run_id``."""
+        run = self.store.run(run_id)
+        if run.status == st.SUCCEEDED:
+            self.say(f"run {run_id} already succeeded; nothing to do")
+            return run
+        for stage in run.stages:
+            if stage.status not in (st.SUCCEEDED,):
+                self.store.reset_stage(run_id, stage.name)
+        return self.execute(run_id)
+
+    # ------------------------------------------------------------------------------------------ stages
+
+    def _stage(self, run_id: str, stage: StageSpec, *, forced: bool) -> None:
+        run = self.store.run(run_id)
+        state = run.stage(stage.name)
+        if state.status == st.SUCCEEDED:
+            return
+        if state.status in (st.FAILED, st.SKIPPED, st.WAITING, st.REJECTED) and forced:
+            self.store.reset_stage(run_id, stage.name)
+        deps = {d: run.stage(d).status for d in stage.depends_on}
+        blocked = {d: s for d, s in deps.items() if s != st.SUCCEEDED}
+        if blocked and stage.condition == "succeeded":
+            if any(s in (st.PENDING, st.RUNNING, st.WAITING) for s in blocked.values()):
+                if forced:
+                    raise PipelineError(
+                        f"stage {stage.name} depends on {', '.join(blocked)}, which did not succeed yet",
+                        hint=f"run those stages first (vintage stage NAME --run-id {run_id})",
+                    )
+                return
+            self.store.set_stage(run_id, stage.name, st.SKIPPED, f"dependencies did not succeed: {blocked}")
+            self.say(f"[{stage.name}] skipped: {', '.join(f'{d} {s}' for d, s in blocked.items())}")
+            return
+        self.store.set_stage(run_id, stage.name, st.RUNNING)
+        self.say(f"[{stage.name}]" + (f" environment {stage.environment}" if stage.environment else ""))
+        ctx = StepContext(
+            self.spec, self.project_dir, self.store, run_id, stage, run.options, self.say, self.stop
+        )
+        try:
+            with contextlib.ExitStack() as locks:
+                locked = False
+                for step in stage.steps:
+                    if self.stop is not None and self.stop.is_set():
+                        raise Interrupted(f"run {run_id} interrupted in stage {stage.name}")
+                    if step in LOCKING_STEPS and stage.environment and not locked:
+                        locks.enter_context(self._env_lock(run_id, stage.environment))
+                        locked = True
+                    self._step(ctx, step)
+        except WaitingApproval:
+            self.store.set_stage(run_id, stage.name, st.WAITING, "waiting for approval")
+            raise
+        except VintageError as exc:
+            status = st.REJECTED if "was rejected by" in exc.headline else st.FAILED
+            self.store.set_stage(run_id, stage.name, status, exc.headline)
+            self.say(f"[{stage.name}] {status}: {exc.headline}")
+            raise
+        except BaseException:
+            self.store.set_stage(run_id, stage.name, st.FAILED, "interrupted")
+            raise
+        self.store.set_stage(run_id, stage.name, st.SUCCEEDED)
+
+    def _step(self, ctx: StepContext, step: str) -> None:
+        run = self.store.run(ctx.run_id)
+        current = next(s for s in run.stage(ctx.stage.name).steps if s.name == step)
+        if current.status == st.SUCCEEDED:
+            return
+        self.store.set_step(ctx.run_id, ctx.stage.name, step, st.RUNNING)
+        lines: list[str] = []
+        say = ctx.say
+
+        def capture(line: str) -> None:
+            lines.append(line)
+            say(f"  {step}: {line}")
+
+        ctx.say = capture
+        started = time.monotonic()
+        try:
+            output = STEPS[step](ctx)
+        except WaitingApproval as exc:
+            self.store.set_step(ctx.run_id, ctx.stage.name, step, st.WAITING, log=exc.headline)
+            raise
+        except VintageError as exc:
+            lines.append(f"error: {exc.headline}")
+            self.store.set_step(ctx.run_id, ctx.stage.name, step, st.FAILED, log="\n".join(lines))
+            raise
+        except BaseException as exc:
+            lines.append(f"interrupted: {exc.__class__.__name__}")
+            self.store.set_step(ctx.run_id, ctx.stage.name, step, st.FAILED, log="\n".join(lines))
+            raise
+        finally:
+            ctx.say = say
+        output["seconds"] = round(time.monotonic() - started, 3)
+        self.store.set_step(
+            ctx.run_id, ctx.stage.name, step, st.SUCCEEDED, output=output, log="\n".join(lines)
+        )
+
+    # ------------------------------------------------------------------------------------------- locks
+
+    @contextlib.contextmanager
+    def _env_lock(self, run_id: str, environment: str) -> Iterator[None]:
+        from filelock import FileLock, Timeout
+
+        env = self.spec.environments[environment]
+        path = self.store.state_dir / "locks" / f"env-{environment}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path))
+        deadline = time.monotonic() + env.lock_timeout_s
+        self.store.wait_for(run_id, environment)
+        announced = False
+        try:
+            while True:
+                try:
+                    lock.acquire(timeout=0.25)
+                    break
+                except Timeout:
+                    if not announced:
+                        self.say(f"  waiting for environment {environment} (another run deploys to it)")
+                        announced = True
+                    if env.lock_behavior == "run_latest":
+                        newer = self.store.newer_waiter(run_id, environment)
+                        if newer:
+                            raise _Superseded(
+                                f"run {newer} is newer and waits for {environment} too"
+                            ) from None
+                    if self.stop is not None and self.stop.is_set():
+                        raise Interrupted(
+                            f"interrupted while waiting for environment {environment}"
+                        ) from None
+                    if time.monotonic() > deadline:
+                        raise PipelineError(
+                            f"environment {environment} stayed locked for {env.lock_timeout_s:.0f} s",
+                            hint="another run deploys to it; see `vintage runs list`",
+                        ) from None
+        finally:
+            self.store.done_waiting(run_id, environment)
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+class _Superseded(Exception):  # noqa: N818
+    """A newer run waits for the same environment (``lock_behavior: run_latest``)."""
+
+
+def _is_me(pid: int) -> bool:
+    import os
+
+    return pid == os.getpid()
