@@ -22,9 +22,18 @@ $(STAMP): pyproject.toml requirements/lock.txt
 
 install: $(STAMP)
 
+# The whole pipeline as a new user runs it, here with ./vintage.yaml: build -> staging (port 8081) ->
+# production (port 8082, API key from the secret scope production/serving, key primary, generated once).
+# Leaves both servers running; `make demo` again re-releases (hot swap, or unchanged); stop them with
+# `.venv/bin/vintage stop staging` and `.venv/bin/vintage stop production`.
 demo: install
-	$(BIN)/vintage train
-	$(BIN)/vintage models
+	@$(BIN)/vintage secrets list -s production/serving --json >/dev/null 2>&1 \
+	  || $(BIN)/vintage secrets create-scope production/serving
+	@$(BIN)/vintage secrets list -s production/serving --json \
+	  | $(BIN)/python -c 'import json, sys; sys.exit(all(s["key"] != "primary" for s in json.load(sys.stdin)))' \
+	  || $(BIN)/vintage secrets put -s production/serving -k primary --generate
+	$(BIN)/vintage run --auto-approve
+	$(BIN)/vintage status
 
 system-deps:
 	@bash scripts/install-system-deps.sh

@@ -442,8 +442,8 @@ class LocalTarget:
         """SIGTERM the server (it drains, and stops its workers), then SIGKILL its process group."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
-        if _wait_gone(pid, grace_s):
-            return
+        if _wait_gone(pid, grace_s) and _group_gone(pid, 5.0):
+            return  # the server and every worker of its session are gone
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)  # the server leads its own session: its workers go too
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -512,6 +512,21 @@ class LocalTarget:
         audit.record(
             self.state_dir, action, self.environment, outcome, environment=self.environment, detail=detail
         )
+
+
+def _group_gone(pgid: int, timeout: float) -> bool:
+    """Wait until no process of group ``pgid`` (the server's workers) is left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
 
 
 def _alive(pid: int) -> bool:

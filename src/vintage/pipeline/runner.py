@@ -84,8 +84,16 @@ class Runner:
                 names = [s.name for s in self.spec.pipeline.stages]
                 raise PipelineError(f"no stage {only!r} in the pipeline; stages: {names}")
         try:
+            first_failure: VintageError | None = None
             for stage in stages:
-                self._stage(run_id, stage, forced=only is not None)
+                try:
+                    self._stage(run_id, stage, forced=only is not None)
+                except (WaitingApproval, Interrupted):
+                    raise
+                except VintageError as exc:  # later stages still run if their condition says so
+                    first_failure = first_failure or exc
+            if first_failure is not None:
+                raise first_failure
         except WaitingApproval as exc:
             self.store.set_run(run_id, st.WAITING, exc.headline)
             raise

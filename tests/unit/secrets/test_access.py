@@ -222,7 +222,7 @@ def test_provider_error_propagates(state_dir: Path, monkeypatch: pytest.MonkeyPa
 
     [event] = audit.events(state_dir, action="secret.read")
     assert (event.target, event.outcome, event.reader) == ("ci/token", "error", "stage:build")
-    assert event.detail.startswith("local: the master key")
+    assert event.detail.startswith("provider=local: the master key")
 
 
 def test_invalid_reference(state_dir: Path, provider: DictProvider) -> None:
