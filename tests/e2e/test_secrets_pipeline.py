@@ -188,3 +188,61 @@ def test_bad_secret_settings_are_config_errors(tmp_path, extra, needle):
     assert res.returncode == 2
     assert needle in res.stderr.decode()
     assert "a-literal-token-123" not in res.stderr.decode()
+
+
+@pytest.mark.slow
+def test_whole_pipeline_with_secrets_writes_no_secret_anywhere(tmp_path):
+    from support.scoring import free_port
+
+    project = _project(
+        tmp_path,
+        [
+            {
+                "class": "sklearn.linear_model.ElasticNet",
+                "params": {"random_state": 42},
+                "grid": [{"alpha": 0.1, "l1_ratio": 0.1}],
+            },
+            {
+                "class": "support.secret_estimator.TokenRegressor",
+                "params": {"token": "${secret:ci/model_token}"},
+                "grid": [{"fail": True}],
+            },
+        ],
+        tracking_token="${secret:ci/mlflow_token}",
+        environments={
+            "staging": {"port": free_port()},
+            "production": {"port": free_port(), "api_keys": True},
+        },
+    )
+    assert _vintage(project, "secrets", "create-scope", "ci").returncode == 0
+    assert (
+        _vintage(project, "secrets", "put", "-s", "ci", "-k", "model_token", stdin=MODEL_TOKEN).returncode
+        == 0
+    )
+    assert _vintage(project, "secrets", "create-scope", "production/serving").returncode == 0
+    put = _vintage(project, "secrets", "put", "-s", "production/serving", "-k", "primary", "--generate")
+    assert put.returncode == 0
+    api_key = _vintage(project, "secrets", "get", "-s", "production/serving", "-k", "primary").stdout.decode()
+    ci_env = {"VINTAGE_SECRET__CI__MLFLOW_TOKEN": TRACKING_TOKEN}
+    try:
+        run = _vintage(project, "--verbose", "run", "--auto-approve", env=ci_env)
+        assert run.returncode == 0, run.stderr.decode()[-3000:]
+        [listed] = json.loads(_vintage(project, "runs", "list", "--json").stdout)
+        outputs = [
+            run.stdout + run.stderr,
+            _vintage(project, "runs", "show", listed["id"]).stdout,
+            _vintage(project, "release", "show").stdout,
+            _vintage(project, "status").stdout,
+            _vintage(project, "audit", "--json", "--limit", "1000").stdout,
+        ]
+    finally:
+        for env in ("staging", "production"):
+            _vintage(project, "stop", env)
+    values = {"model token": MODEL_TOKEN, "tracking token": TRACKING_TOKEN, "production API key": api_key}
+    assert _hits(project, outputs, values) == []
+    # in play: the smoke test used the key, the failing point's error was redacted
+    reads = json.loads(outputs[-1])
+    assert any(
+        e["target"] == "production/serving/primary" and e["reader"] == "stage:production" for e in reads
+    )
+    assert b"connecting with token [REDACTED]" in run.stderr  # the worker logged it, redacted

@@ -70,6 +70,7 @@ def main(
         logging.getLogger("vintage").setLevel(logging.DEBUG)
     # databricks-sdk warns on stderr when its host-metadata probe fails; our own error says more.
     logging.getLogger("databricks.sdk").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    logging.getLogger("filelock").setLevel(logging.WARNING)  # lock chatter drowns --verbose output
     from vintage.redact import install_logging_filter
 
     install_logging_filter()
