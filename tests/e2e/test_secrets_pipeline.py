@@ -68,7 +68,7 @@ def blobs_and_files(root: Path, blobs: list[bytes]):
 
 
 @pytest.mark.slow
-def test_build_stage_with_secrets_writes_no_secret_anywhere(tmp_path, monkeypatch):
+def test_build_stage_with_secrets_writes_no_secret_anywhere(tmp_path, monkeypatch, request):
     ElasticNet = {  # noqa: N806 - the default grid, so a model is still chosen and registered
         "class": "sklearn.linear_model.ElasticNet",
         "params": {"random_state": 42},
@@ -110,8 +110,13 @@ def test_build_stage_with_secrets_writes_no_secret_anywhere(tmp_path, monkeypatc
     assert "feature service refused token [REDACTED]" in text
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / '.vintage' / 'mlflow.db'}")
-    client = mlflow.MlflowClient()
+    uri = f"sqlite:///{project / '.vintage' / 'mlflow.db'}"
+    # set_tracking_uri, not only the variable: an earlier in-process test may have set MLflow's global URI
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    request.addfinalizer(lambda: mlflow.set_tracking_uri(previous_uri))
+    client = mlflow.MlflowClient(tracking_uri=uri)
     by_name = {r["name"]: r for r in json.loads(runs.stdout)}
     failed = client.get_run(by_name["TokenRegressor fail=True"]["run_id"])
     assert failed.data.tags["vintage.error"].endswith("feature service refused token [REDACTED]")

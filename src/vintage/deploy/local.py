@@ -256,6 +256,10 @@ class LocalTarget:
     def _confirm(self, model_name: str, version: int) -> None:
         """``/version`` reports the new model (several workers: consistently, as they follow one by one)."""
         needed = 1 if self.workers == 1 else 3 * self.workers
+        if self.workers > 1:
+            # Other workers follow the swap through the server's control file, which each checks every
+            # 0.5 s: after a full period plus margin every idle worker has switched.
+            time.sleep(WORKER_FOLLOW_S)
         deadline = time.monotonic() + 15.0
         streak, served = 0, None
         while True:
@@ -512,6 +516,9 @@ class LocalTarget:
         audit.record(
             self.state_dir, action, self.environment, outcome, environment=self.environment, detail=detail
         )
+
+
+WORKER_FOLLOW_S = 1.2  # > the serving control-file period (0.5 s) twice, plus margin
 
 
 def _group_gone(pgid: int, timeout: float) -> bool:

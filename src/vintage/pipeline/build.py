@@ -21,6 +21,7 @@ from vintage.training import PointRun, TrainingReport, select_best, train_grid
 
 if TYPE_CHECKING:
     from vintage.config import Spec
+    from vintage.tracking import TrackingSession
     from vintage.training.runner import OnPoint
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,64 @@ class BuildResult:
     version: RegisteredVersion
     tracking_uri: str
     selection_key: str
+
+
+@dataclass
+class Trained:
+    """The grid trained and the best run chosen (nothing registered yet)."""
+
+    session: TrackingSession
+    report: TrainingReport
+    selected: PointRun
+
+
+def train_and_select(
+    spec: Spec,
+    *,
+    project_dir: Path | None = None,
+    n_jobs: int | None = None,
+    on_point: OnPoint | None = None,
+    on_trained: Callable[[TrainingReport], None] | None = None,
+    stop: threading.Event | None = None,
+    secrets: SecretReader | None = None,
+) -> Trained:
+    """Validate the data, train the grid, choose the best run (the pipeline's ``train`` step).
+
+    Arguments as for :func:`run_build`.
+
+    Raises:
+        DataError, TrackingError, TrainingError, SelectionError, SecretError.
+    """
+    reader = secrets or SecretReader.from_spec(spec.secrets, spec.state_dir.resolve(), reader="stage:build")
+    # The tracking credentials are read once, before training starts: a missing one fails in a second,
+    # not after the whole grid has trained.
+    resolve = functools.cache(reader.resolve)
+    for text in (spec.tracking_token, os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking_uri):
+        if text:
+            resolve(text)
+    dataset = load_dataset(spec.data)
+    log.info("data %s: %d rows, digest %s", dataset.source, dataset.n_rows, dataset.digest)
+    session, report = train_grid(
+        spec,
+        dataset,
+        lambda: open_session(spec, resolve=resolve),
+        n_jobs=n_jobs,
+        secrets=reader,
+        project_dir=project_dir,
+        on_point=on_point,
+        stop=stop,
+    )
+    if on_trained:
+        on_trained(report)
+    if stop is not None and stop.is_set():  # a signal after the last fit: still register nothing
+        raise Interrupted("interrupted after training; the runs are logged but nothing was registered")
+    try:
+        selected = select_best(report.runs, spec.selection)
+    except SelectionError:
+        session.client.set_tag(report.parent_run_id, "vintage.outcome", "no-run-meets-threshold")
+        raise
+    session.client.set_tag(report.parent_run_id, "vintage.selected_run_id", selected.run_id)
+    return Trained(session, report, selected)
 
 
 def run_build(
@@ -64,37 +123,17 @@ def run_build(
     Raises:
         DataError, TrackingError, TrainingError, SelectionError, RegistryError.
     """
-    reader = secrets or SecretReader.from_spec(spec.secrets, spec.state_dir.resolve(), reader="stage:build")
-    # The tracking credentials are read once, before training starts: a missing one fails in a second,
-    # not after the whole grid has trained.
-    resolve = functools.cache(reader.resolve)
-    for text in (spec.tracking_token, os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking_uri):
-        if text:
-            resolve(text)
-    dataset = load_dataset(spec.data)
-    log.info("data %s: %d rows, digest %s", dataset.source, dataset.n_rows, dataset.digest)
-    session, report = train_grid(
+    trained = train_and_select(
         spec,
-        dataset,
-        lambda: open_session(spec, resolve=resolve),
-        n_jobs=n_jobs,
-        secrets=reader,
         project_dir=project_dir,
+        n_jobs=n_jobs,
         on_point=on_point,
+        on_trained=on_trained,
         stop=stop,
+        secrets=secrets,
     )
-    if on_trained:
-        on_trained(report)
-    if stop is not None and stop.is_set():  # a signal after the last fit: still register nothing
-        raise Interrupted("interrupted after training; the runs are logged but nothing was registered")
-    client = session.client
-    try:
-        selected = select_best(report.runs, spec.selection)
-    except SelectionError:
-        client.set_tag(report.parent_run_id, "vintage.outcome", "no-run-meets-threshold")
-        raise
-    client.set_tag(report.parent_run_id, "vintage.selected_run_id", selected.run_id)
-    version = register_run(session, spec.model_name, selected, dataset.digest, alias=CANDIDATE)
-    client.set_tag(report.parent_run_id, "vintage.registered_version", str(version.version))
-    client.set_tag(report.parent_run_id, "vintage.outcome", "registered")
+    session, report, selected = trained.session, trained.report, trained.selected
+    version = register_run(session, spec.model_name, selected, report.data_digest, alias=CANDIDATE)
+    session.client.set_tag(report.parent_run_id, "vintage.registered_version", str(version.version))
+    session.client.set_tag(report.parent_run_id, "vintage.outcome", "registered")
     return BuildResult(report, selected, version, session.target.display, spec.selection.selection_key)

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,34 +124,15 @@ def validate(ctx: StepContext) -> dict[str, Any]:
 
 def train(ctx: StepContext) -> dict[str, Any]:
     """Train the grid and select the best run (nothing registered yet)."""
-    from vintage.data import load_dataset
-    from vintage.training import select_best, train_grid
+    from vintage.pipeline.build import train_and_select
 
-    spec = ctx.spec
-    reader = ctx.secrets
-    resolve = functools.cache(reader.resolve)
-    for text in (spec.tracking_token, os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking_uri):
-        if text:
-            resolve(text)
-    dataset = load_dataset(spec.data)
-
-    def opened() -> TrackingSession:
-        from vintage.tracking import open_session
-
-        ctx._session = open_session(spec, resolve=resolve)
-        return ctx._session
-
-    session, report = train_grid(
-        spec, dataset, opened, project_dir=ctx.project_dir, stop=ctx.stop, secrets=reader
-    )
-    selected = select_best(report.runs, spec.selection)
-    client = session.client
-    client.set_tag(report.parent_run_id, "vintage.selected_run_id", selected.run_id)
-    client.set_tag(report.parent_run_id, "vintage.pipeline_run", ctx.run_id)
-    failed = len(report.failed)
-    key = spec.selection.selection_key
+    trained = train_and_select(ctx.spec, project_dir=ctx.project_dir, stop=ctx.stop, secrets=ctx.secrets)
+    ctx._session = trained.session
+    report, selected = trained.report, trained.selected
+    trained.session.client.set_tag(report.parent_run_id, "vintage.pipeline_run", ctx.run_id)
+    key = ctx.spec.selection.selection_key
     ctx.say(
-        f"trained {len(report.runs)} grid point(s) ({failed} failed); chosen {selected.name}, "
+        f"trained {len(report.runs)} grid point(s) ({len(report.failed)} failed); chosen {selected.name}, "
         f"{key} = {selected.metrics.get(key, float('nan')):.4f}"
     )
     return {
@@ -160,7 +140,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
         "data_digest": report.data_digest,
         "selection_key": key,
         "runs": len(report.runs),
-        "failed": failed,
+        "failed": len(report.failed),
         "selected": {
             "run_id": selected.run_id,
             "name": selected.name,
