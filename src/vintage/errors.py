@@ -14,6 +14,7 @@ with ``raise ... from exc`` so the original stays available under ``--verbose``.
      ├── RegistryError           registering or reading a model version failed
      ├── Interrupted             exit 130: stopped by Ctrl-C / SIGTERM after cleaning up
      ├── ServingError            the scoring server cannot load or serve a model
+     ├── SparkError              Spark could not be started or reached, or a Spark job failed
      ├── DeployError             an environment could not be started, swapped, stopped or rolled back
      ├── PipelineError           a pipeline run failed, was rejected or cannot be resumed
      │    └── WaitingApproval    exit 3: the run stopped at an approval gate (not a failure)
@@ -86,6 +87,10 @@ class Interrupted(VintageError):  # noqa: N818 - reads better at the call site
 
 class ServingError(VintageError):
     """The scoring server cannot load or serve a model."""
+
+
+class SparkError(VintageError):
+    """Spark could not be started or reached, or a Spark job failed."""
 
 
 class DeployError(VintageError):

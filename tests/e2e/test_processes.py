@@ -43,7 +43,8 @@ def test_help_imports_no_heavy_library():
         "import sys\n"
         "from vintage.cli.main import run\n"
         "try:\n    run(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = sorted(m for m in ('mlflow', 'sklearn', 'pandas', 'pyspark', 'kubernetes', 'pydantic')"
+        "heavy = sorted(m for m in ('mlflow', 'sklearn', 'pandas', 'pyspark', 'kubernetes', 'pydantic',"
+        " 'pyarrow', 'databricks', 'cryptography')"
         " if m in sys.modules)\n"
         "print('HEAVY=' + ','.join(heavy))\n"
     )

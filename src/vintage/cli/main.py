@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from vintage import __version__
-from vintage.cli import audit_cmd, config_cmd, listing, pipeline_cmd, secrets_cmd, serve, train, ui
+from vintage.cli import audit_cmd, config_cmd, listing, pipeline_cmd, score, secrets_cmd, serve, train, ui
 from vintage.cli.state import STATE
 from vintage.errors import EXIT_RUNTIME, VintageError, first_line
 
@@ -37,6 +37,7 @@ app.add_typer(pipeline_cmd.release_app, name="release")
 app.command("models")(listing.models)
 app.command("ui")(ui.ui)
 app.command("serve")(serve.serve)
+app.command("score")(score.score)
 app.command("audit")(audit_cmd.audit)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(secrets_cmd.app, name="secrets")

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from vintage.cli import state
+from vintage.cli.models_ref import local_model_dir
 
 
 def serve(
@@ -61,7 +62,7 @@ def serve(
     if environment == "production" and api_key_file is None and api_key_scope is None:
         api_key_scope = "production/serving"
     key_args = _key_args(api_key_file, api_key_scope, environment)
-    model_dir = _local_model_dir(model)
+    model_dir = local_model_dir(model, reader="cli:serve")
     argv = [
         sys.executable,
         "-m",
@@ -109,22 +110,3 @@ def _key_args(key_file: Path | None, key_scope: str | None, environment: str | N
         "--secrets-json",
         json.dumps(settings.secrets.model_dump(mode="json")),
     ]
-
-
-def _local_model_dir(model: str) -> Path:
-    if Path(model).is_dir():
-        return Path(model)
-    from vintage.serving.materialize import materialize
-    from vintage.tracking import resolve_target
-
-    spec = state.load()
-    uri = model
-    if model.isdigit():
-        uri = f"models:/{spec.model_name}/{model}"
-    elif "/" not in model and ":" not in model:
-        uri = f"models:/{spec.model_name}@{model}"
-    target = resolve_target(spec, resolve=state.secret_reader("cli:serve", spec=spec).resolve)
-    dest = target.state_dir / "models"
-    path = materialize(uri, dest, tracking_uri=target.uri)
-    state.err().print(f"model {uri} materialised in {path}")
-    return path

@@ -10,6 +10,7 @@ from vintage.cli import render, state
 from vintage.cli.signals import stop_on_signals
 
 if TYPE_CHECKING:
+    from vintage.config import Spec
     from vintage.pipeline import BuildResult
     from vintage.training import PointRun, TrainingReport
 
@@ -17,6 +18,13 @@ if TYPE_CHECKING:
 def train(
     n_jobs: Annotated[int | None, typer.Option("--n-jobs", "-j", min=1, help="Parallel processes.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="local | spark (overrides compute.engine).")
+    ] = None,
+    master: Annotated[
+        str | None,
+        typer.Option("--master", help="Spark master: local[N], spark://host:port or sc://host:port."),
+    ] = None,
 ) -> None:
     """Train the grid (one MLflow run per point), pick the best run under the threshold, register it
     as a new version with alias `candidate`.
@@ -29,7 +37,7 @@ def train(
     from vintage.errors import SelectionError
     from vintage.pipeline import run_build
 
-    spec = state.load()
+    spec = _with_compute(state.load(), engine, master)
     console, errc = state.out(), state.err()
     trained: list[TrainingReport] = []
     progress = Progress(
@@ -101,3 +109,30 @@ def _show(result: BuildResult) -> None:
         )
     else:
         console.print(f"registered: {ver.name} version {ver.version}, alias: {', '.join(ver.aliases)}")
+
+
+def _with_compute(spec: Spec, engine: str | None, master: str | None) -> Spec:
+    """Apply --engine / --master to the spec (validated like vintage.yaml)."""
+    if engine is None and master is None:
+        return spec
+    from pydantic import ValidationError
+
+    from vintage.config.models import ComputeSpec
+    from vintage.errors import ConfigError
+
+    compute = spec.compute.model_dump()
+    if engine is not None:
+        compute["engine"] = engine
+    if master is not None:
+        compute["spark"]["master"] = master
+        compute["engine"] = engine or "spark"
+    try:
+        checked = ComputeSpec.model_validate(compute)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(
+            f"--engine/--master: compute.{where}: {err['msg']}",
+            hint="engines: local, spark, databricks; masters: local[N], spark://host:port, sc://host:port",
+        ) from None
+    return spec.model_copy(update={"compute": checked})

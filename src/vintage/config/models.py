@@ -276,6 +276,53 @@ class SecretsSpec(_Strict):
         return value
 
 
+class SparkSpec(_Strict):
+    """Where Spark runs: ``local[N]``/``local[*]`` (in-process), ``spark://host:port`` (standalone) or
+    ``sc://host:port`` (Spark Connect)."""
+
+    master: Annotated[str, Field(pattern=r"^(local(\[(\d+|\*)\])?|spark://[^\s/]+|sc://[^\s/]+)$")] = (
+        "local[*]"
+    )
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class DatabricksComputeSpec(_Strict):
+    """A Databricks workspace and the job cluster a stage runs on (``engine: databricks``)."""
+
+    host: str | None = None
+    token: str | None = None
+    job_cluster: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "spark_version": "15.4.x-cpu-ml-scala2.12",
+            "node_type_id": "Standard_DS3_v2",
+            "autoscale": {"min_workers": 1, "max_workers": 4},
+        }
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host_refs(cls, value: str | None) -> str | None:
+        check_secret_refs(value, "compute.databricks.host")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token_is_ref(cls, value: str | None) -> str | None:
+        if value is not None and not SECRET_REF.fullmatch(value.strip()):
+            raise ValueError(
+                "compute.databricks.token must be a secret reference such as ${secret:ci/databricks_token}"
+            )
+        return value
+
+
+class ComputeSpec(_Strict):
+    """Where training (and batch scoring) run: this machine, a Spark cluster, or Databricks job clusters."""
+
+    engine: Literal["local", "spark", "databricks"] = "local"
+    spark: SparkSpec = SparkSpec()
+    databricks: DatabricksComputeSpec = DatabricksComputeSpec()
+
+
 StepName = Literal[
     "validate", "train", "register", "release", "deploy", "smoke_test", "champion_gate", "approval", "promote"
 ]
@@ -418,6 +465,7 @@ class Spec(_Strict):
     selection: SelectionSpec = SelectionSpec()
     training: TrainingSpec = TrainingSpec()
     secrets: SecretsSpec = SecretsSpec()
+    compute: ComputeSpec = ComputeSpec()
     environments: dict[str, EnvironmentSpec] = Field(default_factory=_default_environments)
     pipeline: PipelineSpec = PipelineSpec()
 

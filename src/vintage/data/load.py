@@ -81,7 +81,7 @@ def read_table(path: Path) -> pd.DataFrame:
         if suffix in _PARQUET:
             return pd.read_parquet(path)
         if suffix in _CSV or not suffix:
-            return pd.read_csv(path, sep=_sniff_separator(path))
+            return pd.read_csv(path, sep=sniff_separator(path))
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"cannot read data file {path.name}: {first_line(exc, 200)}") from exc
     raise DataError(
@@ -90,7 +90,7 @@ def read_table(path: Path) -> pd.DataFrame:
     )
 
 
-def _sniff_separator(path: Path) -> str:
+def sniff_separator(path: Path) -> str:
     with path.open("r", encoding="utf-8", errors="replace") as fh:
         header = fh.readline()
     counts = {sep: header.count(sep) for sep in (",", ";", "\t")}

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vintage.errors import TrainingError, first_line
 from vintage.secrets.access import SecretReader, has_refs
@@ -63,6 +63,19 @@ class TrainingReport:
 OnPoint = Callable[[PointRun], None]
 
 
+class GridExecutor(Protocol):
+    """Runs grid points somewhere (local processes, Spark tasks) and yields their results."""
+
+    @property
+    def n_jobs(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def results(self, stop: threading.Event | None = None) -> Iterator[FitResult]: ...
+
+    def close(self, kill: bool = False) -> None: ...
+
+
 def train_grid(
     spec: Spec,
     dataset: Dataset,
@@ -95,12 +108,21 @@ def train_grid(
     fit_points = points
     if secrets is not None and any(has_refs(p.params) for p in points):
         fit_points = [dataclasses.replace(p, params=secrets.resolve_data(p.params)) for p in points]
-    executor = LocalExecutor(
-        fit_points,
-        init_args,
-        n_jobs or spec.training.n_jobs or default_jobs(),
-        protect=tuple(secrets.values_read) if secrets is not None else (),
-    )
+    protect = tuple(secrets.values_read) if secrets is not None else ()
+    executor: GridExecutor
+    if spec.compute.engine == "spark":
+        from vintage.training.spark import SparkExecutor
+
+        executor = SparkExecutor(fit_points, init_args, spec.compute.spark, protect=protect)
+    elif spec.compute.engine == "local":
+        executor = LocalExecutor(
+            fit_points, init_args, n_jobs or spec.training.n_jobs or default_jobs(), protect=protect
+        )
+    else:
+        raise TrainingError(
+            f"the {spec.compute.engine} engine runs whole stages as job runs, not grids in this process",
+            hint="use compute.engine local or spark here",
+        )
     start_ms = track.now_ms()
     executor.start()
     try:
@@ -144,7 +166,7 @@ def _log_all(
     dataset: Dataset,
     session: TrackingSession,
     points: list[GridPoint],
-    executor: LocalExecutor,
+    executor: GridExecutor,
     test: Any,
     start_ms: int,
     project_dir: Path | None,
@@ -159,7 +181,13 @@ def _log_all(
         session.experiment_id,
         start_time=start_ms,
         run_name=f"grid {len(points)} point{'s' if len(points) != 1 else ''}",
-        tags={**tags, track.TAG_ROLE: "grid", track.TAG_DATA_DIGEST: dataset.digest},
+        tags={
+            **tags,
+            track.TAG_ROLE: "grid",
+            track.TAG_DATA_DIGEST: dataset.digest,
+            "vintage.engine": spec.compute.engine
+            + (f" {spec.compute.spark.master}" if spec.compute.engine == "spark" else ""),
+        },
     )
     parent_id = str(parent.info.run_id)
     child_ids: dict[int, str] = {}
@@ -181,6 +209,9 @@ def _log_all(
             point = by_index[result.index]
             key = training_key(point, dataset.digest, split.test_size, split.seed, sklearn_version)
             run = _log_one(session, child_ids[point.index], point, result, mlflow_ds, example, spec, key)
+            where = getattr(executor, "executors", {}).get(point.index)
+            if where:  # Spark: the executor (id/pid) that fitted this point
+                client.set_tag(run.run_id, "vintage.executor", where)
             runs[point.index] = run
             if on_point:
                 on_point(run)

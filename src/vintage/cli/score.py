@@ -1,0 +1,113 @@
+"""``vintage score``: predict every row of a CSV or Parquet file into a new file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from vintage.cli import state
+from vintage.cli.models_ref import MODEL_HELP, local_model_dir
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
+DEFAULT_CHUNK_ROWS = 131_072  # vintage.scoring.DEFAULT_CHUNK_ROWS (not imported: keeps --help light)
+
+
+def score(
+    input_path: Annotated[
+        Path,
+        typer.Option(
+            "--input",
+            "-i",
+            help="CSV (comma, semicolon or tab separated, header line) or Parquet (.parquet, .pq) file.",
+        ),
+    ],
+    output_path: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="File to write: the input columns plus `prediction`; .csv, .parquet or .pq.",
+        ),
+    ],
+    model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "candidate",
+    engine: Annotated[
+        str, typer.Option(help="Where to score: local (this machine, Arrow in chunks); spark (not yet).")
+    ] = "local",
+    chunk_rows: Annotated[
+        int, typer.Option(min=1, help="Rows per chunk: memory grows with this, not with the file.")
+    ] = DEFAULT_CHUNK_ROWS,
+) -> None:
+    """Score a whole file with a model: same predictions as `vintage serve` gives for the same rows.
+
+    The output is written to a temporary file next to it and renamed at the end: a bad row fails the
+    job before anything replaces --output.
+    """
+    from vintage.scoring import ScoreJob, check_paths, get_engine
+
+    run = get_engine(
+        engine
+    )  # an unknown or unavailable engine, or bad paths, fail before the model is fetched
+    check_paths(input_path, output_path, chunk_rows)
+    model_dir = local_model_dir(model, reader="cli:score")
+    console = state.err()
+    with _progress_sink(console) as sink:
+        result = run(ScoreJob(model_dir, input_path, output_path, chunk_rows), sink)
+    console.print(
+        f"scored {result.rows:,} rows in {result.seconds:.2f} s ({result.rows_per_second:,.0f} rows/s) "
+        f"-> {result.output}"
+    )
+
+
+class _RichSink:
+    """Progress bar on stderr: rows scored, out of the total when the input tells it (Parquet)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task: TaskID | None = None
+
+    def start(self, total: int | None) -> None:
+        if self._task is not None:  # the engine restarted (a CSV column re-read as text)
+            self._progress.remove_task(self._task)
+        self._task = self._progress.add_task("scoring", total=total)
+
+    def advance(self, rows: int) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, rows)
+
+
+@contextmanager
+def _progress_sink(console: Console) -> Iterator[_RichSink | None]:
+    """A progress sink drawing on ``console``, or None when it is not a terminal (CI logs, pipes)."""
+    if not console.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows"),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    with progress:
+        yield _RichSink(progress)
