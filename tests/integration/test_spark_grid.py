@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support.spark import spark_cluster, spark_env
+from support.spark import connect_server, spark_cluster, spark_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -85,3 +85,11 @@ def test_unreachable_master_is_a_clear_error(tmp_path):
         "error: cannot reach the Spark master at spark://127.0.0.1:9 (ConnectionRefusedError)"
     )
     assert "Traceback" not in res.stderr
+
+
+def test_grid_through_spark_connect_matches_local(spark_master, tmp_path):
+    local = _train(_project(tmp_path / "local"), tmp_path / "w1")
+    with connect_server(spark_master) as remote:
+        spark = _train(_project(tmp_path / "connect"), tmp_path / "w2", "--master", remote)
+    assert _metrics(spark) == pytest.approx(_metrics(local), rel=1e-12)
+    assert spark["registered"]["version"] == 1

@@ -117,3 +117,39 @@ def spark_cluster(work: Path, workers: int = 2) -> Iterator[Cluster]:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+@contextlib.contextmanager
+def connect_server(cluster: Cluster, cores: int = 1) -> Iterator[str]:
+    """A Spark Connect server on ``cluster`` (holding ``cores`` cores for its life); yields ``sc://...``.
+
+    It gets only part of the cluster, or a classic session started later would wait forever for cores.
+    """
+    env = spark_env(cluster.work)
+    port = _free_port()
+    submit = str(Path(env["SPARK_HOME"]) / "bin" / "spark-submit")
+    tmp = cluster.work / "tmp"
+    log = cluster.work / "connect.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [submit, "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
+             "--name", "vintage-tests-connect", "--master", cluster.master,
+             "--driver-java-options", f"-Djava.io.tmpdir={tmp} -XX:-UsePerfData",
+             "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
+             "--conf", f"spark.connect.grpc.binding.port={port}",
+             "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.ui.enabled=false",
+             "--conf", "spark.executor.memory=512m", "--conf", f"spark.cores.max={cores}"],
+            stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+    try:
+        _wait_log(proc, log, "Spark Connect server started at", 180)
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
