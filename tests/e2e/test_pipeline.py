@@ -512,3 +512,16 @@ def test_a_pipeline_without_staging(project):
     assert version_at(project.url("staging")) is None
     assert post(project.url("production"), project.key())[0] == 200
     assert "staging" not in project.aliases()
+
+
+def test_a_waiting_run_whose_request_expired_cannot_resume(project):
+    project.env("production", approval_ttl_hours=0.0005)  # 1.8 s
+    assert project.vintage("run").returncode == 3
+    [run] = project.runs()
+    time.sleep(2.5)
+    res = project.vintage("resume", run["id"])
+    assert res.returncode == 1 and "expired after" in res.stderr
+    assert version_at(project.url("production")) is None
+    assert ("approval.expired", f"{run['id']}/production") in {
+        (e["action"], e["target"]) for e in project.audit()
+    }

@@ -507,6 +507,26 @@ def approval(ctx: StepContext) -> dict[str, Any]:
         raise PipelineError(
             f"{ctx.stage.name} was rejected by {last['actor']}: {last['comment'] or 'no comment'}"
         )
+    if (
+        last is not None
+        and last["decision"] == "requested"
+        and now - datetime.fromisoformat(last["time"]) > ttl
+    ):
+        # Nobody decided in time: this run can no longer be approved (a newer run carries newer evidence).
+        ctx.store.add_approval(ctx.run_id, ctx.stage.name, "expired", "vintage", "request older than the ttl")
+        audit.record(
+            ctx.state_dir,
+            "approval.expired",
+            f"{ctx.run_id}/{ctx.stage.name}",
+            "expired",
+            environment=env_name,
+            reader=f"run:{ctx.run_id}",
+        )
+        raise PipelineError(
+            f"the approval request of run {ctx.run_id} ({ctx.stage.name}) expired after "
+            f"{env.approval_ttl_hours:g} h without a decision",
+            hint="start a new run: `vintage run`",
+        )
     if last is None or last["decision"] == "expired":
         ctx.store.add_approval(ctx.run_id, ctx.stage.name, "requested", audit.current_actor(), "", evidence)
     raise WaitingApproval(
