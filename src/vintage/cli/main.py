@@ -10,7 +10,18 @@ from typing import Annotated
 import typer
 
 from vintage import __version__
-from vintage.cli import audit_cmd, config_cmd, listing, pipeline_cmd, score, secrets_cmd, serve, train, ui
+from vintage.cli import (
+    audit_cmd,
+    config_cmd,
+    databricks_cmd,
+    listing,
+    pipeline_cmd,
+    score,
+    secrets_cmd,
+    serve,
+    train,
+    ui,
+)
 from vintage.cli.state import STATE
 from vintage.errors import EXIT_RUNTIME, VintageError, first_line
 
@@ -41,6 +52,7 @@ app.command("score")(score.score)
 app.command("audit")(audit_cmd.audit)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(secrets_cmd.app, name="secrets")
+app.add_typer(databricks_cmd.app, name="databricks")
 
 
 def _version(value: bool) -> None:
