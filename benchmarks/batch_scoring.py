@@ -26,9 +26,10 @@ What it does, in one run on this machine:
      C-contiguous float64 NumPy array of the 11 features already in memory; the ceiling for any wrapper.
    * ``mlflow pyfunc predict``: ``mlflow.pyfunc.load_model(model_dir).predict(df)`` on a pandas
      DataFrame of the rows already in memory (the model loaded once, outside the timing).
-   * Spark engine: not implemented yet. ``--spark`` is accepted and prints a note; the rows it will add
-     (``spark engine, Parquet -> Parquet`` and the plain ``mlflow.pyfunc.spark_udf`` anchor) go in
-     :func:`measure_spark`.
+   * With ``--spark`` (:func:`measure_spark`), in ``local[2]``: ``vintage.scoring.spark.score_file``
+     Parquet -> Parquet end to end (cold: first run, session start-up included; warm: later runs in the
+     same session) against the anchor ``mlflow.pyfunc.spark_udf`` over the same file written as Parquet
+     parts (cold and warm); the ratio line is Spark engine / spark_udf rows/s (target >= 10x warm).
 
    Every measurement scores the same rows and the predictions are checked against each other (rtol
    1e-12) once before timing.
@@ -74,6 +75,11 @@ RAW = "raw sklearn predict"
 PYFUNC = "mlflow pyfunc predict"
 NAMES = [FILE, MEMORY, RAW, PYFUNC]
 TARGET_RATIO = 0.8  # local engine in memory / raw sklearn predict, rows/s
+SPARK_COLD = "spark engine local[2], cold"
+SPARK_WARM = "spark engine local[2], warm"
+UDF_COLD = "mlflow spark_udf local[2], cold"
+UDF_WARM = "mlflow spark_udf local[2], warm"
+TARGET_SPARK_RATIO = 10.0  # spark engine warm / spark_udf warm, rows/s
 
 
 @dataclass
@@ -188,18 +194,70 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def measure_spark(progress: Callable[[str], None]) -> list[Result]:
-    """SPARK ROWS GO HERE: ``spark engine, Parquet -> Parquet`` (and a ``spark_udf`` anchor).
+def measure_spark(
+    model_dir: Path,
+    src: Path,
+    reference: Path,
+    root: Path,
+    rows: int,
+    repeat: int,
+    progress: Callable[[str], None],
+) -> list[Result]:
+    """The Spark engine against ``mlflow.pyfunc.spark_udf`` in ``local[2]``, cold and warm.
 
-    The Spark engine is not implemented yet (``vintage score --engine spark`` says so); until it is,
-    ``--spark`` only prints this note.
+    ``spark engine, cold``: the first :func:`vintage.scoring.spark.score_file` of the process, Spark session
+    start-up included. ``spark engine, warm``: later runs in the same session (Python workers and the
+    model cache warm). The anchor reads the same Parquet file with Spark, adds
+    ``mlflow.pyfunc.spark_udf(spark, model_dir, result_type="double")(*features)`` and writes Parquet
+    (Spark's directory of parts: no single-file step), cold (first run, UDF creation included) and warm.
     """
-    progress("--spark: skipped, the spark engine is not implemented yet (vintage.scoring.ENGINES)")
-    return []
+    import mlflow.pyfunc
+    import pyarrow.parquet as pq
+
+    from vintage.compute.spark import session
+    from vintage.config.models import SparkSpec
+    from vintage.scoring import ScoreJob
+    from vintage.scoring.spark import score_file as spark_score
+    from vintage.serving.model import load_model_dir
+
+    spec = SparkSpec(master="local[2]")
+    dst = root / "spark-scored.parquet"
+    job = ScoreJob(model_dir, src, dst, spark=spec)
+    progress("spark engine: cold run (session start-up included)")
+    cold = [timed(lambda: spark_score(job, None))]
+    expected = pq.read_table(reference, columns=["prediction"]).column(0).to_numpy()
+    got = pq.read_table(dst, columns=["prediction"]).column(0).to_numpy()
+    if not np.array_equal(got, expected):
+        raise RuntimeError("the spark engine disagrees with the local engine")
+    spark = session(spec)
+    features = list(load_model_dir(model_dir).info.columns)
+    udf_out = root / "spark-udf-out"
+
+    def anchor() -> None:
+        udf = mlflow.pyfunc.spark_udf(spark, str(model_dir), result_type="double")
+        frame = spark.read.parquet(str(src))
+        frame.withColumn("prediction", udf(*features)).write.mode("overwrite").parquet(str(udf_out))
+
+    progress("spark_udf: cold run")
+    anchor_cold = [timed(anchor)]
+    warm: list[float] = []
+    anchor_warm: list[float] = []
+    for i in range(repeat):
+        progress(f"spark repeat {i + 1}/{repeat}")
+        warm.append(timed(lambda: spark_score(job, None)))
+        anchor_warm.append(timed(anchor))
+    return [
+        Result(SPARK_COLD, rows, cold),
+        Result(SPARK_WARM, rows, warm),
+        Result(UDF_COLD, rows, anchor_cold),
+        Result(UDF_WARM, rows, anchor_warm),
+    ]
 
 
-def run_all(rows: int, repeat: int, warmup: int, progress: Callable[[str], None]) -> list[Result]:
-    """Set up once, then interleave the four measurements ``warmup + repeat`` times."""
+def run_all(
+    rows: int, repeat: int, warmup: int, progress: Callable[[str], None], spark: bool = False
+) -> list[Result]:
+    """Set up once, then interleave the four measurements ``warmup + repeat`` times (then Spark's)."""
     import mlflow.pyfunc
     import pyarrow.parquet as pq
 
@@ -243,7 +301,10 @@ def run_all(rows: int, repeat: int, warmup: int, progress: Callable[[str], None]
                 seconds = timed(fn)
                 if i >= warmup:
                     samples[name].append(seconds)
-    return [Result(n, rows, s) for n, s in samples.items()]
+        results = [Result(n, rows, s) for n, s in samples.items()]
+        if spark:
+            results += measure_spark(model_dir, src, dst, root, rows, repeat, progress)
+    return results
 
 
 def check_agreement(runs: dict[str, Callable[[], object]], dst: Path) -> None:
@@ -269,6 +330,17 @@ def ratio(results: list[Result]) -> float:
     return by_name[MEMORY].rows_per_s / by_name[RAW].rows_per_s
 
 
+def spark_ratios(results: list[Result]) -> dict[str, float]:
+    """rows/s of the Spark engine over rows/s of ``spark_udf`` (warm and cold), when measured."""
+    by_name = {r.name: r for r in results}
+    if SPARK_WARM not in by_name:
+        return {}
+    return {
+        "warm": by_name[SPARK_WARM].rows_per_s / by_name[UDF_WARM].rows_per_s,
+        "cold": by_name[SPARK_COLD].rows_per_s / by_name[UDF_COLD].rows_per_s,
+    }
+
+
 def render_table(results: list[Result], box: Machine, notes: list[str]) -> str:
     lines = [
         f"machine: {box.cores} cores, Python {box.python}, mlflow {box.mlflow}, "
@@ -286,6 +358,13 @@ def render_table(results: list[Result], box: Machine, notes: list[str]) -> str:
     lines.append(
         f"ratio local engine in memory / raw sklearn predict: {value:.2f} (target >= 0.8: {verdict})"
     )
+    spark = spark_ratios(results)
+    if spark:
+        met = "met" if spark["warm"] >= TARGET_SPARK_RATIO else "NOT met"
+        lines.append(
+            f"ratio spark engine / mlflow spark_udf: warm {spark['warm']:.1f}x (target >= 10x: {met}), "
+            f"cold {spark['cold']:.1f}x"
+        )
     lines.extend(notes)
     return "\n".join(lines)
 
@@ -295,7 +374,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows to score (default 1,000,000)")
     parser.add_argument("--repeat", type=int, default=5, help="timed samples per measurement (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
-    parser.add_argument("--spark", action="store_true", help="also measure the Spark engine (not yet)")
+    parser.add_argument("--spark", action="store_true", help="also measure the Spark engine vs spark_udf")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.warmup < 0 or args.rows < 1:
@@ -310,16 +389,14 @@ def main(argv: list[str] | None = None) -> int:
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    results = run_all(args.rows, args.repeat, args.warmup, progress)
+    results = run_all(args.rows, args.repeat, args.warmup, progress, spark=args.spark)
     notes: list[str] = []
-    if args.spark:
-        results += measure_spark(progress)
-        notes.append("spark engine: not implemented yet, no rows (see measure_spark)")
     if args.json:
         payload = {
             "machine": asdict(box),
             "results": [r.as_dict() for r in results],
             "ratio_memory_to_raw": round(ratio(results), 3),
+            "ratio_spark_to_spark_udf": {k: round(v, 2) for k, v in spark_ratios(results).items()},
             "notes": notes,
         }
         print(json.dumps(payload, indent=2))

@@ -106,7 +106,7 @@ def _bad_csv(red: pd.DataFrame, path: Path) -> Path:
         ("extension", 2, "error: unsupported output file type '.xlsx' (out.xlsx)"),
         ("same-file", 2, "error: --input and --output are the same file"),
         ("no-input", 1, "error: input file not found"),
-        ("spark", 2, "error: the spark engine is not available yet (--engine spark)"),
+        ("engine", 2, "error: unknown scoring engine"),
         ("chunk-rows", 2, ""),
     ],
 )
@@ -124,7 +124,7 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(trained, red, cli, tmp
         "extension": lambda: ["-i", str(UCI), "-o", str(tmp_path / "out.xlsx")],
         "same-file": lambda: ["-i", str(out), "-o", str(out)],
         "no-input": lambda: ["-i", str(tmp_path / "nope.csv")],
-        "spark": lambda: ["-i", str(UCI), "--engine", "spark"],
+        "engine": lambda: ["-i", str(UCI), "--engine", "flink"],
         "chunk-rows": lambda: ["-i", str(UCI), "--chunk-rows", "0"],
     }[case]()
     if "-o" not in args:

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
+    from vintage.config.models import SparkSpec
+
 DEFAULT_CHUNK_ROWS = 131_072  # vintage.scoring.DEFAULT_CHUNK_ROWS (not imported: keeps --help light)
 
 
@@ -38,8 +40,20 @@ def score(
     ],
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "candidate",
     engine: Annotated[
-        str, typer.Option(help="Where to score: local (this machine, Arrow in chunks); spark (not yet).")
+        str,
+        typer.Option(
+            help="Where to score: local (this machine, Arrow in chunks) or spark (Spark executors; "
+            "master from --master or compute.spark.master)."
+        ),
     ] = "local",
+    master: Annotated[
+        str | None,
+        typer.Option(
+            "--master",
+            help="Spark master for --engine spark: local[N], spark://host:port or sc://host:port "
+            "(overrides compute.spark.master).",
+        ),
+    ] = None,
     chunk_rows: Annotated[
         int, typer.Option(min=1, help="Rows per chunk: memory grows with this, not with the file.")
     ] = DEFAULT_CHUNK_ROWS,
@@ -51,18 +65,55 @@ def score(
     """
     from vintage.scoring import ScoreJob, check_paths, get_engine
 
-    run = get_engine(
-        engine
-    )  # an unknown or unavailable engine, or bad paths, fail before the model is fetched
+    # an unknown or unavailable engine, bad options or bad paths fail before the model is fetched
+    run = get_engine(engine)
+    spark = _spark_spec(model, master) if engine == "spark" else None
+    if master is not None and engine != "spark":
+        from vintage.errors import ConfigError
+
+        raise ConfigError("--master applies to --engine spark only", hint="add --engine spark")
     check_paths(input_path, output_path, chunk_rows)
     model_dir = local_model_dir(model, reader="cli:score")
     console = state.err()
     with _progress_sink(console) as sink:
-        result = run(ScoreJob(model_dir, input_path, output_path, chunk_rows), sink)
+        result = run(ScoreJob(model_dir, input_path, output_path, chunk_rows, spark), sink)
     console.print(
         f"scored {result.rows:,} rows in {result.seconds:.2f} s ({result.rows_per_second:,.0f} rows/s) "
         f"-> {result.output}"
     )
+    details = result.details
+    if "model_loads" in details:  # the Spark engine: where the rows were scored
+        console.print(
+            f"spark {details['master']}: {details['partitions']} partitions, {details['batches']} batches, "
+            f"model loaded {details['model_loads']} times in {details['workers']} Python workers"
+        )
+
+
+def _spark_spec(model: str, master: str | None) -> SparkSpec:
+    """``compute.spark`` of vintage.yaml with --master applied (validated like the config file).
+
+    Without a vintage.yaml, a model given as a directory scores on Spark's defaults (``local[*]``).
+    """
+    from pydantic import ValidationError
+
+    from vintage.config.models import SparkSpec
+    from vintage.errors import ConfigError
+
+    try:
+        base = state.load().compute.spark
+    except ConfigError:
+        if not Path(model).is_dir():
+            raise
+        base = SparkSpec()
+    if master is None:
+        return base
+    try:
+        return SparkSpec.model_validate({**base.model_dump(), "master": master})
+    except ValidationError:
+        raise ConfigError(
+            f"--master {master!r} is not a Spark master",
+            hint="masters: local, local[N], local[*], spark://host:port, sc://host:port",
+        ) from None
 
 
 class _RichSink:

@@ -3,7 +3,8 @@
 An engine is a function ``score_file(job, progress=None) -> ScoreResult`` named in :data:`ENGINES` as
 ``"module:function"`` and imported only when asked for (:func:`get_engine`), so ``vintage --help``
 never pays for pyarrow or Spark. The local engine (:mod:`vintage.scoring.local`) streams the file
-through Arrow in chunks on this machine; a Spark engine plugs in by adding its entry here.
+through Arrow in chunks on this machine; the Spark engine (:mod:`vintage.scoring.spark`) reads the file
+with Spark and predicts in the executors' Python workers (``mapInArrow``), the model loaded once per worker.
 
 Every engine predicts with :func:`vintage.serving.model.load_model_dir` (the scoring server's loader),
 so a row gets the same prediction from ``vintage score`` as from ``vintage serve``.
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from vintage.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from vintage.config.models import SparkSpec
 
 DEFAULT_CHUNK_ROWS: Final = 131_072
 PREDICTION: Final = "prediction"
@@ -26,9 +30,12 @@ CSV_INPUT_SUFFIXES: Final = frozenset({".csv", ".txt", ".tsv"})
 CSV_OUTPUT_SUFFIXES: Final = frozenset({".csv"})
 
 # Engine name -> "module:function". Resolved lazily by get_engine().
-ENGINES: dict[str, str] = {"local": "vintage.scoring.local:score_file"}
+ENGINES: dict[str, str] = {
+    "local": "vintage.scoring.local:score_file",
+    "spark": "vintage.scoring.spark:score_file",
+}
 # Engines the CLI offers that are not implemented yet (name -> what to say).
-PLANNED: dict[str, str] = {"spark": "the spark engine is not available yet"}
+PLANNED: dict[str, str] = {}
 
 
 class ProgressSink(Protocol):
@@ -49,13 +56,17 @@ class ScoreJob:
         model_dir: A local MLflow model directory (already materialised).
         input: CSV (comma, semicolon or tab separated, header line) or Parquet file.
         output: ``.csv`` or ``.parquet``/``.pq`` file; written only if every row scored.
-        chunk_rows: Rows per chunk: memory use grows with this, not with the file.
+        chunk_rows: Rows per chunk: memory use grows with this, not with the file. The Spark engine
+            uses it as the Arrow batch size of its executors (``maxRecordsPerBatch``).
+        spark: Where the Spark engine runs (``compute.spark``); None = ``local[*]``. Ignored by the
+            local engine.
     """
 
     model_dir: Path
     input: Path
     output: Path
     chunk_rows: int = DEFAULT_CHUNK_ROWS
+    spark: SparkSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class ScoreResult:
     seconds: float
     output: Path
     engine: str
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows_per_second(self) -> float:

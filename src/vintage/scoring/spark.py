@@ -1,0 +1,482 @@
+"""The Spark batch-scoring engine: read the file with Spark, predict in the executors, write one file.
+
+1. Up front, on the driver (before Spark starts): the paths (:func:`vintage.scoring.check_paths`), the
+   model directory (:func:`vintage.serving.model.load_model_dir`, for its feature columns) and the input's
+   header or Parquet schema against those features (the local engine's checks and messages).
+2. Spark reads the input (CSV: ``header``, the sniffed separator, every column as text, ``FAILFAST``;
+   Parquet as is), adds a row index (``monotonically_increasing_id``: increasing within a partition, in
+   file order, partitions in file order for one input file) and casts the feature columns to double
+   (``try_cast``). For CSV, the other columns get the types the local engine infers (Arrow, first
+   block) when every value casts, else stay text.
+3. One Spark aggregation checks every feature: no value that failed the cast (non-numeric), is missing
+   or is not finite. The first offending row (smallest index; then the first feature in the model's
+   order) is reported with its column, value and 1-based row number, as a :class:`DataError`, before
+   anything is written.
+4. ``mapInArrow`` scores each Arrow batch (``chunk_rows`` rows) with
+   :func:`vintage.scoring.local.predict_batch`, the local engine's and the server's fast path. The model
+   directory's files are read into bytes on the driver and broadcast (embedded in the function on Spark
+   Connect); each executor Python worker writes them to a temporary directory, loads them once with
+   ``load_model_dir`` and keeps the model in a module-level cache keyed by the files' SHA-256 digest
+   (Spark reuses its Python workers across tasks), so a model is loaded once per worker, not per batch.
+   Each output batch carries three hidden columns: the worker's pid, a batch id and the worker's load
+   count, which the driver sums into ``ScoreResult.details``.
+5. Spark writes the scored partitions as Parquet parts into a hidden temporary directory next to
+   ``output``; the driver then streams the parts, in partition order, into a hidden temporary file
+   (checking that the row index only grows: row order is kept), renames it over ``output`` and deletes
+   the directory. The output is one ``.csv`` or ``.parquet`` file, like the local engine's. On a cluster
+   the input and the output's directory must be on storage every executor and the driver can reach.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from vintage.errors import DataError, SparkError, first_line
+from vintage.scoring import PREDICTION, ProgressSink, ScoreJob, ScoreResult, check_paths
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from vintage.serving.model import LoadedModel
+
+log = logging.getLogger(__name__)
+
+ENGINE: Final = "spark"
+ROW: Final = "__vintage_row"
+PID: Final = "__vintage_pid"
+BATCH: Final = "__vintage_batch"
+LOADS: Final = "__vintage_loads"
+HIDDEN: Final = (ROW, PID, BATCH, LOADS)
+PARTITION_SHIFT: Final = 33  # monotonically_increasing_id = partition index << 33 | row in partition
+# Strings Arrow's CSV reader (the local engine) reads as null: reported as missing values, not non-numeric.
+_NULL_STRINGS: Final = frozenset(
+    {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "N/A",
+     "NA", "NULL", "NaN", "n/a", "nan", "null"}
+)  # fmt: skip
+_SPARK_TYPES: Final = {"int64": "bigint", "double": "double", "bool": "boolean"}
+
+# Executor side: models loaded in this Python worker (digest -> model) and how many loads each took.
+_MODELS: dict[str, LoadedModel] = {}
+_LOADS: dict[str, int] = {}
+_BATCHES: list[int] = [0]
+
+
+def score_file(job: ScoreJob, progress: ProgressSink | None = None) -> ScoreResult:
+    """Score ``job.input`` with Spark (``job.spark``, default ``local[*]``) into ``job.output``.
+
+    Raises:
+        ConfigError: bad paths or options, or PySpark is not installed.
+        DataError: the input is unreadable or fails a check; nothing was written.
+        ServingError: the model directory cannot be loaded.
+        SparkError: the session cannot be started or a Spark job failed.
+    """
+    from vintage.compute.spark import session
+    from vintage.config.models import SparkSpec
+    from vintage.serving.model import load_model_dir
+
+    started = time.perf_counter()
+    in_fmt, out_fmt = check_paths(job.input, job.output, job.chunk_rows)
+    model = load_model_dir(job.model_dir)
+    features = model.info.columns
+    plan, total = _driver_plan(job.input, in_fmt, features, job.chunk_rows)
+    spec = job.spark or SparkSpec()
+    spark = session(spec, app_name="vintage-score")
+    files = model_files(job.model_dir)
+    digest = files_digest(files)
+    try:
+        frame, delimiter = _read(spark, job.input, in_fmt, plan, features)
+        _check_features(frame, features, job.input, delimiter)
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(job.chunk_rows))
+        scored = frame.mapInArrow(
+            _Scorer(_ship(spark, files), digest, features, job.input.name), _output_schema(frame)
+        )
+    except DataError:
+        raise
+    except Exception as exc:
+        raise _spark_error(exc, spec.master, job.input) from exc
+    if progress is not None:
+        progress.start(total)
+    parts = Path(tempfile.mkdtemp(prefix=f".{job.output.name}.", suffix=".spark", dir=job.output.parent))
+    try:
+        try:
+            scored.write.mode("overwrite").parquet(str(parts))
+        except Exception as exc:
+            raise _spark_error(exc, spec.master, job.input) from exc
+        rows, details = _concatenate(parts, job.output, out_fmt, progress)
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
+    details = {"master": spec.master, "partitions": details.pop("partitions"), **details}
+    log.info("spark scoring of %s: %s", job.input, details)
+    return ScoreResult(rows, time.perf_counter() - started, job.output, ENGINE, details)
+
+
+# --- driver: up-front checks and reading -------------------------------------------------------------
+
+
+def _driver_plan(path: Path, fmt: str, features: tuple[str, ...], chunk_rows: int) -> tuple[Any, int | None]:
+    """The local engine's plan of the input (column checks; for CSV, Arrow's types of the first block)."""
+    from vintage.data.load import sniff_separator
+    from vintage.scoring import local
+
+    if fmt == "parquet":
+        source = local._open_parquet(path, features, chunk_rows)
+        return source.plan, source.total
+    try:
+        source = local._open_csv(path, features, chunk_rows, {})
+    except local._Retype:  # a column other than the features does not fit its type: all of it as text
+        import pyarrow as pa
+
+        header = local._csv_header(path, sniff_separator(path))
+        return local._plan(pa.schema([(name, pa.string()) for name in header]), features, path.name), None
+    return source.plan, None
+
+
+def _q(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _read(spark: Any, path: Path, fmt: str, plan: Any, features: tuple[str, ...]) -> tuple[Any, str | None]:
+    """The input as a DataFrame: features as double, the row index last; and the CSV separator."""
+    from pyspark.sql import functions as F  # noqa: N812 - the usual alias
+
+    from vintage.data.load import sniff_separator
+
+    delimiter: str | None = None
+    if fmt == "parquet":
+        raw = spark.read.parquet(str(path.resolve()))
+    else:
+        delimiter = sniff_separator(path)
+        raw = (
+            spark.read.option("header", True)
+            .option("sep", delimiter)
+            .option("inferSchema", False)
+            .option("mode", "FAILFAST")
+            .option("encoding", "UTF-8")
+            .csv(str(path.resolve()))
+        )
+    arrow_types = {field.name: str(field.type) for field in plan.output}
+    columns = []
+    for name in raw.columns:
+        column = F.col(_q(name))
+        if name in features:
+            column = column.try_cast("double")
+        elif fmt == "csv" and _SPARK_TYPES.get(arrow_types.get(name, "")):
+            column = column.try_cast(_SPARK_TYPES[arrow_types[name]])
+        columns.append(column.alias(name))
+    typed = raw.select(*columns, F.monotonically_increasing_id().alias(ROW))
+    if fmt == "csv":
+        typed = _keep_text_if_any_fails(raw, typed, features)
+    return typed, delimiter
+
+
+def _keep_text_if_any_fails(raw: Any, typed: Any, features: tuple[str, ...]) -> Any:
+    """CSV columns other than features whose values do not all fit Arrow's inferred type stay text."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    raw_types = dict(raw.dtypes)
+    candidates = [
+        name for name, kind in typed.dtypes if name in raw_types and name not in features and kind != "string"
+    ]
+    if not candidates:
+        return typed
+    checks = [
+        F.count_if(F.col(_q(name)).try_cast(kind).isNull() & F.col(_q(name)).isNotNull()).alias(name)
+        for name, kind in typed.select(*map(_q, candidates)).dtypes
+    ]
+    failed = raw.agg(*checks).first().asDict()
+    back = {name for name, count in failed.items() if count}
+    if not back:
+        return typed
+    log.info("keeping columns %s as text: some values do not fit their inferred type", sorted(back))
+    return typed.select(*[(raw[_q(n)].alias(n) if n in back else F.col(_q(n))) for n in typed.columns])
+
+
+def _check_features(frame: Any, features: tuple[str, ...], path: Path, delimiter: str | None) -> None:
+    """One aggregation: the first row (index) with a feature that is null, NaN or infinite, per feature.
+
+    Raises:
+        DataError: naming the first offending row's column, value and 1-based row number.
+    """
+    from pyspark.sql import functions as F  # noqa: N812
+
+    def bad(name: str) -> Any:
+        value = F.col(_q(name))
+        return value.isNull() | F.isnan(value) | (F.abs(value) == float("inf"))
+
+    first_bad = frame.agg(
+        *[F.min(F.when(bad(name), F.col(ROW))).alias(f"f{i}") for i, name in enumerate(features)]
+    ).first()
+    hits = [(row, i) for i, row in enumerate(first_bad) if row is not None]
+    if not hits:
+        return
+    row_id, index = min(hits)
+    column = features[index]
+    before = frame.where(F.col(ROW) < (row_id >> PARTITION_SHIFT) << PARTITION_SHIFT).count()
+    row_number = before + (row_id - ((row_id >> PARTITION_SHIFT) << PARTITION_SHIFT)) + 1
+    count = frame.where(bad(column)).count()
+    more = f" (and {count - 1} more)" if count > 1 else ""
+    raw = _raw_value(frame, path, delimiter, column, row_id)
+    hint = "feature columns must hold numbers only; nothing was written"
+    if raw is None or (isinstance(raw, str) and raw.strip() in _NULL_STRINGS) or _is_nan(raw):
+        what = "missing value (empty, NA or NaN)"
+        hint = "every feature needs a finite number in every row; nothing was written"
+    elif _is_number(raw):
+        what = "infinite value"
+        hint = "every feature needs a finite number in every row; nothing was written"
+    else:
+        what = f"non-numeric value {repr(raw)[:40]}"
+    raise DataError(f"column {column!r} of {path.name}: {what} at row {row_number}{more}", hint=hint)
+
+
+def _raw_value(frame: Any, path: Path, delimiter: str | None, column: str, row_id: int) -> Any:
+    """The value of ``column`` in row ``row_id`` as the file holds it (before the cast to double)."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    spark = frame.sparkSession
+    if delimiter is None:
+        raw = spark.read.parquet(str(path.resolve()))
+    else:
+        raw = (
+            spark.read.option("header", True)
+            .option("sep", delimiter)
+            .option("inferSchema", False)
+            .option("mode", "FAILFAST")
+            .csv(str(path.resolve()))
+        )
+    found = raw.select(F.col(_q(column)), F.monotonically_increasing_id().alias(ROW)).where(
+        F.col(ROW) == row_id
+    )
+    first = found.first()
+    return None if first is None else first[0]
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and value != value
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _output_schema(frame: Any) -> Any:
+    from pyspark.sql.types import DoubleType, LongType, StructField, StructType
+
+    fields = [f for f in frame.schema.fields if f.name != ROW]
+    return StructType(
+        [
+            *fields,
+            StructField(PREDICTION, DoubleType(), False),
+            StructField(ROW, LongType(), False),
+            StructField(PID, LongType(), False),
+            StructField(BATCH, LongType(), False),
+            StructField(LOADS, LongType(), False),
+        ]
+    )
+
+
+def _spark_error(exc: BaseException, master: str, path: Path) -> Exception:
+    text = first_line(exc, 300)
+    if "FAILFAST" in str(exc) or "Malformed" in str(exc) or "MALFORMED" in str(exc):
+        return DataError(
+            f"cannot read CSV file {path.name}: a malformed row ({text})",
+            hint="every row needs as many fields as the header; nothing was written",
+        )
+    return SparkError(
+        f"the Spark scoring job failed on {master}: {text}",
+        hint="a worker may have died or lack the Python packages; --verbose shows the Spark error",
+    )
+
+
+# --- shipping the model ------------------------------------------------------------------------------
+
+
+def model_files(model_dir: Path) -> dict[str, bytes]:
+    """Every file of a model directory, by path relative to it."""
+    return {
+        str(file.relative_to(model_dir)): file.read_bytes()
+        for file in sorted(model_dir.rglob("*"))
+        if file.is_file()
+    }
+
+
+def files_digest(files: dict[str, bytes]) -> str:
+    """SHA-256 over the names and contents of a model directory's files."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return digest.hexdigest()
+
+
+def _ship(spark: Any, files: dict[str, bytes]) -> Callable[[], dict[str, bytes]]:
+    """A picklable function returning the files in an executor: a broadcast, or the bytes themselves."""
+    try:
+        broadcast = spark.sparkContext.broadcast(files)
+    except Exception:  # Spark Connect: no SparkContext; the files travel inside the function
+        return _Embedded(files)
+    return _Broadcast(broadcast)
+
+
+class _Embedded:
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def __call__(self) -> dict[str, bytes]:
+        return self.files
+
+
+class _Broadcast:
+    def __init__(self, broadcast: Any) -> None:
+        self.broadcast = broadcast
+
+    def __call__(self) -> dict[str, bytes]:
+        files: dict[str, bytes] = self.broadcast.value
+        return files
+
+
+def cached_model(digest: str, files: Callable[[], dict[str, bytes]]) -> LoadedModel:
+    """The model with ``digest`` loaded in this process: loaded (and counted) only the first time."""
+    model = _MODELS.get(digest)
+    if model is not None:
+        return model
+    from vintage.serving.model import load_model_dir
+
+    with tempfile.TemporaryDirectory(prefix="vintage-model-") as tmp:
+        for name, data in files().items():
+            target = Path(tmp, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        model = load_model_dir(Path(tmp))  # fully in memory once loaded: the files can go
+    _MODELS[digest] = model
+    _LOADS[digest] = _LOADS.get(digest, 0) + 1
+    return model
+
+
+class _Scorer:
+    """The ``mapInArrow`` function: input batch + prediction + the hidden columns, row order kept.
+
+    A module-level class (pickled by reference, unlike a closure) so that the executor uses this
+    module's own ``_MODELS``/``_LOADS`` cache, shared by every task the Python worker runs.
+    """
+
+    def __init__(
+        self, files: Callable[[], dict[str, bytes]], digest: str, features: tuple[str, ...], source: str
+    ) -> None:
+        self.files = files
+        self.digest = digest
+        self.features = features
+        self.source = source
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import numpy as np
+        import pyarrow as pa
+
+        from vintage.scoring import local
+
+        model = cached_model(self.digest, self.files)
+        pid = os.getpid()
+        plan: Any = None
+        names: list[str] = []
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            if plan is None:  # the row index is the last column: feature positions are the input's
+                plan = local._plan(batch.schema, self.features, self.source)
+                names = [name for name in batch.schema.names if name != ROW]
+            predictions = local.predict_batch(model, plan, batch, 0, self.source)
+            _BATCHES[0] += 1
+            n = batch.num_rows
+            yield pa.RecordBatch.from_arrays(
+                [
+                    *(batch.column(name) for name in names),
+                    pa.array(predictions),
+                    batch.column(ROW),
+                    pa.array(np.full(n, pid, dtype=np.int64)),
+                    pa.array(np.full(n, (pid << 32) | _BATCHES[0], dtype=np.int64)),
+                    pa.array(np.full(n, _LOADS[self.digest], dtype=np.int64)),
+                ],
+                names=[*names, PREDICTION, *HIDDEN],
+            )
+
+
+# --- driver: one output file -------------------------------------------------------------------------
+
+
+def _concatenate(
+    parts: Path, output: Path, fmt: str, progress: ProgressSink | None
+) -> tuple[int, dict[str, Any]]:
+    """Stream the Parquet parts (partition order) into ``output`` without the hidden columns."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from vintage.scoring.local import _atomic
+
+    files = sorted(parts.glob("part-*.parquet"))
+    rows = 0
+    last = -1
+    loads: dict[int, int] = {}
+    batches: set[int] = set()
+    schema: pa.Schema | None = None
+    writer: Any = None
+    with _atomic(output) as tmp, contextlib.ExitStack() as stack:
+        for file in files:
+            reader = pq.ParquetFile(file)
+            stack.callback(reader.close)
+            if schema is None:
+                schema = reader.schema_arrow
+                keep = [n for n in schema.names if n not in HIDDEN]
+                out_schema = pa.schema([schema.field(n) for n in keep]).remove_metadata()
+                writer = (
+                    pq.ParquetWriter(tmp, out_schema)
+                    if fmt == "parquet"
+                    else pacsv.CSVWriter(tmp, out_schema)
+                )
+                stack.callback(writer.close)
+            for batch in reader.iter_batches(batch_size=131_072):
+                if batch.num_rows == 0:
+                    continue
+                index = batch.column(ROW)
+                if pc.min(index).as_py() <= last or not _increasing(index):
+                    raise SparkError("the Spark scoring job returned rows out of order; nothing was written")
+                last = index[-1].as_py()
+                for pid in pc.unique(batch.column(PID)).to_pylist():  # one pid per part (one task)
+                    mine = pc.filter(batch.column(LOADS), pc.equal(batch.column(PID), pid))
+                    loads[pid] = max(loads.get(pid, 0), pc.max(mine).as_py())
+                batches.update(pc.unique(batch.column(BATCH)).to_pylist())
+                writer.write_batch(
+                    pa.RecordBatch.from_arrays([batch.column(n) for n in out_schema.names], schema=out_schema)
+                )
+                rows += batch.num_rows
+                if progress is not None:
+                    progress.advance(batch.num_rows)
+        if writer is None:
+            raise SparkError(f"the Spark scoring job wrote no files for {output.name}")
+    details = {
+        "partitions": len(files),
+        "batches": len(batches),
+        "workers": len(loads),
+        "model_loads": sum(loads.values()),
+        "loads_per_worker": {str(pid): count for pid, count in sorted(loads.items())},
+    }
+    return rows, details
+
+
+def _increasing(index: pa.Array) -> bool:
+    import numpy as np
+
+    values = index.to_numpy()
+    return bool(len(values) < 2 or (np.diff(values) > 0).all())
