@@ -103,6 +103,10 @@ def import_estimator(path: str) -> type[Any]:
     cls = getattr(module, attr, None)
     if cls is None:
         raise ValueError(f"module {module_name!r} has no attribute {attr!r}")
+    if is_mllib(path):
+        if not inspect.isclass(cls) or not hasattr(cls, "fit") or not _mllib_params(cls):
+            raise ValueError(f"{path!r} is not a Spark MLlib estimator class (needs fit and Params)")
+        return cls
     if not inspect.isclass(cls) or not all(hasattr(cls, m) for m in ("fit", "predict", "get_params")):
         raise ValueError(
             f"{path!r} is not a scikit-learn style estimator class (needs fit/predict/get_params)"
@@ -110,8 +114,28 @@ def import_estimator(path: str) -> type[Any]:
     return cls
 
 
+# Columns vintage itself sets on a Spark MLlib estimator: not user parameters.
+MLLIB_RESERVED: frozenset[str] = frozenset({"featuresCol", "labelCol", "predictionCol"})
+
+
+def is_mllib(class_path: str) -> bool:
+    """True for a Spark MLlib estimator class path (``pyspark.ml.regression.LinearRegression``)."""
+    return class_path.startswith("pyspark.ml.")
+
+
+def _mllib_params(cls: type[Any]) -> set[str]:
+    from pyspark.ml.param import Param  # only reached for pyspark.ml classes, so PySpark is importable
+
+    return {n for n in dir(cls) if isinstance(getattr(cls, n, None), Param)}
+
+
 def estimator_param_names(cls: type[Any]) -> set[str]:
-    """The constructor argument names of an estimator class (what ``set_params`` accepts)."""
+    """The constructor argument names of an estimator class (what ``set_params`` accepts).
+
+    For a Spark MLlib class: its ``Param`` names, less the columns vintage sets (:data:`MLLIB_RESERVED`).
+    """
+    if cls.__module__.startswith("pyspark.ml."):
+        return _mllib_params(cls) - MLLIB_RESERVED
     names = getattr(cls, "_get_param_names", None)
     if callable(names):
         return set(names())

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from vintage.errors import TrainingError, first_line
+from vintage.errors import ConfigError, TrainingError, first_line
 from vintage.secrets.access import SecretReader, has_refs
 from vintage.training import track
 from vintage.training.executor import LocalExecutor, default_jobs
@@ -110,7 +110,15 @@ def train_grid(
         fit_points = [dataclasses.replace(p, params=secrets.resolve_data(p.params)) for p in points]
     protect = tuple(secrets.values_read) if secrets is not None else ()
     executor: GridExecutor
-    if spec.compute.engine == "spark":
+    library_version = sklearn.__version__
+    if _uses_mllib(spec):
+        import pyspark
+
+        from vintage.training.mllib import MllibExecutor
+
+        executor = MllibExecutor(fit_points, spec.data, spec.compute.spark)
+        library_version = f"pyspark-{pyspark.__version__}"
+    elif spec.compute.engine == "spark":
         from vintage.training.spark import SparkExecutor
 
         executor = SparkExecutor(fit_points, init_args, spec.compute.spark, protect=protect)
@@ -138,7 +146,7 @@ def train_grid(
             start_ms,
             project_dir,
             on_point,
-            sklearn.__version__,
+            library_version,
         )
     finally:
         executor.close()
@@ -152,6 +160,32 @@ def train_grid(
             hint="see the FAILED runs in `vintage runs` (error tag, error.txt artifact); --verbose for more",
         )
     return session, report
+
+
+def _uses_mllib(spec: Spec) -> bool:
+    """True when the grid's estimators are Spark MLlib ones (see :mod:`vintage.training.mllib`).
+
+    Raises:
+        ConfigError: MLlib and scikit-learn estimators are mixed, the engine is not ``spark``, or
+            ``selection.cv`` is set (MLlib points are scored on the holdout only).
+    """
+    from vintage.config.models import is_mllib
+
+    paths = [e.class_path for e in spec.estimators]
+    if not any(is_mllib(p) for p in paths):
+        return False
+    from vintage.training.mllib import check_mllib_spec
+
+    try:
+        check_mllib_spec(paths, spec.compute.engine)
+    except ValueError as exc:
+        raise ConfigError(str(exc), hint="set compute.engine: spark (or --engine spark)") from exc
+    if spec.selection.cv:
+        raise ConfigError(
+            "selection.cv is not supported with Spark MLlib estimators (they are scored on the holdout)",
+            hint="remove selection.cv",
+        )
+    return True
 
 
 @dataclass
@@ -209,6 +243,9 @@ def _log_all(
             point = by_index[result.index]
             key = training_key(point, dataset.digest, split.test_size, split.seed, sklearn_version)
             run = _log_one(session, child_ids[point.index], point, result, mlflow_ds, example, spec, key)
+            saved = getattr(executor, "artifact_dirs", {}).get(point.index)
+            if saved and run.status == "FINISHED":  # MLlib: the native Spark model next to the export
+                client.log_artifacts(run.run_id, saved, "spark-model")
             where = getattr(executor, "executors", {}).get(point.index)
             if where:  # Spark: the executor (id/pid) that fitted this point
                 client.set_tag(run.run_id, "vintage.executor", where)

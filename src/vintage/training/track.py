@@ -175,7 +175,9 @@ def model_requirements(class_path: str, model_format: str) -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     top = class_path.split(".")[0]
-    dists = {"scikit-learn", "numpy", "pandas", "scipy", *_distributions().get(top, [])}
+    # A Spark MLlib model is logged as its scikit-learn export: serving it needs no PySpark.
+    extra = [] if class_path.startswith("pyspark.ml.") else _distributions().get(top, [])
+    dists = {"scikit-learn", "numpy", "pandas", "scipy", *extra}
     if model_format in ("cloudpickle", "skops"):
         dists.add(model_format)
     pins = []
