@@ -380,12 +380,14 @@ STAGE_DONE = "SELECT run_id FROM stages WHERE name = ? AND status = 'succeeded' 
 )
 def test_kill_9_at_each_stage_boundary_then_resume_succeeds(project, where):
     proc = project.spawn("run", "--auto-approve")
-    if where[0] == "during":
-        run_id = _wait_until(project, RUNNING_STEP, (where[1], where[2]))
-    else:
-        run_id = _wait_until(project, STAGE_DONE, (where[1], "x", "x"))
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    try:
+        if where[0] == "during":
+            run_id = _wait_until(project, RUNNING_STEP, (where[1], where[2]))
+        else:
+            run_id = _wait_until(project, STAGE_DONE, (where[1], "x", "x"))
+    finally:  # killed here in any case: a run left going would deploy after the fixture stopped everything
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
     shown = project.run_state(run_id)
     assert shown["status"] == "interrupted"  # running, but its process is gone
     res = project.vintage("resume", run_id)
