@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO / "tests"))  # lets tests import `support.*`
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test sees the developer's tracking server or vintage settings."""
     for var in (
         "MLFLOW_TRACKING_URI",
@@ -33,6 +33,16 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     from vintage import redact
 
     redact.clear()  # values registered by one test must not redact another test's output
+    yield
+    # mlflow.set_tracking_uri / set_registry_uri (called in-process by the CLI and some tests) set process
+    # globals and export MLFLOW_TRACKING_URI: reset them, or the next test (and its subprocesses) would
+    # talk to this test's store.
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
 @pytest.fixture

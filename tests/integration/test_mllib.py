@@ -71,6 +71,7 @@ def test_mllib_grid_trains_registers_and_serves_without_spark(tmp_path, monkeypa
 
     client = mlflow.MlflowClient(f"sqlite:///{project / '.vintage' / 'mlflow.db'}")
     mlflow.set_tracking_uri(client.tracking_uri)
+    mlflow.set_registry_uri(client.tracking_uri)  # models:/ resolves through the registry URI
     run_id = out["registered"]["run_id"]
     run = client.get_run(run_id)
     assert run.data.params["regParam"] == "0.01" and run.data.params["standardization"] == "True"

@@ -280,10 +280,9 @@ def test_bad_paths(red, tmp_path, src_name, dst_name, error, needle):
         check_paths(tmp_path / src_name, tmp_path / dst_name)
 
 
-def test_engines_resolve_lazily_and_spark_is_not_there_yet():
+def test_engines_resolve_lazily():
     assert get_engine("local") is score_file
     assert ENGINES["local"] == "vintage.scoring.local:score_file"
-    with pytest.raises(ConfigError, match="spark engine is not available yet"):
-        get_engine("spark")
+    assert get_engine("spark").__module__ == "vintage.scoring.spark"
     with pytest.raises(ConfigError, match="unknown scoring engine 'gpu'"):
         get_engine("gpu")
