@@ -28,7 +28,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 from vintage import audit
 from vintage.deploy.base import Deployment, DeployOutcome
 from vintage.errors import DeployError, VintageError
+from vintage.fsutil import write_private
 from vintage.redact import redact
 
 READY_TIMEOUT_S = 60.0
@@ -498,19 +498,9 @@ class LocalTarget:
         self._write_text(path, json.dumps(value, indent=2) + "\n")
 
     def _write_text(self, path: Path, text: str) -> None:
-        """Write atomically: a temp file in the same directory, fsync, rename over ``path``."""
+        """Write atomically (temp file + fsync + rename), mode 0600."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            Path(tmp).replace(path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                Path(tmp).unlink()
-            raise
+        write_private(path, text.encode())
 
     def _audit(self, action: str, outcome: str, detail: str) -> None:
         audit.record(

@@ -26,13 +26,13 @@ import contextlib
 import json
 import os
 import secrets as pysecrets
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from vintage.errors import ConfigError, SecretError
+from vintage.fsutil import write_private
 from vintage.secrets.base import ScopeInfo, SecretInfo, no_key, no_scope
 from vintage.secrets.names import Scope
 
@@ -74,27 +74,6 @@ def _unb64(text: str) -> bytes:
 
 def _aad(scope: str, key: str) -> bytes:
     return f"vintage-secrets/1\0{scope}\0{key}".encode()
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600 (temp file + fsync + rename + dir fsync)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class LocalStore:
