@@ -1,0 +1,114 @@
+"""What a pipeline step sees: the spec, the run state, its stage and environment, secrets, the tracking
+session and the deploy target."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vintage.errors import PipelineError
+from vintage.pipeline import state as st
+from vintage.secrets.access import SecretReader
+
+if TYPE_CHECKING:
+    from vintage.config import Spec
+    from vintage.config.models import StageSpec
+    from vintage.deploy.base import DeployTarget
+    from vintage.tracking import TrackingSession
+
+
+@dataclass
+class StepContext:
+    """What a step sees."""
+
+    spec: Spec
+    project_dir: Path
+    store: st.StateStore
+    run_id: str
+    stage: StageSpec
+    options: dict[str, Any]
+    say: Callable[[str], None]
+    stop: threading.Event | None = None
+    _session: TrackingSession | None = field(default=None, repr=False)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.spec.state_dir.resolve()
+
+    @functools.cached_property
+    def secrets(self) -> SecretReader:
+        """Reads secrets as ``stage:<name>`` in the stage's environment."""
+        return SecretReader.from_spec(
+            self.spec.secrets,
+            self.state_dir,
+            reader=f"stage:{self.stage.name}",
+            environment=self.stage.environment,
+        )
+
+    def session(self) -> TrackingSession:
+        """The tracking session (opened once per stage)."""
+        if self._session is None:
+            from vintage.tracking import open_session
+
+            self._session = open_session(self.spec, resolve=self.secrets.resolve)
+        return self._session
+
+    def output(self, step: str) -> dict[str, Any]:
+        """Output of an earlier succeeded step of this run."""
+        return self.store.run(self.run_id).output(step)
+
+    def candidate(self) -> tuple[str, int]:
+        """The model name and version this run registered."""
+        reg = self.output("register")
+        if not reg:
+            raise PipelineError(
+                f"run {self.run_id} has no registered candidate yet",
+                hint="the build stage (steps train, register) must succeed first",
+            )
+        return str(reg["model_name"]), int(reg["version"])
+
+    def target(self) -> DeployTarget:
+        """The deploy target of the stage's environment."""
+        assert self.stage.environment is not None
+        env = self.spec.environments[self.stage.environment]
+        if env.target != "local":
+            raise PipelineError(f"deploy target {env.target!r} is not available yet")
+        from vintage.deploy.local import LocalTarget
+
+        return LocalTarget(
+            self.stage.environment,
+            self.state_dir,
+            host=env.host,
+            port=env.port,
+            workers=env.workers,
+            key_scope=self.spec.key_scope(self.stage.environment),
+            secrets=self.spec.secrets.model_dump(mode="json"),
+        )
+
+
+def config_digest(spec: Spec) -> str:
+    """SHA-256 (first 16 hex) of the resolved config (secret references, not values)."""
+    blob = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def materialize_version(ctx: StepContext, name: str, version: int) -> Path:
+    from vintage.serving.materialize import materialize
+
+    session = ctx.session()
+    return materialize(f"models:/{name}/{version}", ctx.state_dir / "models", tracking_uri=session.target.uri)
+
+
+def here(ctx: StepContext, step: str) -> dict[str, Any]:
+    """Output of a succeeded step of the current stage (``{}`` if it did not run or failed)."""
+    run = ctx.store.run(ctx.run_id)
+    for s in run.stage(ctx.stage.name).steps:
+        if s.name == step and s.status == st.SUCCEEDED:
+            return s.output or {"ok": True}
+    return {}

@@ -1,0 +1,304 @@
+"""The gates of the pipeline: smoke test (with automatic rollback), champion gate (fail-closed) and
+approval (with expiry). Each refuses with :class:`GateRefused` or stops with ``WaitingApproval``."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from vintage import audit
+from vintage.errors import PipelineError, WaitingApproval
+from vintage.pipeline import state as st
+from vintage.pipeline.context import StepContext, here, materialize_version
+
+
+class GateRefused(PipelineError):  # noqa: N818 - reads as what happened
+    """A gate (champion, smoke test) refused the candidate; the reason is recorded."""
+
+
+def _api_key(ctx: StepContext) -> str | None:
+    scope = ctx.spec.key_scope(ctx.stage.environment or "")
+    return ctx.secrets.get(f"{scope}/primary") if scope else None
+
+
+def smoke_test(ctx: StepContext) -> dict[str, Any]:
+    """POST the first rows of the data set as split JSON (as the original notebooks did); expect finite
+    predictions equal to the registry model's own. A failure rolls the environment back."""
+    name, version = ctx.candidate()
+    try:
+        result = _smoke(ctx, name, version)
+    except GateRefused as exc:
+        deployed = here(ctx, "deploy")
+        _roll_back(ctx, deployed, exc.headline)
+        raise
+    ctx.say(
+        f"{ctx.stage.environment}: smoke test passed "
+        f"({result['rows']} rows, max diff {result['max_diff']:.2e})"
+    )
+    return result
+
+
+def _predict(model: Any, frame: Any) -> Any:
+    """Predict with a served-model loader: columns in the model's order, as float64."""
+    return model.predict(frame[list(model.info.columns)].to_numpy(dtype="float64"))
+
+
+def _smoke(ctx: StepContext, name: str, version: int) -> dict[str, Any]:
+    import http.client
+
+    import numpy as np
+
+    from vintage.data import load_dataset
+    from vintage.serving.model import load_model_dir
+
+    status = ctx.target().status()
+    if status is None:
+        raise GateRefused(f"smoke test: nothing serves in {ctx.stage.environment}")
+    rows = load_dataset(ctx.spec.data).frame[list(ctx.spec.data.features)].head(ctx.spec.pipeline.smoke_rows)
+    body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))})
+    headers = {"Content-Type": "application/json"}
+    key = _api_key(ctx)
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    host = status.url.split("//", 1)[1]
+    conn = http.client.HTTPConnection(host, timeout=30)
+    try:
+        conn.request("POST", "/invocations", body=body, headers=headers)
+        resp = conn.getresponse()
+        payload = resp.read()
+    except OSError as exc:
+        raise GateRefused(f"smoke test: {status.url} did not answer ({exc.__class__.__name__})") from exc
+    finally:
+        conn.close()
+    if resp.status != 200:
+        raise GateRefused(f"smoke test: {status.url}/invocations answered {resp.status}: {payload[:200]!r}")
+    try:
+        preds = np.asarray(json.loads(payload)["predictions"], dtype="float64").reshape(-1)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GateRefused(
+            f"smoke test: the answer is not {{'predictions': [...]}}: {payload[:200]!r}"
+        ) from exc
+    if len(preds) != len(rows) or not np.all(np.isfinite(preds)):
+        raise GateRefused(f"smoke test: expected {len(rows)} finite predictions, got {preds.tolist()[:20]}")
+    expected = _predict(load_model_dir(materialize_version(ctx, name, version)), rows)
+    diff = float(np.max(np.abs(np.asarray(expected, dtype="float64").reshape(-1) - preds)))
+    if not math.isfinite(diff) or diff > 1e-6 * max(1.0, float(np.max(np.abs(preds)))):
+        raise GateRefused(
+            f"smoke test: {ctx.stage.environment} predictions differ from {name} v{version}'s own "
+            f"by {diff:.3g}"
+        )
+    served = status.version
+    if served != version:
+        raise GateRefused(f"smoke test: {ctx.stage.environment} serves v{served}, expected v{version}")
+    return {"rows": len(rows), "max_diff": diff, "url": status.url}
+
+
+def _roll_back(ctx: StepContext, deployed: dict[str, Any], reason: str) -> None:
+    from vintage.deploy.base import Deployment
+
+    prev = deployed.get("previous")
+    previous = Deployment(**prev) if prev else None
+    restored = ctx.target().restore(previous)
+    what = f"v{restored.version}" if restored else "nothing (stopped)"
+    audit.record(
+        ctx.state_dir,
+        "deploy.rollback",
+        str(ctx.stage.environment),
+        "ok",
+        reader=f"run:{ctx.run_id}",
+        environment=ctx.stage.environment,
+        detail=f"automatic: {reason[:160]}; now serving {what}",
+    )
+    ctx.store.update_release(
+        ctx.run_id, deployments={str(ctx.stage.environment): {"rolled_back": True, "reason": reason}}
+    )
+    ctx.say(f"{ctx.stage.environment}: rolled back ({reason[:80]}); serving {what}")
+
+
+def champion_gate(ctx: StepContext) -> dict[str, Any]:
+    """Fail-closed: the candidate must not be worse than the current ``production`` model on the same
+    holdout by more than ``pipeline.champion_tolerance`` (on the selection metric)."""
+    from vintage.registry import alias_version
+
+    name, version = ctx.candidate()
+    champion = alias_version(ctx.session().client, name, "production")
+    sel = ctx.spec.selection
+    cand_score = _holdout_score(ctx, name, version)
+    result: dict[str, Any] = {
+        "candidate": version,
+        "candidate_score": cand_score,
+        "metric": sel.metric,
+        "champion": champion,
+        "champion_score": None,
+        "tolerance": ctx.spec.pipeline.champion_tolerance,
+        "forced": False,
+    }
+    if champion is None or champion == version:
+        result["verdict"] = "no champion" if champion is None else "candidate is the champion"
+    else:
+        champ_score = _holdout_score(ctx, name, champion)
+        result["champion_score"] = champ_score
+        tol = ctx.spec.pipeline.champion_tolerance
+        worse = (
+            (cand_score - champ_score > tol)
+            if sel.direction == "minimize"
+            else (champ_score - cand_score > tol)
+        )
+        if worse:
+            reason = (
+                f"champion gate: candidate v{version} {sel.metric} {cand_score:.4f} is worse than "
+                f"production v{champion} {champ_score:.4f} (tolerance {tol})"
+            )
+            forced = ctx.options.get("force_promote_reason")
+            if not forced:
+                ctx.store.update_release(ctx.run_id, champion=result | {"verdict": "refused"})
+                if here(ctx, "deploy"):  # the refused candidate must not keep serving this environment
+                    _roll_back(ctx, here(ctx, "deploy"), reason)
+                raise GateRefused(
+                    reason, hint="fix the model, or override with --force-promote --reason '...'"
+                )
+            result.update(forced=True, force_reason=forced, verdict="forced")
+            audit.record(
+                ctx.state_dir,
+                "gate.force_promote",
+                f"{name}/{version}",
+                "ok",
+                reader=f"run:{ctx.run_id}",
+                environment=ctx.stage.environment,
+                detail=f"{reason}; reason: {forced}",
+            )
+            ctx.say(f"WARNING: {reason}; promoted anyway (--force-promote: {forced})")
+        else:
+            result["verdict"] = "not worse"
+    ctx.store.update_release(ctx.run_id, champion=result)
+    ctx.say(
+        f"champion gate: {result['verdict']} (candidate v{version} {sel.metric} {cand_score:.4f}"
+        + (
+            f", champion v{champion} {result['champion_score']:.4f})"
+            if result["champion_score"] is not None
+            else ")"
+        )
+    )
+    return result
+
+
+def _holdout_score(ctx: StepContext, name: str, version: int) -> float:
+    from vintage.data import load_dataset
+    from vintage.serving.model import load_model_dir
+
+    ds = load_dataset(ctx.spec.data)
+    _, test = ds.split(ctx.spec.data.split.test_size, ctx.spec.data.split.seed)
+    model = load_model_dir(materialize_version(ctx, name, version))
+    import numpy as np
+
+    pred = np.asarray(_predict(model, test), dtype="float64").reshape(-1)
+    y = test[ds.target].to_numpy(dtype="float64")
+    metric = ctx.spec.selection.metric
+    if metric == "rmse":
+        return float(np.sqrt(np.mean((y - pred) ** 2)))
+    if metric == "mae":
+        return float(np.mean(np.abs(y - pred)))
+    ss_res = float(np.sum((y - pred) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return 1.0 - ss_res / ss_tot if ss_tot else 0.0
+
+
+def approval(ctx: StepContext) -> dict[str, Any]:
+    """Wait for ``vintage approve`` (or take ``--auto-approve``, loudly). Approvals expire."""
+    from datetime import UTC, datetime, timedelta
+
+    env_name = str(ctx.stage.environment)
+    env = ctx.spec.environments[env_name]
+    ttl = timedelta(hours=env.approval_ttl_hours)
+    decisions = ctx.store.approvals(ctx.run_id, ctx.stage.name)
+    evidence = _evidence(ctx)
+    if ctx.options.get("auto_approve"):
+        actor = audit.current_actor()
+        ctx.store.add_approval(
+            ctx.run_id, ctx.stage.name, "approved", actor, "--auto-approve", evidence, auto=True
+        )
+        audit.record(
+            ctx.state_dir,
+            "approval.auto",
+            f"{ctx.run_id}/{ctx.stage.name}",
+            "approved",
+            environment=env_name,
+            reader=f"run:{ctx.run_id}",
+            detail="--auto-approve (no human review)",
+        )
+        ctx.store.update_release(
+            ctx.run_id, approvals={ctx.stage.name: {"by": actor, "auto": True, "time": st.now()}}
+        )
+        ctx.say(f"WARNING: {ctx.stage.name} auto-approved (--auto-approve): no human reviewed this release")
+        return {"decision": "approved", "by": actor, "auto": True}
+    last = decisions[-1] if decisions else None
+    now = datetime.now(UTC)
+    if last is not None and last["decision"] == "approved":
+        if now - datetime.fromisoformat(last["time"]) <= ttl:
+            ctx.store.update_release(
+                ctx.run_id,
+                approvals={
+                    ctx.stage.name: {
+                        "by": last["actor"],
+                        "auto": False,
+                        "time": last["time"],
+                        "comment": last["comment"],
+                    }
+                },
+            )
+            return {
+                "decision": "approved",
+                "by": last["actor"],
+                "time": last["time"],
+                "comment": last["comment"],
+            }
+        ctx.store.add_approval(
+            ctx.run_id, ctx.stage.name, "expired", "vintage", "approval older than the ttl"
+        )
+        last = None
+    if last is not None and last["decision"] == "rejected":
+        raise PipelineError(
+            f"{ctx.stage.name} was rejected by {last['actor']}: {last['comment'] or 'no comment'}"
+        )
+    if (
+        last is not None
+        and last["decision"] == "requested"
+        and now - datetime.fromisoformat(last["time"]) > ttl
+    ):
+        # Nobody decided in time: this run can no longer be approved (a newer run carries newer evidence).
+        ctx.store.add_approval(ctx.run_id, ctx.stage.name, "expired", "vintage", "request older than the ttl")
+        audit.record(
+            ctx.state_dir,
+            "approval.expired",
+            f"{ctx.run_id}/{ctx.stage.name}",
+            "expired",
+            environment=env_name,
+            reader=f"run:{ctx.run_id}",
+        )
+        raise PipelineError(
+            f"the approval request of run {ctx.run_id} ({ctx.stage.name}) expired after "
+            f"{env.approval_ttl_hours:g} h without a decision",
+            hint="start a new run: `vintage run`",
+        )
+    if last is None or last["decision"] == "expired":
+        ctx.store.add_approval(ctx.run_id, ctx.stage.name, "requested", audit.current_actor(), "", evidence)
+    raise WaitingApproval(
+        f"run {ctx.run_id} waits for approval of stage {ctx.stage.name} ({env_name})",
+        hint=f"vintage approve {ctx.run_id} {ctx.stage.name} --comment '...'; "
+        f"then vintage resume {ctx.run_id}",
+        details=[f"{k}: {v}" for k, v in evidence.items()],
+    )
+
+
+def _evidence(ctx: StepContext) -> dict[str, Any]:
+    rec = ctx.store.release(ctx.run_id) or {}
+    champ = rec.get("champion") or {}
+    return {
+        "candidate": f"{rec.get('model_name')} v{rec.get('version')}",
+        "metrics": rec.get("metrics"),
+        "champion": champ.get("champion"),
+        "candidate_score": champ.get("candidate_score"),
+        "champion_score": champ.get("champion_score"),
+        "champion_verdict": champ.get("verdict"),
+    }
