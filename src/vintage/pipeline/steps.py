@@ -93,12 +93,20 @@ def register(ctx: StepContext) -> dict[str, Any]:
         ctx.state_dir,
         "model.register",
         f"{version.name}/{version.version}",
-        "ok",
+        "reused" if version.reused else "ok",
         reader=f"run:{ctx.run_id}",
         detail=f"run_id={chosen.run_id} alias={CANDIDATE}",
     )
-    ctx.say(f"registered {version.name} version {version.version} (alias {CANDIDATE})")
-    return {"model_name": version.name, "version": version.version, "run_id": chosen.run_id}
+    if version.reused:
+        ctx.say(f"{version.name} version {version.version} already holds this model (alias {CANDIDATE})")
+    else:
+        ctx.say(f"registered {version.name} version {version.version} (alias {CANDIDATE})")
+    return {
+        "model_name": version.name,
+        "version": version.version,
+        "run_id": chosen.run_id,
+        "reused": version.reused,
+    }
 
 
 def release(ctx: StepContext) -> dict[str, Any]:
