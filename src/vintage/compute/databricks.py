@@ -121,7 +121,6 @@ class DatabricksJobRunner:
     def _build(self) -> WorkspaceClient:
         try:
             from databricks.sdk import WorkspaceClient
-            from databricks.sdk.clock import Clock
             from databricks.sdk.config import Config
         except ImportError as exc:
             raise ConfigError(
@@ -129,15 +128,7 @@ class DatabricksJobRunner:
             ) from exc
 
         from vintage import __version__
-
-        class ShortClock(Clock):
-            """Real time, but never a long pause between the SDK's retries."""
-
-            def time(self) -> float:
-                return time.time()
-
-            def sleep(self, seconds: float) -> None:
-                time.sleep(min(seconds, MAX_RETRY_PAUSE_S))
+        from vintage.databricks_sdk import capped_clock
 
         if not self.host:
             raise ConfigError(
@@ -152,7 +143,7 @@ class DatabricksJobRunner:
                 auth_type="pat",
                 http_timeout_seconds=HTTP_TIMEOUT_S,
                 retry_timeout_seconds=RETRY_BUDGET_S,
-                clock=ShortClock(),
+                clock=capped_clock(MAX_RETRY_PAUSE_S),
                 product="vintage",
                 product_version=__version__,
             )

@@ -117,25 +117,15 @@ class DatabricksProvider:
     def _build(self) -> WorkspaceClient:
         try:
             from databricks.sdk import WorkspaceClient
-            from databricks.sdk.clock import Clock
             from databricks.sdk.config import Config
         except ImportError as exc:
             raise ConfigError(
                 "the databricks secret provider needs the databricks-sdk package", hint=_INSTALL_HINT
             ) from exc
 
-        import time
 
         from vintage import __version__
-
-        class ShortClock(Clock):
-            """Real time, but never a long pause between the SDK's retries."""
-
-            def time(self) -> float:
-                return time.time()
-
-            def sleep(self, seconds: float) -> None:
-                time.sleep(min(seconds, MAX_BACKOFF_S))
+        from vintage.databricks_sdk import capped_clock
 
         try:
             config = Config(
@@ -143,7 +133,7 @@ class DatabricksProvider:
                 profile=self.profile,
                 http_timeout_seconds=HTTP_TIMEOUT_S,
                 retry_timeout_seconds=RETRY_BUDGET_S,
-                clock=ShortClock(),
+                clock=capped_clock(MAX_BACKOFF_S),
                 product="vintage",
                 product_version=__version__,
             )
