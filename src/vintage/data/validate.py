@@ -15,11 +15,14 @@ if TYPE_CHECKING:
 _MAX_ROWS_SHOWN = 5
 
 
-def validate_frame(frame: pd.DataFrame, *, features: Sequence[str], target: str, source: str) -> pd.DataFrame:
+def validate_frame(
+    frame: pd.DataFrame, *, features: Sequence[str], target: str, source: str, row_offset: int = 0
+) -> pd.DataFrame:
     """Check the frame and return just ``features + [target]`` as float64 columns.
 
     Checks: at least one row; every required column present; every value numeric; no missing target; no
-    NaN or infinite feature. Row numbers in messages count data rows from 1 (the header is not a row).
+    NaN or infinite feature. Row numbers in messages count data rows from 1 (the header is not a row);
+    ``row_offset`` rows come before ``frame`` (a chunk of a larger file).
 
     Raises:
         DataError: listing every problem found (first offending rows per column).
@@ -39,17 +42,19 @@ def validate_frame(frame: pd.DataFrame, *, features: Sequence[str], target: str,
         bad = values.isna() & frame[col].notna()
         if bad.any():
             example = repr(frame[col][bad].iloc[0])[:40]
-            problems.append(f"column {col!r}: non-numeric values at {_rows(bad)} (e.g. {example})")
+            problems.append(
+                f"column {col!r}: non-numeric values at {_rows(bad, row_offset)} (e.g. {example})"
+            )
         numeric[col] = values.astype("float64")
     for col in required:
         values = numeric[col]
         missing = values.isna() & frame[col].isna()
         if missing.any():
             what = "missing target values" if col == target else "missing values (NaN)"
-            problems.append(f"column {col!r}: {what} at {_rows(missing)}")
+            problems.append(f"column {col!r}: {what} at {_rows(missing, row_offset)}")
         inf = pd.Series(np.isinf(values.to_numpy()), index=values.index)
         if inf.any():
-            problems.append(f"column {col!r}: infinite values at {_rows(inf)}")
+            problems.append(f"column {col!r}: infinite values at {_rows(inf, row_offset)}")
     if problems:
         raise _invalid(source, problems)
     return pd.DataFrame(numeric).reset_index(drop=True)
@@ -67,8 +72,8 @@ def _missing_columns(frame: pd.DataFrame, required: Sequence[str]) -> list[str]:
     return out
 
 
-def _rows(mask: pd.Series) -> str:
-    positions = [i + 1 for i, flag in enumerate(mask.to_numpy()) if flag]
+def _rows(mask: pd.Series, offset: int = 0) -> str:
+    positions = [offset + i + 1 for i, flag in enumerate(mask.to_numpy()) if flag]
     shown = ", ".join(map(str, positions[:_MAX_ROWS_SHOWN]))
     more = f" and {len(positions) - _MAX_ROWS_SHOWN} more" if len(positions) > _MAX_ROWS_SHOWN else ""
     return f"row{'s' if len(positions) > 1 else ''} {shown}{more}"

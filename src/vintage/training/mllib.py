@@ -15,6 +15,7 @@ PySpark is imported inside the functions only: nothing here loads it at import t
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import tempfile
 import threading
@@ -41,6 +42,8 @@ __all__ = [
     "read_frame",
     "to_sklearn",
 ]
+
+log = logging.getLogger(__name__)
 
 SPARK_ARTIFACT = "spark-model"  # artifact path of the native Spark model in each run
 _FEATURES_COL = "features"
@@ -245,7 +248,15 @@ class MllibExecutor:
             assert self._tmp is not None
             where = self._tmp / f"point-{point.index}"
             model.write().overwrite().save(str(where))
-            self.artifact_dirs[point.index] = str(where)
+            if where.is_dir():  # over Spark Connect the server writes it, on its own file system
+                self.artifact_dirs[point.index] = str(where)
+            else:
+                log.warning(
+                    "point %d: the Spark model was saved on the Spark Connect server's file system, "
+                    "not here: the run has no %s artifact",
+                    point.index,
+                    SPARK_ARTIFACT,
+                )
             return FitResult(point.index, metrics, exported, _effective_params(model), seconds=seconds)
         except Exception as exc:
             if _session_dead(exc):

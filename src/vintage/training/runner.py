@@ -103,15 +103,26 @@ def train_grid(
     import sklearn
 
     points = expand_grid(spec)
-    train, test = dataset.split(spec.data.split.test_size, spec.data.split.seed)
-    init_args = (train, test, list(dataset.features), dataset.target, spec.selection.cv, spec.data.split.seed)
+    mllib = _uses_mllib(spec)
+    test: Any = None
+    init_args: tuple[Any, ...] = ()
+    if not mllib:  # MLlib: Spark reads and splits the data; the driver never holds all of it
+        train, test = dataset.split(spec.data.split.test_size, spec.data.split.seed)
+        init_args = (
+            train,
+            test,
+            list(dataset.features),
+            dataset.target,
+            spec.selection.cv,
+            spec.data.split.seed,
+        )
     fit_points = points
     if secrets is not None and any(has_refs(p.params) for p in points):
         fit_points = [dataclasses.replace(p, params=secrets.resolve_data(p.params)) for p in points]
     protect = tuple(secrets.values_read) if secrets is not None else ()
     executor: GridExecutor
     library_version = sklearn.__version__
-    if _uses_mllib(spec):
+    if mllib:
         import pyspark
 
         from vintage.training.mllib import MllibExecutor
@@ -229,14 +240,18 @@ def _log_all(
     try:
         for p in points:
             child_ids[p.index] = track.create_child(session, parent_id, p, tags, start_ms)
-        mlflow_ds = from_pandas(
-            dataset.frame,
-            source=dataset.source_uri,
-            targets=dataset.target,
-            name=dataset.source,
-            digest=dataset.digest,
-        )
-        example = test[list(dataset.features)].head(_EXAMPLE_ROWS).reset_index(drop=True)
+        if test is None:  # MLlib: metadata only (no pandas copy of the data), example = first rows
+            mlflow_ds = track.dataset_metadata(dataset)
+            example = dataset.head(_EXAMPLE_ROWS)[list(dataset.features)]
+        else:
+            mlflow_ds = from_pandas(
+                dataset.frame,
+                source=dataset.source_uri,
+                targets=dataset.target,
+                name=dataset.source,
+                digest=dataset.digest,
+            )
+            example = test[list(dataset.features)].head(_EXAMPLE_ROWS).reset_index(drop=True)
         split = spec.data.split
         by_index = {p.index: p for p in points}
         for result in executor.results(stop):

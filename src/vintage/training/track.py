@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from vintage.data import Dataset
     from vintage.tracking import TrackingSession
     from vintage.training.fit import FitResult
     from vintage.training.grid import GridPoint
@@ -152,6 +153,32 @@ def log_success(
         client.set_tag(run_id, TAG_MODEL_URI, info.model_uri)
         client.set_tag(run_id, TAG_KEY, key)
     return str(info.model_uri)
+
+
+def dataset_metadata(dataset: Dataset) -> Any:
+    """The MLflow dataset input of a data set that is not held in memory (the Spark MLlib trainer):
+    source, name, digest, schema (all columns double after validation) and the row count as its profile,
+    like ``mlflow.data.from_pandas`` gives, without a pandas copy of the data."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, Schema
+
+    columns = [*dataset.features, dataset.target]
+
+    class _Counted(MetaDataset):
+        @property
+        def profile(self) -> Any:
+            return {"num_rows": dataset.n_rows, "num_elements": dataset.n_rows * len(columns)}
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+    return _Counted(
+        source=resolve_dataset_source(dataset.source_uri),
+        name=dataset.source,
+        digest=dataset.digest,
+        schema=Schema([ColSpec("double", c) for c in columns]),
+    )
 
 
 def log_failure(
