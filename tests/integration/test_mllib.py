@@ -1,6 +1,10 @@
 """The Spark MLlib trainer (``pyspark.ml.regression.LinearRegression``) end to end on ``local[2]``:
 ``vintage train`` as a subprocess, the registered model loaded without Spark (pyfunc, the scoring server's
-loader) predicting exactly what the native Spark model predicts."""
+loader) predicting exactly what the native Spark model predicts.
+
+The MLlib run is guarded (``support.spark.guarded_vintage``): data validated and digested in 200-row
+chunks, and any load of the whole data set into the driver (pandas read of the file, ``Dataset.frame``,
+a large ``toPandas``) fails it; the same guard fails the scikit-learn grid, which needs the whole frame."""
 
 from __future__ import annotations
 
@@ -11,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from support.spark import spark_env
+from support.spark import MEMORY_GUARD, guarded_vintage, spark_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 VINTAGE = str(Path(sys.executable).with_name("vintage"))
 REPO = Path(__file__).resolve().parents[2]
+
+RED_DIGEST = "89cb82b56745eaa1"  # load_dataset's digest of the packaged red set (local engine)
 
 MLLIB = """estimator:
   class: pyspark.ml.regression.LinearRegression
@@ -44,9 +50,10 @@ def _project(path: Path, params: str = "{maxIter: 100}", engine: str | None = No
     return path
 
 
-def _run(project: Path, work: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(project: Path, work: Path, *args: str, guarded: bool = False) -> subprocess.CompletedProcess[str]:
+    command = guarded_vintage(work) if guarded else [VINTAGE]
     return subprocess.run(
-        [VINTAGE, "train", *args],
+        [*command, "train", *args],
         cwd=project,
         capture_output=True,
         text=True,
@@ -61,9 +68,11 @@ def test_mllib_grid_trains_registers_and_serves_without_spark(tmp_path, monkeypa
     import pandas as pd
 
     project = _project(tmp_path / "p")
-    res = _run(project, tmp_path / "w", "--engine", "spark", "--master", "local[2]", "--json")
+    res = _run(project, tmp_path / "w", "--engine", "spark", "--master", "local[2]", "--json", guarded=True)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert MEMORY_GUARD not in res.stderr
     out = json.loads(res.stdout)
+    assert out["training"]["data"]["digest"] == RED_DIGEST  # the local engine's digest of the same data
     runs = out["training"]["runs"]
     assert len(runs) == 2 and all(r["status"] == "FINISHED" for r in runs)
     assert all(0.3 < r["metrics"]["rmse"] < 0.8 for r in runs), runs
@@ -74,6 +83,8 @@ def test_mllib_grid_trains_registers_and_serves_without_spark(tmp_path, monkeypa
     mlflow.set_registry_uri(client.tracking_uri)  # models:/ resolves through the registry URI
     run_id = out["registered"]["run_id"]
     run = client.get_run(run_id)
+    (data_input,) = run.inputs.dataset_inputs
+    assert data_input.dataset.digest == RED_DIGEST and '"num_rows": 1599' in data_input.dataset.profile
     assert run.data.params["regParam"] == "0.01" and run.data.params["standardization"] == "True"
     assert [a.path for a in client.list_artifacts(run_id)] == ["spark-model"]
     spark_dir = Path(client.download_artifacts(run_id, "spark-model", str(tmp_path / "dl")))
@@ -127,3 +138,13 @@ def test_mllib_on_the_local_engine_is_a_clear_error(tmp_path):
     res = _run(project, tmp_path / "w")
     assert res.returncode == 2, res.stderr[-2000:]
     assert "compute.engine spark" in res.stderr, res.stderr[-2000:]
+
+
+def test_the_memory_guard_fails_a_whole_frame_load(tmp_path):
+    """The scikit-learn grid needs the whole frame in memory: the guard must stop it."""
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "vintage.yaml").write_text((REPO / "vintage.yaml").read_text())
+    res = _run(project, tmp_path / "w", guarded=True)
+    assert res.returncode != 0
+    assert MEMORY_GUARD in res.stderr, res.stderr[-2000:]

@@ -153,3 +153,52 @@ def connect_server(cluster: Cluster, cores: int = 1) -> Iterator[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+MEMORY_GUARD = "vintage memory guard: the whole data set was materialised on the driver"
+_GUARD_MODULE = f'''"""Imported before ``vintage`` runs (support.spark.guarded_vintage): the data is validated
+and digested in 200-row chunks; anything that would hold the whole data set in the driver fails."""
+import vintage.data.load as load
+
+load.SCAN_ROWS = 200
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError({MEMORY_GUARD!r})
+
+
+load.read_table = _refuse  # pandas read of the whole file
+load.Dataset.frame = property(_refuse)  # the whole pandas frame
+load.Dataset.split = _refuse  # train_test_split of it
+
+
+def _bounded(original):
+    def to_pandas(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if len(out) > 200:
+            raise AssertionError({MEMORY_GUARD!r} + f" (toPandas of {{len(out)}} rows)")
+        return out
+
+    return to_pandas
+
+
+from pyspark.sql.classic.dataframe import DataFrame as _Classic
+from pyspark.sql.connect.dataframe import DataFrame as _Connect
+
+_Classic.toPandas = _bounded(_Classic.toPandas)
+_Connect.toPandas = _bounded(_Connect.toPandas)
+'''
+
+
+def guarded_vintage(work: Path) -> list[str]:
+    """The command line of a ``vintage`` process that fails (``MEMORY_GUARD``) if the whole data set is
+    loaded into the driver: a pandas read of the whole file, ``Dataset.frame``/``split``, or a Spark
+    ``toPandas`` of more than 200 rows. Load-and-validate runs in 200-row chunks there."""
+    guard = work / "guard"
+    guard.mkdir(parents=True, exist_ok=True)
+    (guard / "vintage_memory_guard.py").write_text(_GUARD_MODULE)
+    code = (
+        f"import sys; sys.path.insert(0, {str(guard)!r}); import vintage_memory_guard; "
+        "from vintage.cli.main import run; run(sys.argv[1:])"
+    )
+    return [sys.executable, "-c", code]
