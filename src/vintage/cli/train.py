@@ -19,7 +19,8 @@ def train(
     n_jobs: Annotated[int | None, typer.Option("--n-jobs", "-j", min=1, help="Parallel processes.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
     engine: Annotated[
-        str | None, typer.Option("--engine", help="local | spark (overrides compute.engine).")
+        str | None,
+        typer.Option("--engine", help="local | spark | databricks (overrides compute.engine)."),
     ] = None,
     master: Annotated[
         str | None,
@@ -29,15 +30,23 @@ def train(
     """Train the grid (one MLflow run per point), pick the best run under the threshold, register it
     as a new version with alias `candidate`.
 
+    With compute.engine databricks (or --engine databricks) the pipeline's training stage runs as a
+    one-time Databricks job run on a job cluster (docs/databricks.md).
+
     Exit codes: 0 registered; 1 runtime failure (bad data, no run meets the threshold, all points
-    failed, tracking store unreachable); 2 bad config or options.
+    failed, tracking store unreachable, the Databricks run failed); 2 bad config or options; 130
+    interrupted.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vintage.errors import SelectionError
     from vintage.pipeline import run_build
+    from vintage.pipeline.remote import submits_to_databricks
 
     spec = _with_compute(state.load(), engine, master)
+    if submits_to_databricks(spec):
+        _train_on_databricks(spec, n_jobs, json_out)
+        return
     console, errc = state.out(), state.err()
     trained: list[TrainingReport] = []
     progress = Progress(
@@ -136,3 +145,64 @@ def _with_compute(spec: Spec, engine: str | None, master: str | None) -> Spec:
             hint="engines: local, spark, databricks; masters: local[N], spark://host:port, sc://host:port",
         ) from None
     return spec.model_copy(update={"compute": checked})
+
+
+def _train_on_databricks(spec: Spec, n_jobs: int | None, json_out: bool) -> None:
+    """Submit the training stage as a Databricks job run; show what it registered."""
+    import secrets as pyrandom
+    from datetime import UTC, datetime
+
+    from vintage.config import resolve_config_path
+    from vintage.pipeline import remote
+    from vintage.tracking import open_session
+
+    errc = state.err()
+
+    def say(line: str) -> None:
+        errc.print(line, markup=False, highlight=False)
+
+    stage = remote.train_stage(spec)
+    remote.check_config(spec)
+    if n_jobs is not None:
+        say("warning: --n-jobs is ignored: the grid runs as Spark tasks on the Databricks job cluster")
+    run_id = f"train-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{pyrandom.token_hex(3)}"
+    reader = state.secret_reader("cli:databricks", spec=spec)
+    config_text = resolve_config_path(state.STATE.config).read_text(encoding="utf-8")
+    with stop_on_signals() as stop:
+        job = remote.submit(
+            spec, stage.name, run_id, config_text=config_text, secrets=reader, say=say, stop=stop
+        )
+    outcome = remote.read_outcome(open_session(spec, resolve=reader.resolve), spec, run_id, job)
+    if json_out:
+        state.print_json(
+            {
+                "engine": "databricks",
+                "databricks": job,
+                "pipeline_run_id": run_id,
+                "tracking_uri": outcome.tracking_uri,
+                "selection_metric": outcome.selection_key,
+                "selected_run_id": outcome.selected["run_id"],
+                "selected": outcome.selected,
+                "runs": outcome.runs,
+                "failed": outcome.failed,
+                "registered": render.version_json(outcome.version),
+            }
+        )
+        return
+    console = state.out()
+    sel, ver, key = outcome.selected, outcome.version, outcome.selection_key
+    console.print(
+        f"Databricks run {job['databricks_run_id']} ({job.get('run_page_url') or 'no run page'}) trained "
+        f"{outcome.runs} run(s) ({outcome.failed} failed) with engine {outcome.engine or '?'}; "
+        f"tracking: {outcome.tracking_uri}",
+        markup=False,
+    )
+    value = sel["metrics"].get(key, float("nan"))
+    console.print(f"chosen: {sel['name']} (run {sel['run_id']}), {key} = {value:.4f}", markup=False)
+    if ver.reused:
+        console.print(
+            f"registered: {ver.name} version {ver.version} already holds this model; no new version. "
+            f"alias: {', '.join(ver.aliases)}"
+        )
+    else:
+        console.print(f"registered: {ver.name} version {ver.version}, alias: {', '.join(ver.aliases)}")

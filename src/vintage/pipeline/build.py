@@ -64,6 +64,9 @@ def train_and_select(
     Raises:
         DataError, TrackingError, TrainingError, SelectionError, SecretError.
     """
+    from vintage.pipeline.remote import training_spec
+
+    spec = training_spec(spec)  # inside a Databricks job, engine databricks trains on the cluster's Spark
     reader = secrets or SecretReader.from_spec(spec.secrets, spec.state_dir.resolve(), reader="stage:build")
     # The tracking credentials are read once, before training starts: a missing one fails in a second,
     # not after the whole grid has trained.

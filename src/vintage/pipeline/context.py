@@ -36,6 +36,12 @@ class StepContext:
     say: Callable[[str], None]
     stop: threading.Event | None = None
     _session: TrackingSession | None = field(default=None, repr=False)
+    config_path: Path | None = None
+    """The config file the pipeline runs with (uploaded when the stage is submitted to Databricks)."""
+    on_databricks: bool = False
+    """The stage is submitted as a Databricks job run (``compute.engine: databricks``, it trains)."""
+    remote: Any = field(default=None, repr=False)
+    """What the stage's Databricks job did (:class:`vintage.pipeline.remote.RemoteOutcome`), once read."""
 
     @property
     def state_dir(self) -> Path:

@@ -8,6 +8,8 @@
   two runs never deploy to one environment at once. ``lock_behavior: sequential`` waits;
   ``run_latest`` lets the newest waiting run go and marks older waiting runs ``superseded``.
 - The approval step stops the run in ``waiting_approval`` (exit 3) without holding any lock.
+- With ``compute.engine: databricks`` the stage that trains is submitted as a Databricks job run
+  (:mod:`vintage.pipeline.remote`); its steps record what the job did, later stages run here.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from vintage import audit
 from vintage.errors import Interrupted, PipelineError, VintageError, WaitingApproval
+from vintage.pipeline import remote
 from vintage.pipeline import state as st
 from vintage.pipeline.steps import STEPS, StepContext, config_digest
 
@@ -41,9 +44,11 @@ class Runner:
         *,
         say: Callable[[str], None] = lambda _: None,
         stop: threading.Event | None = None,
+        config_path: Path | None = None,
     ) -> None:
         self.spec = spec
         self.project_dir = project_dir
+        self.config_path = config_path
         self.store = st.StateStore(spec.state_dir.resolve())
         self.say = say
         self.stop = stop
@@ -153,9 +158,18 @@ class Runner:
         self.store.set_stage(run_id, stage.name, st.RUNNING)
         self.say(f"[{stage.name}]" + (f" environment {stage.environment}" if stage.environment else ""))
         ctx = StepContext(
-            self.spec, self.project_dir, self.store, run_id, stage, run.options, self.say, self.stop
+            self.spec,
+            self.project_dir,
+            self.store,
+            run_id,
+            stage,
+            run.options,
+            self.say,
+            self.stop,
+            config_path=self.config_path,
         )
         try:
+            ctx.on_databricks = remote.stage_on_databricks(self.spec, stage)
             with contextlib.ExitStack() as locks:
                 locked = False
                 for step in stage.steps:
@@ -194,7 +208,8 @@ class Runner:
         ctx.say = capture
         started = time.monotonic()
         try:
-            output = STEPS[step](ctx)
+            run_step = remote.STEPS.get(step, STEPS[step]) if ctx.on_databricks else STEPS[step]
+            output = run_step(ctx)
         except WaitingApproval as exc:
             self.store.set_step(ctx.run_id, ctx.stage.name, step, st.WAITING, log=exc.headline)
             raise
