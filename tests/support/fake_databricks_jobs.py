@@ -14,6 +14,16 @@ reference (responses as a workspace returns them):
   task run (400 ``INVALID_PARAMETER_VALUE`` for the parent run of a multi-task run, like a workspace);
 - ``POST /api/2.2/jobs/runs/cancel``: ``{}``; later polls answer ``TERMINATED``/``CANCELED``.
 
+With a :class:`LocalCluster` the run is not scripted but executed: the submitted ``python_wheel_task``
+runs as the local ``vintage`` command (the entry point the wheel would install) in the cluster's own
+working directory, with the uploaded files copied under ``<workdir>/Workspace/...`` and the task's
+``/Workspace/...`` parameters pointing there, and with ``DATABRICKS_RUNTIME_VERSION`` set as Databricks
+sets it on clusters. ``runs/get`` answers ``PENDING`` first, then ``RUNNING`` until the process ends,
+then ``TERMINATED`` with ``SUCCESS`` (exit 0) or ``FAILED`` (the output's last line as the task error);
+``runs/get-output`` returns the process output as ``logs``. Unlike a workspace, a ``runs/get`` of a
+running run is held (up to :data:`HOLD_S`) until the process ends, so a test does not wait out the
+client's backoff pauses; the answers are the same.
+
 Bearer-token checks, error bodies, the host-metadata probe and :class:`Recorded` come from
 ``support.fake_databricks``. Every request is recorded, uploads with their raw bytes in ``uploads``.
 """
@@ -22,12 +32,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -36,6 +50,9 @@ from support.fake_databricks import DEFAULT_TOKEN, LOOPBACK, WORKSPACE_ID, ApiEr
 USER = "ml.engineer@example.com"
 RUN_ID = 424242
 TASK_RUN_ID = 424243
+HOLD_S = 8.0
+"""Longest hold of a ``runs/get`` while a :class:`LocalCluster` runs (under the SDK's 10-s timeout)."""
+VINTAGE = str(Path(sys.executable).with_name("vintage"))
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,67 @@ class Upload:
 
 
 @dataclass
+class LocalCluster:
+    """Plays the job cluster: runs the submitted task's entry point as a local process.
+
+    Args:
+        workdir: The driver's working directory (its own ``state_dir``); uploads land under it.
+        env: The driver's environment (``DATABRICKS_RUNTIME_VERSION`` is added).
+    """
+
+    workdir: Path
+    env: dict[str, str]
+    runtime_version: str = "15.4"
+    command: list[str] = field(default_factory=list)
+    output: str = ""
+    returncode: int | None = None
+    process: subprocess.Popen[str] | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def start(self, task: dict[str, Any], uploads: list[Upload]) -> None:
+        files = {f"/Workspace{u.path}": u for u in uploads}
+        for library in task.get("libraries", []):
+            if library.get("whl") not in files:
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Library {library} does not exist.")
+        for path, upload in files.items():
+            local = self.workdir / path.lstrip("/")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(upload.content)
+        params = [
+            str(self.workdir / p.lstrip("/")) if p.startswith("/Workspace/") else p
+            for p in task["python_wheel_task"]["parameters"]
+        ]
+        self.command = [VINTAGE, *params]
+        env = {**self.env, "DATABRICKS_RUNTIME_VERSION": self.runtime_version}
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=self.workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._wait, name="fake-dbx-cluster", daemon=True).start()
+
+    def _wait(self) -> None:
+        assert self.process is not None
+        self.output, _ = self.process.communicate()
+        self.returncode = self.process.returncode
+        self.done.set()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.done.wait(30)
+
+
+def cluster_env() -> dict[str, str]:
+    """This process's environment without tracking, vintage or Databricks settings and secrets."""
+    drop = ("MLFLOW_", "VINTAGE_", "DATABRICKS_", "SPARK_LOCAL_IP", "PYSPARK_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+
+
+@dataclass
 class FakeJobsWorkspace:
     """The state of the fake workspace and the requests it received."""
 
@@ -78,6 +156,7 @@ class FakeJobsWorkspace:
     url: str = ""
     cancelled: bool = False
     polls: int = 0
+    cluster: LocalCluster | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def api_requests(self) -> list[Recorded]:
@@ -105,6 +184,8 @@ class FakeJobsWorkspace:
         route = routes.get((method, path))
         if route is None:
             raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {path}'")
+        if route == self._get and self.cluster is not None and self.polls >= 2 and not self.cancelled:
+            self.cluster.done.wait(HOLD_S)  # outside the lock: a cancel still gets through
         with self._lock:
             return route(query, body)
 
@@ -123,6 +204,8 @@ class FakeJobsWorkspace:
     def _submit(self, query: dict[str, str], body: Any) -> Any:
         if not body.get("tasks"):
             raise ApiError(400, "INVALID_PARAMETER_VALUE", "Missing required field: tasks")
+        if self.cluster is not None:
+            self.cluster.start(body["tasks"][0], self.uploads)
         return {"run_id": RUN_ID}
 
     def _run(self, state: State) -> dict[str, Any]:
@@ -145,9 +228,27 @@ class FakeJobsWorkspace:
             raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Run {query.get('run_id')} does not exist.")
         if self.cancelled:
             return self._run(State("TERMINATED", "CANCELED", "Run cancelled."))
-        state = self.states[min(self.polls, len(self.states) - 1)]
+        if self.cluster is not None:
+            state = self._cluster_state(self.cluster)
+        else:
+            state = self.states[min(self.polls, len(self.states) - 1)]
         self.polls += 1
         return self._run(state)
+
+    def _cluster_state(self, cluster: LocalCluster) -> State:
+        if self.polls == 0:
+            return State("PENDING", None, "Waiting for cluster")
+        if not cluster.done.is_set():
+            return State("RUNNING", None, "In run")
+        if cluster.returncode == 0:
+            return State("TERMINATED", "SUCCESS", "")
+        lines = cluster.output.strip().splitlines() or ["no output"]
+        self.error = lines[-1]
+        return State(
+            "TERMINATED",
+            "FAILED",
+            "Task vintage_build failed with message: Workload failed, see run output for details.",
+        )
 
     def _output(self, query: dict[str, str], body: Any) -> Any:
         run = int(query.get("run_id", "0"))
@@ -160,13 +261,16 @@ class FakeJobsWorkspace:
             )
         if run != TASK_RUN_ID:
             raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Run {run} does not exist.")
-        answer: dict[str, Any] = {"logs": self.logs, "logs_truncated": False, "metadata": {"run_id": run}}
+        logs = self.cluster.output if self.cluster is not None else self.logs
+        answer: dict[str, Any] = {"logs": logs, "logs_truncated": False, "metadata": {"run_id": run}}
         if self.error:
             answer["error"] = self.error
         return answer
 
     def _cancel(self, query: dict[str, str], body: Any) -> Any:
         self.cancelled = True
+        if self.cluster is not None:
+            threading.Thread(target=self.cluster.stop, daemon=True).start()
         return {}
 
 
@@ -224,9 +328,14 @@ def _handler(workspace: FakeJobsWorkspace) -> type[BaseHTTPRequestHandler]:
 
 
 @contextlib.contextmanager
-def fake_databricks_jobs(states: list[State] | None = None) -> Iterator[FakeJobsWorkspace]:
-    """Serve a fresh fake workspace on 127.0.0.1 (a free port) for the duration of the block."""
-    workspace = FakeJobsWorkspace()
+def fake_databricks_jobs(
+    states: list[State] | None = None, cluster: LocalCluster | None = None
+) -> Iterator[FakeJobsWorkspace]:
+    """Serve a fresh fake workspace on 127.0.0.1 (a free port) for the duration of the block.
+
+    With ``cluster``, submitted runs are executed by it instead of following ``states``.
+    """
+    workspace = FakeJobsWorkspace(cluster=cluster)
     if states is not None:
         workspace.states = list(states)
     server = ThreadingHTTPServer((LOOPBACK, 0), _handler(workspace))
@@ -237,6 +346,8 @@ def fake_databricks_jobs(states: list[State] | None = None) -> Iterator[FakeJobs
     try:
         yield workspace
     finally:
+        if cluster is not None:
+            cluster.stop()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
