@@ -52,6 +52,7 @@ ENTRY_POINT = "vintage"
 SUCCESS_STATES = frozenset({"SUCCESS"})
 TERMINAL_LIFE_CYCLE = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})
 _INSTALL_HINT = "install it: pip install databricks-sdk"
+_PREBUILT_HINT = "give a prebuilt wheel: --wheel PATH, or VINTAGE_DATABRICKS_WHEEL for train and run"
 _CREDENTIALS_HINT = "check the token (compute.databricks.token) is valid for compute.databricks.host"
 
 Say = Callable[[str], None]
@@ -445,36 +446,57 @@ def find_project_dir(start: Path | None = None) -> Path:
         candidate = folder / "pyproject.toml"
         if candidate.is_file() and 'name = "vintage"' in candidate.read_text(encoding="utf-8"):
             return folder
-    raise ConfigError("cannot find vintage's source tree to build its wheel", hint="pass --wheel PATH")
+    raise ConfigError("cannot find vintage's source tree to build its wheel", hint=_PREBUILT_HINT)
 
 
 def build_wheel(project_dir: Path, out_dir: Path, *, timeout_s: float = 600.0) -> Path:
     """Build the project's wheel (``python -m pip wheel --no-deps``) into ``out_dir``; its path.
 
+    The build runs on a clean copy of the sources (``pyproject.toml``, the top-level files, ``src/``):
+    setuptools builds in the tree it is given, so building the tree itself would write ``build/`` into it
+    and ship whatever a stale ``build/lib`` still holds.
+
     Raises:
         SparkError: the build failed.
     """
+    import shutil
+    import tempfile
+
     out_dir.mkdir(parents=True, exist_ok=True)
     before = set(out_dir.glob("*.whl"))
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--no-deps",
-        "--quiet",
-        "-w",
-        str(out_dir),
-        str(project_dir),
-    ]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SparkError(f"cannot build the wheel of {project_dir}: {first_line(exc)}") from exc
+    with tempfile.TemporaryDirectory(prefix="vintage-src-") as tmp:
+        tree = Path(tmp) / "project"
+        tree.mkdir()
+        try:
+            for item in project_dir.iterdir():
+                if item.is_file():
+                    shutil.copy2(item, tree / item.name)
+            shutil.copytree(
+                project_dir / "src",
+                tree / "src",
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
+            )
+        except OSError as exc:
+            raise SparkError(f"cannot copy the sources of {project_dir}: {first_line(exc)}") from exc
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "-w",
+            str(out_dir.resolve()),
+            str(tree),
+        ]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SparkError(f"cannot build the wheel of {project_dir}: {first_line(exc)}") from exc
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         raise SparkError(
-            f"building the wheel of {project_dir} failed: {tail[0][:200]}", hint="pass --wheel PATH"
+            f"building the wheel of {project_dir} failed: {tail[0][:200]}", hint=_PREBUILT_HINT
         )
     wheels = sorted(set(out_dir.glob("vintage-*.whl")) - before) or sorted(out_dir.glob("vintage-*.whl"))
     if not wheels:
