@@ -108,6 +108,9 @@ def _bad_csv(red: pd.DataFrame, path: Path) -> Path:
         ("no-input", 1, "error: input file not found"),
         ("engine", 2, "error: unknown scoring engine"),
         ("chunk-rows", 2, ""),
+        ("master-without-spark", 2, "error: --master applies to --engine spark only"),
+        ("scorer-without-spark", 2, "error: --spark-scorer applies to --engine spark only"),
+        ("unknown-scorer", 2, "error: unknown --spark-scorer 'python'"),
     ],
 )
 def test_bad_input_fails_with_one_line_and_writes_nothing(trained, red, cli, tmp_path, case, code, headline):
@@ -126,6 +129,9 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(trained, red, cli, tmp
         "no-input": lambda: ["-i", str(tmp_path / "nope.csv")],
         "engine": lambda: ["-i", str(UCI), "--engine", "flink"],
         "chunk-rows": lambda: ["-i", str(UCI), "--chunk-rows", "0"],
+        "master-without-spark": lambda: ["-i", str(UCI), "--master", "local[2]"],
+        "scorer-without-spark": lambda: ["-i", str(UCI), "--spark-scorer", "sql"],
+        "unknown-scorer": lambda: ["-i", str(UCI), "--engine", "spark", "--spark-scorer", "python"],
     }[case]()
     if "-o" not in args:
         args += ["-o", str(out)]

@@ -1,6 +1,8 @@
-"""`vintage score --engine spark` on ``local[2]`` and on a real standalone cluster (master + 2 workers on
-127.0.0.1): the same output as the local engine (predictions exactly equal, rows in input order), the model
-loaded once per executor Python worker (not per batch), bad input refused before anything is written.
+"""`vintage score --engine spark` on ``local[2]``, on a real standalone cluster (master + 2 workers on
+127.0.0.1) and through Spark Connect: the same output as the local engine (predictions bit-identical, rows
+in input order) with both scorers: ``sql`` (the linear model as one Spark SQL expression) and ``arrow``
+(``mapInArrow`` with the model loaded once per executor Python worker, not per batch). Bad input is
+refused before anything is written.
 
 Each engine run is its own ``vintage`` subprocess (a classic Spark session cannot change master within a
 process). The inputs are the packaged red wine rows shuffled (no feature is sorted) with an ``id`` column,
@@ -14,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from support.spark import spark_cluster, spark_env
+from support.spark import connect_server, spark_env
 from vintage.data import packaged_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -33,12 +36,14 @@ REPO = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(
     r"spark (\S+): (\d+) partitions, (\d+) batches, model loaded (\d+) times in (\d+) Python workers"
 )
+SQL_SUMMARY = re.compile(r"spark (\S+): (\d+) partitions, scored in Spark SQL")
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    with spark_cluster(tmp_path_factory.mktemp("spark-score-cluster"), workers=2) as running:
-        yield running
+def connect(spark_master) -> Iterator[str]:
+    """A Spark Connect server on the session's cluster (1 of its 2 cores)."""
+    with connect_server(spark_master) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +81,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _score(
-    setup: dict[str, Path], work: Path, source: Path, out: Path, master: str
+    setup: dict[str, Path], work: Path, source: Path, out: Path, master: str, scorer: str = "auto"
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             VINTAGE, "score", "--engine", "spark", "--master", master, "-m", str(setup["model_dir"]),
-            "-i", str(source), "-o", str(out), "--chunk-rows", "100",
+            "-i", str(source), "-o", str(out), "--chunk-rows", "100", "--spark-scorer", scorer,
         ],
         cwd=setup["project"],
         capture_output=True,
@@ -95,37 +100,49 @@ def _read(path: Path) -> pd.DataFrame:
     return pd.read_csv(path) if path.suffix == ".csv" else pq.read_table(path).to_pandas()
 
 
-def _check_run(setup: dict[str, Path], tmp_path: Path, kind: str, master: str) -> None:
+def _check_run(setup: dict[str, Path], tmp_path: Path, kind: str, master: str, scorer: str) -> None:
     out = tmp_path / f"spark.{kind}"
-    proc = _score(setup, tmp_path / "work", setup[kind], out, master)
+    proc = _score(setup, tmp_path / "work", setup[kind], out, master, scorer)
     assert proc.returncode == 0, proc.stderr[-3000:]
     local = _read(setup[f"local_{kind}"])
     spark = _read(out)
     assert len(spark) == len(local) == 1599
     assert list(spark.columns) == list(local.columns)
     assert spark["id"].tolist() == local["id"].tolist()  # row order kept
-    assert np.array_equal(spark["prediction"].to_numpy(), local["prediction"].to_numpy())  # exactly equal
+    assert np.array_equal(spark["prediction"].to_numpy(), local["prediction"].to_numpy())  # bit-identical
     pd.testing.assert_frame_equal(spark, local, check_exact=True, check_dtype=False)
     if kind == "csv":
         assert out.read_bytes() == setup["local_csv"].read_bytes()  # the very same file
-    match = SUMMARY.search(proc.stderr)
-    assert match, proc.stderr[-2000:]
-    partitions, batches, loads, workers = (int(g) for g in match.groups()[1:])
-    assert partitions >= 4, proc.stderr[-2000:]  # several partitions...
-    assert batches >= 16  # ...and several Arrow batches each
-    assert loads == workers < batches  # one load per Python worker, not one per batch
+    if scorer == "arrow":
+        match = SUMMARY.search(proc.stderr)
+        assert match, proc.stderr[-2000:]
+        partitions, batches, loads, workers = (int(g) for g in match.groups()[1:])
+        assert batches >= 16  # several Arrow batches per partition...
+        assert loads == workers < batches  # ...and one load per Python worker, not one per batch
+    else:  # auto picks sql for the ElasticNet: no Python worker, no model load
+        match = SQL_SUMMARY.search(proc.stderr)
+        assert match, proc.stderr[-2000:]
+        partitions = int(match.group(2))
+    assert partitions >= 4, proc.stderr[-2000:]  # several partitions
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == []  # the parts directory and the temporary file are gone
 
 
-@pytest.mark.parametrize("kind", ["csv", "parquet"])
-def test_spark_engine_on_local_2_equals_the_local_engine(setup, tmp_path, kind):
-    _check_run(setup, tmp_path, kind, "local[2]")
+@pytest.mark.parametrize(("kind", "scorer"), [("csv", "arrow"), ("parquet", "auto")])
+def test_spark_engine_on_local_2_equals_the_local_engine(setup, tmp_path, kind, scorer):
+    _check_run(setup, tmp_path, kind, "local[2]", scorer)
 
 
-@pytest.mark.parametrize("kind", ["csv", "parquet"])
-def test_spark_engine_on_a_standalone_cluster_equals_the_local_engine(setup, cluster, tmp_path, kind):
-    _check_run(setup, tmp_path, kind, cluster.master)
+@pytest.mark.parametrize(("kind", "scorer"), [("csv", "auto"), ("parquet", "arrow")])
+def test_spark_engine_on_a_standalone_cluster_equals_the_local_engine(
+    setup, spark_master, tmp_path, kind, scorer
+):
+    _check_run(setup, tmp_path, kind, spark_master.master, scorer)
+
+
+@pytest.mark.parametrize(("kind", "scorer"), [("parquet", "auto"), ("csv", "arrow")])
+def test_spark_engine_through_spark_connect_equals_the_local_engine(setup, connect, tmp_path, kind, scorer):
+    _check_run(setup, tmp_path, kind, connect, scorer)
 
 
 def test_missing_feature_column_fails_before_writing(setup, tmp_path):
@@ -139,15 +156,33 @@ def test_missing_feature_column_fails_before_writing(setup, tmp_path):
     assert not out.exists()
 
 
-def test_non_numeric_value_fails_before_writing_naming_column_and_row(setup, tmp_path):
+@pytest.mark.parametrize("scorer", ["auto", "arrow"])
+def test_non_numeric_value_fails_before_writing_naming_column_and_row(setup, tmp_path, scorer):
     bad = tmp_path / "bad.csv"
     frame = pd.read_csv(setup["csv"], sep=";").astype({"pH": object})
     frame.loc[1400, "pH"] = "acidic"  # row 1401, far from the first partition
     frame.loc[1500, "pH"] = "basic"
     frame.to_csv(bad, sep=";", index=False)
     out = tmp_path / "out.csv"
-    proc = _score(setup, tmp_path / "work", bad, out, "local[2]")
+    proc = _score(setup, tmp_path / "work", bad, out, "local[2]", scorer)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "column 'pH' of bad.csv: non-numeric value 'acidic' at row 1401 (and 1 more)" in proc.stderr
     assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_missing_and_infinite_values_fail_naming_the_first_row(setup, tmp_path):
+    frame = pq.read_table(setup["parquet"]).to_pandas()
+    frame.loc[1210, "alcohol"] = np.inf  # row 1211 (a later partition): the first bad row...
+    frame.loc[1300, "chlorides"] = np.nan  # ...before this one
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), bad, row_group_size=200)
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"an earlier output")
+    proc = _score(setup, tmp_path / "work", bad, out, "local[2]", "sql")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "column 'alcohol' of bad.parquet: infinite value at row 1211" in proc.stderr
+    headline = next(line for line in proc.stderr.splitlines() if "infinite value" in line)
+    assert "(and" not in headline  # one infinite value; the NaN is another column
+    assert out.read_bytes() == b"an earlier output"  # untouched
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -11,18 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from support.spark import connect_server, spark_cluster, spark_env
+from support.spark import connect_server, spark_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 VINTAGE = str(Path(sys.executable).with_name("vintage"))
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def spark_master(tmp_path_factory: pytest.TempPathFactory):
-    with spark_cluster(tmp_path_factory.mktemp("spark"), workers=2) as cluster:
-        yield cluster
 
 
 def _train(project: Path, work: Path, *args: str) -> dict:

@@ -57,31 +57,47 @@ def score(
     chunk_rows: Annotated[
         int, typer.Option(min=1, help="Rows per chunk: memory grows with this, not with the file.")
     ] = DEFAULT_CHUNK_ROWS,
+    spark_scorer: Annotated[
+        str,
+        typer.Option(
+            "--spark-scorer",
+            help="How --engine spark predicts: sql (a plain linear model as one Spark SQL expression, no "
+            "Python workers), arrow (mapInArrow in Python workers, any model) or auto (sql when possible).",
+        ),
+    ] = "auto",
 ) -> None:
     """Score a whole file with a model: same predictions as `vintage serve` gives for the same rows.
 
     The output is written to a temporary file next to it and renamed at the end: a bad row fails the
     job before anything replaces --output.
     """
+    from vintage.errors import ConfigError
     from vintage.scoring import ScoreJob, check_paths, get_engine
 
     # an unknown or unavailable engine, bad options or bad paths fail before the model is fetched
     run = get_engine(engine)
     spark = _spark_spec(model, master) if engine == "spark" else None
     if master is not None and engine != "spark":
-        from vintage.errors import ConfigError
-
         raise ConfigError("--master applies to --engine spark only", hint="add --engine spark")
+    if spark_scorer not in ("auto", "sql", "arrow"):
+        raise ConfigError(f"unknown --spark-scorer {spark_scorer!r}", hint="use auto, sql or arrow")
+    if spark_scorer != "auto" and engine != "spark":
+        raise ConfigError("--spark-scorer applies to --engine spark only", hint="add --engine spark")
     check_paths(input_path, output_path, chunk_rows)
     model_dir = local_model_dir(model, reader="cli:score")
     console = state.err()
     with _progress_sink(console) as sink:
-        result = run(ScoreJob(model_dir, input_path, output_path, chunk_rows, spark), sink)
+        result = run(ScoreJob(model_dir, input_path, output_path, chunk_rows, spark, spark_scorer), sink)
     console.print(
         f"scored {result.rows:,} rows in {result.seconds:.2f} s ({result.rows_per_second:,.0f} rows/s) "
         f"-> {result.output}"
     )
     details = result.details
+    if details.get("scorer") == "sql":  # the Spark engine without Python workers
+        console.print(
+            f"spark {details['master']}: {details['partitions']} partitions, scored in Spark SQL "
+            "(the linear model as one expression; no Python workers)"
+        )
     if "model_loads" in details:  # the Spark engine: where the rows were scored
         console.print(
             f"spark {details['master']}: {details['partitions']} partitions, {details['batches']} batches, "

@@ -44,18 +44,17 @@ def session(spec: SparkSpec, app_name: str = "vintage") -> Any:
     _check_reachable(master)
     try:
         if master.startswith("sc://"):
-            builder = SparkSession.builder.remote(master)
-        else:
-            builder = (
-                SparkSession.builder.master(master)
-                .appName(app_name)
-                .config("spark.driver.host", "127.0.0.1")
-                .config("spark.driver.bindAddress", "127.0.0.1")
-                .config("spark.ui.enabled", "false")
-                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-            )
-            for key, value in spec.conf.items():
-                builder = builder.config(key, value)
+            return _connect(SparkSession.builder.remote(master).getOrCreate(), spec.conf)
+        builder = (
+            SparkSession.builder.master(master)
+            .appName(app_name)
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        )
+        for key, value in spec.conf.items():
+            builder = builder.config(key, value)
         return builder.getOrCreate()
     except Exception as exc:  # py4j / grpc / JVM start-up errors all end up here
         raise SparkError(
@@ -83,3 +82,23 @@ def _check_reachable(master: str, timeout: float = 3.0) -> None:
             f"({exc.__class__.__name__})",
             hint="start the cluster, or set compute.spark.master (or --master) to local[*]",
         ) from exc
+
+
+def _connect(spark: Any, conf: dict[str, str]) -> Any:
+    """A Spark Connect session with ``conf`` applied where the server allows it (runtime SQL settings).
+
+    Static settings (memory, cores, ...) belong to the Connect server's own start-up; they are logged and
+    skipped rather than failing the job.
+    """
+    import logging
+
+    for key, value in conf.items():
+        try:
+            spark.conf.set(key, value)
+        except Exception as exc:  # CANNOT_MODIFY_CONFIG and friends
+            logging.getLogger(__name__).warning(
+                "compute.spark.conf %s is not applied on Spark Connect (%s): set it where the server starts",
+                key,
+                first_line(exc, 120),
+            )
+    return spark

@@ -60,6 +60,9 @@ class ScoreJob:
             uses it as the Arrow batch size of its executors (``maxRecordsPerBatch``).
         spark: Where the Spark engine runs (``compute.spark``); None = ``local[*]``. Ignored by the
             local engine.
+        spark_scorer: How the Spark engine predicts: ``sql`` (a plain linear model as a Spark SQL
+            expression: no Python workers), ``arrow`` (``mapInArrow`` in Python workers, any model) or
+            ``auto`` (``sql`` when the model allows it). Ignored by the local engine.
     """
 
     model_dir: Path
@@ -67,6 +70,7 @@ class ScoreJob:
     output: Path
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     spark: SparkSpec | None = None
+    spark_scorer: str = "auto"
 
 
 @dataclass(frozen=True)

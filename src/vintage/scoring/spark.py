@@ -8,18 +8,28 @@
    file order, partitions in file order for one input file) and casts the feature columns to double
    (``try_cast``). For CSV, the other columns get the types the local engine infers (Arrow, first
    block) when every value casts, else stay text.
-3. One Spark aggregation checks every feature: no value that failed the cast (non-numeric), is missing
-   or is not finite. The first offending row (smallest index; then the first feature in the model's
-   order) is reported with its column, value and 1-based row number, as a :class:`DataError`, before
-   anything is written.
-4. ``mapInArrow`` scores each Arrow batch (``chunk_rows`` rows) with
-   :func:`vintage.scoring.local.predict_batch`, the local engine's and the server's fast path. The model
-   directory's files are read into bytes on the driver and broadcast (embedded in the function on Spark
-   Connect); each executor Python worker writes them to a temporary directory, loads them once with
-   ``load_model_dir`` and keeps the model in a module-level cache keyed by the files' SHA-256 digest
-   (Spark reuses its Python workers across tasks), so a model is loaded once per worker, not per batch.
-   Each output batch carries three hidden columns: the worker's pid, a batch id and the worker's load
-   count, which the driver sums into ``ScoreResult.details``.
+3. One Spark job scores and checks: ``observe`` collects, while the rows are scored and written, per
+   feature the first row index (and the count) of a value that failed the cast (non-numeric), is
+   missing or is not finite. After the job, the first offending row (smallest index; then the first
+   feature in the model's order) is reported with its column, value and 1-based row number, as a
+   :class:`DataError`; the output was not touched. No separate validation pass over the data.
+4. The scorer (``ScoreJob.spark_scorer``):
+
+   - ``sql`` (``auto`` picks it for plain linear models, the ones the scoring server serves through its
+     NumPy fast path): the prediction is one Spark SQL expression, ``intercept + c1 * x1 + ...``
+     (:func:`linear_expression`), evaluated in the JVM by generated code; no Python worker, no Arrow
+     round trip. It is the local engine's own formula in the same order and rounding
+     (:func:`vintage.scoring.local.linear_terms`): bit-identical predictions.
+   - ``arrow`` (any model): ``mapInArrow`` scores each Arrow batch (``chunk_rows`` rows) with
+     :func:`vintage.scoring.local.predict_batch`, the local engine's and the server's fast path. The
+     model directory's files are read into bytes on the driver and broadcast (embedded in the function on
+     Spark Connect); each executor Python worker writes them to a temporary directory, loads them once
+     with ``load_model_dir`` and keeps the model in a module-level cache keyed by the files' SHA-256
+     digest (Spark reuses its Python workers across tasks), so a model is loaded once per worker, not per
+     batch. Rows with a bad feature get NaN (the driver fails the job from step 3's metrics). Each
+     output batch carries three hidden columns: the worker's pid, a batch id and the worker's load count,
+     which the driver sums into ``ScoreResult.details``.
+
 5. Spark writes the scored partitions as Parquet parts into a hidden temporary directory next to
    ``output``; the driver then streams the parts, in partition order, into a hidden temporary file
    (checking that the row index only grows: row order is kept), renames it over ``output`` and deletes
@@ -36,7 +46,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,11 +56,15 @@ from vintage.scoring import PREDICTION, ProgressSink, ScoreJob, ScoreResult, che
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from vintage.serving.model import LoadedModel
+    from vintage.serving.model import LinearParams, LoadedModel
 
 log = logging.getLogger(__name__)
 
 ENGINE: Final = "spark"
+AUTO: Final = "auto"
+SQL: Final = "sql"
+ARROW: Final = "arrow"
+SCORERS: Final = (AUTO, SQL, ARROW)
 ROW: Final = "__vintage_row"
 PID: Final = "__vintage_pid"
 BATCH: Final = "__vintage_batch"
@@ -79,6 +93,8 @@ def score_file(job: ScoreJob, progress: ProgressSink | None = None) -> ScoreResu
         ServingError: the model directory cannot be loaded.
         SparkError: the session cannot be started or a Spark job failed.
     """
+    from pyspark.sql import functions as F  # noqa: N812 - the usual alias
+
     from vintage.compute.spark import session
     from vintage.config.models import SparkSpec
     from vintage.serving.model import load_model_dir
@@ -86,19 +102,27 @@ def score_file(job: ScoreJob, progress: ProgressSink | None = None) -> ScoreResu
     started = time.perf_counter()
     in_fmt, out_fmt = check_paths(job.input, job.output, job.chunk_rows)
     model = load_model_dir(job.model_dir)
+    scorer = choose_scorer(job.spark_scorer, model)
     features = model.info.columns
     plan, total = _driver_plan(job.input, in_fmt, features, job.chunk_rows)
     spec = job.spark or SparkSpec()
     spark = session(spec, app_name="vintage-score")
-    files = model_files(job.model_dir)
-    digest = files_digest(files)
     try:
         frame, delimiter = _read(spark, job.input, in_fmt, plan, features)
-        _check_features(frame, features, job.input, delimiter)
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(job.chunk_rows))
-        scored = frame.mapInArrow(
-            _Scorer(_ship(spark, files), digest, features, job.input.name), _output_schema(frame)
-        )
+        observation = _observation()
+        checked = frame.observe(observation, *_check_metrics(features))
+        if scorer == SQL:
+            assert model.linear is not None  # choose_scorer saw to it
+            values = [F.col(_q(name)) for name in frame.columns if name != ROW]
+            prediction = linear_expression(model.linear, features).alias(PREDICTION)
+            scored = checked.select(*values, prediction, F.col(ROW))
+        else:
+            files = model_files(job.model_dir)
+            spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(job.chunk_rows))
+            scored = checked.mapInArrow(
+                _Scorer(_ship(spark, files), files_digest(files), features, job.input.name),
+                _output_schema(frame),
+            )
     except DataError:
         raise
     except Exception as exc:
@@ -109,14 +133,55 @@ def score_file(job: ScoreJob, progress: ProgressSink | None = None) -> ScoreResu
     try:
         try:
             scored.write.mode("overwrite").parquet(str(parts))
+            metrics = observation.get
         except Exception as exc:
             raise _spark_error(exc, spec.master, job.input) from exc
+        _raise_if_bad(metrics, frame, features, job.input, delimiter)
         rows, details = _concatenate(parts, job.output, out_fmt, progress)
     finally:
         shutil.rmtree(parts, ignore_errors=True)
-    details = {"master": spec.master, "partitions": details.pop("partitions"), **details}
+    if rows != metrics["rows"]:
+        raise SparkError(f"the Spark scoring job read {metrics['rows']} rows but wrote {rows}")
+    details = {"master": spec.master, "scorer": scorer, "partitions": details.pop("partitions"), **details}
     log.info("spark scoring of %s: %s", job.input, details)
     return ScoreResult(rows, time.perf_counter() - started, job.output, ENGINE, details)
+
+
+def choose_scorer(wanted: str, model: LoadedModel) -> str:
+    """``sql`` for a plain linear model unless ``arrow`` is asked for; ``arrow`` for every other model.
+
+    Raises:
+        ConfigError: ``sql`` was asked for a model that is not a plain linear model, or an unknown name.
+    """
+    from vintage.errors import ConfigError
+
+    if wanted not in SCORERS:
+        raise ConfigError(f"unknown Spark scorer {wanted!r}", hint=f"use one of {', '.join(SCORERS)}")
+    if wanted == ARROW or (wanted == AUTO and model.linear is None):
+        return ARROW
+    if model.linear is None:
+        raise ConfigError(
+            "--spark-scorer sql needs a plain linear model (LinearRegression, ElasticNet, Ridge, Lasso, ...)",
+            hint="use --spark-scorer auto or arrow: other models are scored in Python workers",
+        )
+    return SQL
+
+
+def linear_expression(params: LinearParams, features: Sequence[str]) -> Any:
+    """The Spark SQL column ``intercept + c1 * x1 + c2 * x2 + ...`` (see ``scoring.local.linear_terms``).
+
+    Spark evaluates ``+`` left to right on doubles with one rounding per operation (Java has no fused
+    multiply-add unless asked for, and Catalyst reorders only integral sums), the very order and rounding
+    of the local engine's NumPy loop: the predictions are bit-identical.
+    """
+    from pyspark.sql import functions as F  # noqa: N812
+
+    from vintage.scoring.local import linear_terms
+
+    expression = F.lit(float(params.intercept))
+    for j, coefficient in linear_terms(params):
+        expression = expression + F.lit(coefficient) * F.col(_q(features[j]))
+    return expression
 
 
 # --- driver: up-front checks and reading -------------------------------------------------------------
@@ -200,29 +265,52 @@ def _keep_text_if_any_fails(raw: Any, typed: Any, features: tuple[str, ...]) -> 
     return typed.select(*[(raw[_q(n)].alias(n) if n in back else F.col(_q(n))) for n in typed.columns])
 
 
-def _check_features(frame: Any, features: tuple[str, ...], path: Path, delimiter: str | None) -> None:
-    """One aggregation: the first row (index) with a feature that is null, NaN or infinite, per feature.
+def _bad(name: str) -> Any:
+    """A feature value that failed the cast (null), is NaN or is infinite."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    value = F.col(_q(name))
+    return value.isNull() | F.isnan(value) | (F.abs(value) == float("inf"))
+
+
+def _observation() -> Any:
+    from pyspark.sql import Observation
+
+    return Observation("vintage_check")
+
+
+def _check_metrics(features: tuple[str, ...]) -> list[Any]:
+    """Observed while the scoring job runs: per feature the first bad row index and the bad count."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    metrics = [F.count(F.lit(1)).alias("rows")]
+    for i, name in enumerate(features):
+        metrics.append(F.min(F.when(_bad(name), F.col(ROW))).alias(f"first{i}"))
+        metrics.append(F.count_if(_bad(name)).alias(f"count{i}"))
+    return metrics
+
+
+def _raise_if_bad(
+    metrics: dict[str, Any], frame: Any, features: tuple[str, ...], path: Path, delimiter: str | None
+) -> None:
+    """Raise for the first row (index order, then the model's feature order) with a bad feature value.
+
+    The checks ran inside the scoring job (``observe``); only when one failed do two more Spark jobs
+    find the row's 1-based number and the value as the file holds it.
 
     Raises:
         DataError: naming the first offending row's column, value and 1-based row number.
     """
     from pyspark.sql import functions as F  # noqa: N812
 
-    def bad(name: str) -> Any:
-        value = F.col(_q(name))
-        return value.isNull() | F.isnan(value) | (F.abs(value) == float("inf"))
-
-    first_bad = frame.agg(
-        *[F.min(F.when(bad(name), F.col(ROW))).alias(f"f{i}") for i, name in enumerate(features)]
-    ).first()
-    hits = [(row, i) for i, row in enumerate(first_bad) if row is not None]
+    hits = [(metrics[f"first{i}"], i) for i in range(len(features)) if metrics.get(f"first{i}") is not None]
     if not hits:
         return
     row_id, index = min(hits)
     column = features[index]
-    before = frame.where(F.col(ROW) < (row_id >> PARTITION_SHIFT) << PARTITION_SHIFT).count()
-    row_number = before + (row_id - ((row_id >> PARTITION_SHIFT) << PARTITION_SHIFT)) + 1
-    count = frame.where(bad(column)).count()
+    base = (row_id >> PARTITION_SHIFT) << PARTITION_SHIFT
+    row_number = frame.where(F.col(ROW) < base).count() + (row_id - base) + 1
+    count = int(metrics[f"count{index}"])
     more = f" (and {count - 1} more)" if count > 1 else ""
     raw = _raw_value(frame, path, delimiter, column, row_id)
     hint = "feature columns must hold numbers only; nothing was written"
@@ -395,7 +483,10 @@ class _Scorer:
             if plan is None:  # the row index is the last column: feature positions are the input's
                 plan = local._plan(batch.schema, self.features, self.source)
                 names = [name for name in batch.schema.names if name != ROW]
-            predictions = local.predict_batch(model, plan, batch, 0, self.source)
+            try:
+                predictions = local.predict_batch(model, plan, batch, 0, self.source)
+            except DataError:  # a bad feature value: the driver reports it from the job's metrics
+                predictions = _predict_valid_rows(model, plan, batch, self.features, self.source)
             _BATCHES[0] += 1
             n = batch.num_rows
             yield pa.RecordBatch.from_arrays(
@@ -409,6 +500,31 @@ class _Scorer:
                 ],
                 names=[*names, PREDICTION, *HIDDEN],
             )
+
+
+def _predict_valid_rows(
+    model: LoadedModel, plan: Any, batch: pa.RecordBatch, features: tuple[str, ...], source: str
+) -> Any:
+    """Predictions of the rows whose features are all finite; NaN for the others.
+
+    Raises:
+        DataError: the model failed on rows whose features are fine (that fails the Spark job).
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from vintage.scoring import local
+
+    keep = pa.array(np.ones(batch.num_rows, dtype=bool))
+    for name in features:
+        finite = pc.fill_null(pc.is_finite(batch.column(name)), False)
+        keep = pc.and_(keep, finite)
+    mask = keep.to_numpy(zero_copy_only=False)
+    predictions = np.full(batch.num_rows, np.nan)
+    if mask.any():
+        predictions[mask] = local.predict_batch(model, plan, batch.filter(keep), 0, source)
+    return predictions
 
 
 # --- driver: one output file -------------------------------------------------------------------------
@@ -431,6 +547,7 @@ def _concatenate(
     loads: dict[int, int] = {}
     batches: set[int] = set()
     schema: pa.Schema | None = None
+    arrow = False
     writer: Any = None
     with _atomic(output) as tmp, contextlib.ExitStack() as stack:
         for file in files:
@@ -438,6 +555,7 @@ def _concatenate(
             stack.callback(reader.close)
             if schema is None:
                 schema = reader.schema_arrow
+                arrow = PID in schema.names  # the Python scorer's bookkeeping (none from the SQL scorer)
                 keep = [n for n in schema.names if n not in HIDDEN]
                 out_schema = pa.schema([schema.field(n) for n in keep]).remove_metadata()
                 writer = (
@@ -453,10 +571,11 @@ def _concatenate(
                 if pc.min(index).as_py() <= last or not _increasing(index):
                     raise SparkError("the Spark scoring job returned rows out of order; nothing was written")
                 last = index[-1].as_py()
-                for pid in pc.unique(batch.column(PID)).to_pylist():  # one pid per part (one task)
-                    mine = pc.filter(batch.column(LOADS), pc.equal(batch.column(PID), pid))
-                    loads[pid] = max(loads.get(pid, 0), pc.max(mine).as_py())
-                batches.update(pc.unique(batch.column(BATCH)).to_pylist())
+                if arrow:
+                    for pid in pc.unique(batch.column(PID)).to_pylist():  # one pid per part (one task)
+                        mine = pc.filter(batch.column(LOADS), pc.equal(batch.column(PID), pid))
+                        loads[pid] = max(loads.get(pid, 0), pc.max(mine).as_py())
+                    batches.update(pc.unique(batch.column(BATCH)).to_pylist())
                 writer.write_batch(
                     pa.RecordBatch.from_arrays([batch.column(n) for n in out_schema.names], schema=out_schema)
                 )
@@ -465,13 +584,14 @@ def _concatenate(
                     progress.advance(batch.num_rows)
         if writer is None:
             raise SparkError(f"the Spark scoring job wrote no files for {output.name}")
-    details = {
-        "partitions": len(files),
-        "batches": len(batches),
-        "workers": len(loads),
-        "model_loads": sum(loads.values()),
-        "loads_per_worker": {str(pid): count for pid, count in sorted(loads.items())},
-    }
+    details: dict[str, Any] = {"partitions": len(files)}
+    if arrow:
+        details.update(
+            batches=len(batches),
+            workers=len(loads),
+            model_loads=sum(loads.values()),
+            loads_per_worker={str(pid): count for pid, count in sorted(loads.items())},
+        )
     return rows, details
 
 
