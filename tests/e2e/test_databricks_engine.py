@@ -121,7 +121,7 @@ def _error_lines(err: str) -> list[str]:
 def test_train_submits_one_job_run_that_trains_on_the_cluster_and_registers(
     project: Path, cli: Any, cluster: LocalCluster, wheel: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _configure(project)
+    _configure(project, estimator=ONE_POINT)
     with fake_databricks_jobs(cluster=cluster) as ws:
         _credentials(monkeypatch, ws)
         result = cli("train", "--json")
@@ -154,7 +154,7 @@ def test_train_submits_one_job_run_that_trains_on_the_cluster_and_registers(
     assert out["databricks"]["run_page_url"].endswith(f"/run/{RUN_ID}")
     assert out["registered"]["version"] == 1
     assert out["registered"]["aliases"] == ["candidate"]
-    assert out["runs"] == 3 and out["failed"] == 0
+    assert out["runs"] == 1 and out["failed"] == 0
 
     # The job trained with the cluster's Spark (the in-job signal), in the shared store, and did not
     # submit itself again (one submit above; the cluster process never talked to the workspace).
@@ -281,7 +281,7 @@ def staging_port(project: Path, cli: Any) -> Iterator[int]:
 
 
 @pytest.mark.slow
-def test_run_submits_the_build_stage_then_deploys_staging_here(
+def test_run_submits_the_build_stage_fails_cleanly_then_resumes_and_deploys_staging_here(
     project: Path,
     cli: Any,
     cluster: LocalCluster,
@@ -305,19 +305,38 @@ def test_run_submits_the_build_stage_then_deploys_staging_here(
             ]
         },
     )
-    with fake_databricks_jobs(cluster=cluster) as ws:
+    failed = State("TERMINATED", "FAILED", "Task vintage_build failed with message: Workload failed.")
+    with fake_databricks_jobs([State("PENDING"), failed]) as ws:
         _credentials(monkeypatch, ws)
-        result = cli("run", "--json")
+        first = cli("run", "--json")
+        # The first job run fails: the build stage fails with one line, staging is skipped.
+        assert first.code == 1, first.err
+        (line,) = _error_lines(first.err)
+        assert line.startswith(f"error: Databricks run {RUN_ID} ended TERMINATED/FAILED: Task vintage_build")
+        failed_run = json.loads(first.out)
+        run_id = failed_run["id"]
+        assert [(s["name"], s["status"]) for s in failed_run["stages"]] == [
+            ("build", "failed"),
+            ("staging", "skipped"),
+        ]
+        assert not (project / ".vintage" / "mlflow.db").exists()  # nothing registered
+
+        # `vintage resume` submits the stage again; this time the (fake) cluster runs it.
+        ws.polls, ws.cluster = 0, cluster
+        result = cli("resume", run_id, "--json")
+    cluster.stop()
     assert result.code == 0, f"{result.err}\n--- cluster ---\n{cluster.output}"
     run = json.loads(result.out)
-    run_id = run["id"]
+    assert run["id"] == run_id
 
-    # One job run: the build stage of this very run id, on a cluster from the config.
-    (submit,) = _submits(ws)
-    (task,) = submit["tasks"]
-    assert task["python_wheel_task"]["parameters"][2:] == ["stage", "build", "--run-id", run_id]
-    assert task["new_cluster"] == CLUSTER
-    assert submit["run_name"] == f"vintage build {run_id}"
+    # Two job runs, both of the build stage of this very run id, on a cluster from the config.
+    submits = _submits(ws)
+    assert len(submits) == 2
+    for submit in submits:
+        (task,) = submit["tasks"]
+        assert task["python_wheel_task"]["parameters"][2:] == ["stage", "build", "--run-id", run_id]
+        assert task["new_cluster"] == CLUSTER
+        assert submit["run_name"] == f"vintage build {run_id}"
 
     # The local record of the build stage holds what the job did; release ran here.
     stages = {s["name"]: s for s in run["stages"]}
