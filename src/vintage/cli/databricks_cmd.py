@@ -27,7 +27,11 @@ def submit(
         str | None, typer.Option("--run-id", help="vintage run id (default: dbx-<UTC time>).")
     ] = None,
     wheel: Annotated[
-        Path | None, typer.Option("--wheel", help="Project wheel to upload (default: build it with pip).")
+        Path | None,
+        typer.Option(
+            "--wheel",
+            help="Project wheel to upload (default: $VINTAGE_DATABRICKS_WHEEL, else build it with pip).",
+        ),
     ] = None,
     upload_to: Annotated[
         str | None,
@@ -35,12 +39,14 @@ def submit(
     ] = None,
 ) -> None:
     """Upload the wheel and vintage.yaml, submit STAGE as a job run, stream its states, print its logs."""
+    import os
     import tempfile
 
     from vintage.cli.signals import stop_on_signals
     from vintage.compute.databricks import DatabricksJobRunner, build_wheel, find_project_dir
     from vintage.config import resolve_config_path
     from vintage.errors import ConfigError
+    from vintage.pipeline.remote import WHEEL_VARIABLE
 
     spec = state.load()
     console = state.err()
@@ -61,6 +67,8 @@ def submit(
     run_id = run_id or _default_run_id()
     runner = DatabricksJobRunner(host, token, dbx.job_cluster, upload_root=upload_to)
     with tempfile.TemporaryDirectory(prefix="vintage-wheel-") as tmp:
+        if wheel is None and os.environ.get(WHEEL_VARIABLE):
+            wheel = Path(os.environ[WHEEL_VARIABLE])
         if wheel is None:
             console.print("building the project wheel")
             wheel = build_wheel(find_project_dir(), Path(tmp))

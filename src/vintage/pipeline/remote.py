@@ -292,7 +292,10 @@ def config_text(ctx: StepContext) -> str:
     if ctx.config_path is not None:
         return ctx.config_path.read_text(encoding="utf-8")
     want = config_digest(ctx.spec)
-    for candidate in (resolve_config_path(None), ctx.project_dir / "vintage.yaml"):
+    # The runner knows the config's folder, not its name (`vintage -c FILE`): the file there whose spec is
+    # the running one.
+    folder = sorted(p for p in ctx.project_dir.glob("*") if p.suffix in (".yaml", ".yml"))
+    for candidate in (resolve_config_path(None), *folder):
         try:
             if candidate.is_file() and config_digest(load_spec(candidate)) == want:
                 return candidate.read_text(encoding="utf-8")
