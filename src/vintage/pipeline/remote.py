@@ -308,21 +308,39 @@ def config_text(ctx: StepContext) -> str:
 
 
 def _outcome(ctx: StepContext) -> RemoteOutcome:
-    """Submit the stage once per stage execution; later steps of the stage read the same outcome."""
+    """Submit the stage once; the other steps of the stage read the same outcome.
+
+    A step of this stage that already succeeded (a resume after the process died between two steps)
+    names the job that ran: its outcome is read again rather than the stage submitted a second time.
+    """
     if ctx.remote is None:
-        job = submit(
-            ctx.spec,
-            ctx.stage.name,
-            ctx.run_id,
-            config_text=config_text(ctx),
-            secrets=ctx.secrets,
-            say=ctx.say,
-            stop=ctx.stop,
-        )
-        ctx.store.update_release(ctx.run_id, databricks=job)
+        job = _finished_job(ctx)
+        if job is None:
+            job = submit(
+                ctx.spec,
+                ctx.stage.name,
+                ctx.run_id,
+                config_text=config_text(ctx),
+                secrets=ctx.secrets,
+                say=ctx.say,
+                stop=ctx.stop,
+            )
+            ctx.store.update_release(ctx.run_id, databricks=job)
+        else:
+            ctx.say(f"Databricks run {job['databricks_run_id']} already ran this stage; reading its outcome")
         ctx.remote = read_outcome(ctx.session(), ctx.spec, ctx.run_id, job)
     outcome: RemoteOutcome = ctx.remote
     return outcome
+
+
+def _finished_job(ctx: StepContext) -> dict[str, Any] | None:
+    from vintage.pipeline.context import here
+
+    for step in REMOTE_STEPS:
+        job = here(ctx, step).get("databricks")
+        if isinstance(job, dict) and job.get("databricks_run_id"):
+            return job
+    return None
 
 
 def _job_line(o: RemoteOutcome) -> str:

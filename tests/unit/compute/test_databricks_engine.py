@@ -55,3 +55,37 @@ def test_a_submitted_stage_may_not_deploy(spec, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv(remote.IN_JOB_VARIABLE, raising=False)
     with pytest.raises(ConfigError, match=r"stage s trains on Databricks .* also has the steps deploy"):
         remote.stage_on_databricks(spec, _stage("train", "register", "deploy", environment="staging"))
+
+
+def test_a_resumed_stage_reads_the_finished_job_again_instead_of_resubmitting(
+    spec, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process died after ``validate`` recorded the job's outcome: ``train`` must not submit again."""
+    from vintage.pipeline import state as st
+    from vintage.pipeline.context import StepContext
+
+    monkeypatch.delenv(remote.IN_JOB_VARIABLE, raising=False)
+    store = st.StateStore(spec.state_dir.resolve())
+    stage = spec.pipeline.order()[0]
+    store.create_run("r1", "me", "digest", [(stage.name, None, [str(s) for s in stage.steps])], {})
+    job = {"databricks_run_id": 7, "task_run_id": 8, "run_page_url": None, "result_state": "SUCCESS"}
+    store.set_step("r1", stage.name, "validate", st.SUCCEEDED, output={"digest": "d", "databricks": job})
+
+    def no_submit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("submitted again")
+
+    read: list[dict[str, object]] = []
+
+    def fake_read(session: object, spec: object, run_id: str, job: dict[str, object]) -> object:
+        read.append(job)
+        raise remote.PipelineError("stop here")  # what follows is covered end to end
+
+    monkeypatch.setattr(remote, "submit", no_submit)
+    monkeypatch.setattr(remote, "read_outcome", fake_read)
+    said: list[str] = []
+    ctx = StepContext(spec, project, store, "r1", stage, {}, said.append, on_databricks=True)
+    ctx._session = object()  # type: ignore[assignment]
+    with pytest.raises(remote.PipelineError, match="stop here"):
+        remote.train_step(ctx)
+    assert read == [job]
+    assert said == ["Databricks run 7 already ran this stage; reading its outcome"]
