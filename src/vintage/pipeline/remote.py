@@ -153,6 +153,7 @@ def submit(
     host, token = secrets.resolve(dbx.host), secrets.resolve(dbx.token)
     _share_credentials(spec, host, token)
     runner = DatabricksJobRunner(host, token, dbx.job_cluster)
+    runner.cluster_spec()  # a wrong field fails now, not after the wheel is built
     with tempfile.TemporaryDirectory(prefix="vintage-wheel-") as tmp:
         given = os.environ.get(WHEEL_VARIABLE)
         if given:
