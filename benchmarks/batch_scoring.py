@@ -26,10 +26,11 @@ What it does, in one run on this machine:
      C-contiguous float64 NumPy array of the 11 features already in memory; the ceiling for any wrapper.
    * ``mlflow pyfunc predict``: ``mlflow.pyfunc.load_model(model_dir).predict(df)`` on a pandas
      DataFrame of the rows already in memory (the model loaded once, outside the timing).
-   * With ``--spark`` (:func:`measure_spark`), in ``local[2]``: ``vintage.scoring.spark.score_file``
-     Parquet -> Parquet end to end (cold: first run, session start-up included; warm: later runs in the
-     same session) against the anchor ``mlflow.pyfunc.spark_udf`` over the same file written as Parquet
-     parts (cold and warm); the ratio line is Spark engine / spark_udf rows/s (target >= 10x warm).
+   * With ``--spark`` (:func:`measure_spark`), in ``local[2]``: the Spark engine (``sql`` and ``arrow``
+     scorers) against the anchor ``mlflow.pyfunc.spark_udf``, end to end (Parquet file in, Parquet out)
+     and scoring only (rows cached in memory, Spark's ``noop`` sink), each next to its floor (the same
+     Spark work with no model). The ratio lines are Spark engine / spark_udf rows/s (target >= 10x) and
+     the ceiling any scorer could reach (floor / spark_udf).
 
    Every measurement scores the same rows and the predictions are checked against each other (rtol
    1e-12) once before timing.
@@ -75,11 +76,19 @@ RAW = "raw sklearn predict"
 PYFUNC = "mlflow pyfunc predict"
 NAMES = [FILE, MEMORY, RAW, PYFUNC]
 TARGET_RATIO = 0.8  # local engine in memory / raw sklearn predict, rows/s
-SPARK_COLD = "spark engine local[2], cold"
-SPARK_WARM = "spark engine local[2], warm"
-UDF_COLD = "mlflow spark_udf local[2], cold"
-UDF_WARM = "mlflow spark_udf local[2], warm"
-TARGET_SPARK_RATIO = 10.0  # spark engine warm / spark_udf warm, rows/s
+# --spark, all in local[2]. End to end: the Parquet file in, scored Parquet out.
+SPARK_COLD = "spark engine sql, file, cold"
+SPARK_WARM = "spark engine sql, file"
+SPARK_ARROW = "spark engine arrow, file"
+UDF_COLD = "spark_udf, file, cold"
+UDF_WARM = "spark_udf, file (anchor)"
+COPY = "spark read+write, no model"
+# Scoring only: the rows cached in executor memory, the result to Spark's noop sink.
+SQL_ONLY = "sql scorer, cached -> noop"
+ARROW_ONLY = "arrow scorer, cached -> noop"
+UDF_ONLY = "spark_udf, cached -> noop"
+SCAN_ONLY = "cached scan, no model"
+TARGET_SPARK_RATIO = 10.0  # spark engine / spark_udf, rows/s
 
 
 @dataclass
@@ -203,14 +212,24 @@ def measure_spark(
     repeat: int,
     progress: Callable[[str], None],
 ) -> list[Result]:
-    """The Spark engine against ``mlflow.pyfunc.spark_udf`` in ``local[2]``, cold and warm.
+    """The Spark engine against ``mlflow.pyfunc.spark_udf`` in ``local[2]``, end to end and scoring only.
 
-    ``spark engine, cold``: the first :func:`vintage.scoring.spark.score_file` of the process, Spark session
-    start-up included. ``spark engine, warm``: later runs in the same session (Python workers and the
-    model cache warm). The anchor reads the same Parquet file with Spark, adds
-    ``mlflow.pyfunc.spark_udf(spark, model_dir, result_type="double")(*features)`` and writes Parquet
-    (Spark's directory of parts: no single-file step), cold (first run, UDF creation included) and warm.
+    End to end (the same Parquet file in, Parquet out): :func:`vintage.scoring.spark.score_file` with
+    the ``sql`` scorer (what ``auto`` picks for this ElasticNet) and with the ``arrow`` scorer, each
+    producing the one output file ``vintage score`` writes; the anchor reads the file with Spark, adds
+    ``mlflow.pyfunc.spark_udf(spark, model_dir, result_type="double")(*features)`` and writes Spark's
+    directory of parts (no single-file step); and the floor, Spark reading and writing the same file with
+    no model at all: no scorer that reads and writes through Spark can beat it.
+
+    Scoring only (the rows cached in executor memory, the result written to Spark's ``noop`` sink, so
+    no file I/O on either side): :func:`vintage.scoring.spark.score_frame` with each scorer, the same
+    ``spark_udf`` column, and a plain scan of the cached rows (the floor).
+
+    ``cold`` rows: the first run in the process (session start-up included for the engine, UDF creation
+    for the anchor), n=1. All others: ``repeat`` interleaved warm runs.
     """
+    import dataclasses
+
     import mlflow.pyfunc
     import pyarrow.parquet as pq
 
@@ -218,39 +237,70 @@ def measure_spark(
     from vintage.config.models import SparkSpec
     from vintage.scoring import ScoreJob
     from vintage.scoring.spark import score_file as spark_score
+    from vintage.scoring.spark import score_frame
     from vintage.serving.model import load_model_dir
 
     spec = SparkSpec(master="local[2]")
     dst = root / "spark-scored.parquet"
-    job = ScoreJob(model_dir, src, dst, spark=spec)
-    progress("spark engine: cold run (session start-up included)")
-    cold = [timed(lambda: spark_score(job, None))]
+    sql_job = ScoreJob(model_dir, src, dst, spark=spec, spark_scorer="sql")
+    arrow_job = dataclasses.replace(sql_job, spark_scorer="arrow")
     expected = pq.read_table(reference, columns=["prediction"]).column(0).to_numpy()
-    got = pq.read_table(dst, columns=["prediction"]).column(0).to_numpy()
-    if not np.array_equal(got, expected):
-        raise RuntimeError("the spark engine disagrees with the local engine")
+
+    def check(what: str) -> None:
+        got = pq.read_table(dst, columns=["prediction"]).column(0).to_numpy()
+        if not np.array_equal(got, expected):
+            raise RuntimeError(f"the spark engine ({what}) disagrees with the local engine")
+
+    progress("spark engine: cold run (session start-up included)")
+    cold = [timed(lambda: spark_score(sql_job, None))]
+    check("sql")
+    spark_score(arrow_job, None)
+    check("arrow")
     spark = session(spec)
-    features = list(load_model_dir(model_dir).info.columns)
-    udf_out = root / "spark-udf-out"
+    model = load_model_dir(model_dir)
+    features = list(model.info.columns)
+    udf_out, copy_out = root / "spark-udf-out", root / "spark-copy-out"
 
     def anchor() -> None:
         udf = mlflow.pyfunc.spark_udf(spark, str(model_dir), result_type="double")
         frame = spark.read.parquet(str(src))
         frame.withColumn("prediction", udf(*features)).write.mode("overwrite").parquet(str(udf_out))
 
+    def copy() -> None:
+        spark.read.parquet(str(src)).write.mode("overwrite").parquet(str(copy_out))
+
     progress("spark_udf: cold run")
     anchor_cold = [timed(anchor)]
-    warm: list[float] = []
-    anchor_warm: list[float] = []
+    cached = spark.read.parquet(str(src)).cache()
+    if cached.count() != rows:
+        raise RuntimeError("the cached rows are not all there")
+    udf = mlflow.pyfunc.spark_udf(spark, str(model_dir), result_type="double")
+
+    def noop(frame: Any) -> None:
+        frame.write.format("noop").mode("overwrite").save()
+
+    runs: dict[str, Callable[[], object]] = {
+        SPARK_WARM: lambda: spark_score(sql_job, None),
+        SPARK_ARROW: lambda: spark_score(arrow_job, None),
+        UDF_WARM: anchor,
+        COPY: copy,
+        SQL_ONLY: lambda: noop(score_frame(cached, model, model_dir, "sql")),
+        ARROW_ONLY: lambda: noop(score_frame(cached, model, model_dir, "arrow")),
+        UDF_ONLY: lambda: noop(cached.withColumn("prediction", udf(*features))),
+        SCAN_ONLY: lambda: noop(cached),
+    }
+    for fn in runs.values():  # warm every path once (Python workers, code generation)
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
     for i in range(repeat):
         progress(f"spark repeat {i + 1}/{repeat}")
-        warm.append(timed(lambda: spark_score(job, None)))
-        anchor_warm.append(timed(anchor))
+        for name, fn in runs.items():
+            samples[name].append(timed(fn))
+    cached.unpersist()
     return [
         Result(SPARK_COLD, rows, cold),
-        Result(SPARK_WARM, rows, warm),
         Result(UDF_COLD, rows, anchor_cold),
-        Result(UDF_WARM, rows, anchor_warm),
+        *(Result(name, rows, values) for name, values in samples.items()),
     ]
 
 
@@ -331,13 +381,22 @@ def ratio(results: list[Result]) -> float:
 
 
 def spark_ratios(results: list[Result]) -> dict[str, float]:
-    """rows/s of the Spark engine over rows/s of ``spark_udf`` (warm and cold), when measured."""
+    """rows/s over ``spark_udf``'s rows/s, end to end and scoring only, when measured."""
     by_name = {r.name: r for r in results}
     if SPARK_WARM not in by_name:
         return {}
+
+    def over(name: str, anchor: str) -> float:
+        return by_name[name].rows_per_s / by_name[anchor].rows_per_s
+
     return {
-        "warm": by_name[SPARK_WARM].rows_per_s / by_name[UDF_WARM].rows_per_s,
-        "cold": by_name[SPARK_COLD].rows_per_s / by_name[UDF_COLD].rows_per_s,
+        "file_sql": over(SPARK_WARM, UDF_WARM),
+        "file_arrow": over(SPARK_ARROW, UDF_WARM),
+        "file_floor": over(COPY, UDF_WARM),
+        "file_cold": over(SPARK_COLD, UDF_COLD),
+        "scoring_sql": over(SQL_ONLY, UDF_ONLY),
+        "scoring_arrow": over(ARROW_ONLY, UDF_ONLY),
+        "scoring_floor": over(SCAN_ONLY, UDF_ONLY),
     }
 
 
@@ -351,7 +410,7 @@ def render_table(results: list[Result], box: Machine, notes: list[str]) -> str:
     for r in results:
         lines.append(
             f"{r.name:<34} {r.median:>9.4f} {min(r.samples):>8.4f} {max(r.samples):>8.4f} "
-            f"{r.rows_per_s / 1e6:>9.1f} {len(r.samples):>3}"
+            f"{r.rows_per_s / 1e6:>9.2f} {len(r.samples):>3}"
         )
     value = ratio(results)
     verdict = "met" if value >= TARGET_RATIO else "NOT met"
@@ -360,10 +419,20 @@ def render_table(results: list[Result], box: Machine, notes: list[str]) -> str:
     )
     spark = spark_ratios(results)
     if spark:
-        met = "met" if spark["warm"] >= TARGET_SPARK_RATIO else "NOT met"
+
+        def verdict(value: float) -> str:
+            return "met" if value >= TARGET_SPARK_RATIO else "NOT met"
+
         lines.append(
-            f"ratio spark engine / mlflow spark_udf: warm {spark['warm']:.1f}x (target >= 10x: {met}), "
-            f"cold {spark['cold']:.1f}x"
+            f"ratio spark engine / spark_udf, end to end: sql {spark['file_sql']:.1f}x "
+            f"({verdict(spark['file_sql'])}), arrow {spark['file_arrow']:.1f}x, "
+            f"cold {spark['file_cold']:.1f}x; "
+            f"ceiling (Spark read+write, no model) {spark['file_floor']:.1f}x"
+        )
+        lines.append(
+            f"ratio spark engine / spark_udf, scoring only: sql {spark['scoring_sql']:.1f}x "
+            f"({verdict(spark['scoring_sql'])}), arrow {spark['scoring_arrow']:.1f}x; "
+            f"ceiling (cached scan, no model) {spark['scoring_floor']:.1f}x"
         )
     lines.extend(notes)
     return "\n".join(lines)

@@ -51,7 +51,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from vintage.errors import DataError, SparkError, first_line
-from vintage.scoring import PREDICTION, ProgressSink, ScoreJob, ScoreResult, check_paths
+from vintage.scoring import (
+    DEFAULT_CHUNK_ROWS,
+    PREDICTION,
+    ProgressSink,
+    ScoreJob,
+    ScoreResult,
+    check_paths,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -93,8 +100,6 @@ def score_file(job: ScoreJob, progress: ProgressSink | None = None) -> ScoreResu
         ServingError: the model directory cannot be loaded.
         SparkError: the session cannot be started or a Spark job failed.
     """
-    from pyspark.sql import functions as F  # noqa: N812 - the usual alias
-
     from vintage.compute.spark import session
     from vintage.config.models import SparkSpec
     from vintage.serving.model import load_model_dir
@@ -111,18 +116,7 @@ def score_file(job: ScoreJob, progress: ProgressSink | None = None) -> ScoreResu
         frame, delimiter = _read(spark, job.input, in_fmt, plan, features)
         observation = _observation()
         checked = frame.observe(observation, *_check_metrics(features))
-        if scorer == SQL:
-            assert model.linear is not None  # choose_scorer saw to it
-            values = [F.col(_q(name)) for name in frame.columns if name != ROW]
-            prediction = linear_expression(model.linear, features).alias(PREDICTION)
-            scored = checked.select(*values, prediction, F.col(ROW))
-        else:
-            files = model_files(job.model_dir)
-            spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(job.chunk_rows))
-            scored = checked.mapInArrow(
-                _Scorer(_ship(spark, files), files_digest(files), features, job.input.name),
-                _output_schema(frame),
-            )
+        scored = score_frame(checked, model, job.model_dir, scorer, job.chunk_rows, job.input.name)
     except DataError:
         raise
     except Exception as exc:
@@ -145,6 +139,33 @@ def score_file(job: ScoreJob, progress: ProgressSink | None = None) -> ScoreResu
     details = {"master": spec.master, "scorer": scorer, "partitions": details.pop("partitions"), **details}
     log.info("spark scoring of %s: %s", job.input, details)
     return ScoreResult(rows, time.perf_counter() - started, job.output, ENGINE, details)
+
+
+def score_frame(
+    frame: Any,
+    model: LoadedModel,
+    model_dir: Path,
+    scorer: str = SQL,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    source: str = "the input",
+) -> Any:
+    """``frame`` (features as double, any other columns) with ``prediction`` appended: the engine's core.
+
+    ``scorer`` is ``sql`` or ``arrow`` (:func:`choose_scorer` resolves ``auto``). The ``arrow`` scorer
+    appends the hidden bookkeeping columns too (worker pid, batch id, the worker's model loads).
+    """
+    from pyspark.sql import functions as F  # noqa: N812 - the usual alias
+
+    if scorer == SQL:
+        if model.linear is None:
+            raise ValueError("the sql scorer needs a plain linear model")
+        prediction = linear_expression(model.linear, model.info.columns).alias(PREDICTION)
+        return frame.select(*[F.col(_q(name)) for name in frame.columns], prediction)
+    files = model_files(model_dir)
+    spark = frame.sparkSession
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(chunk_rows))
+    function = _Scorer(_ship(spark, files), files_digest(files), model.info.columns, source)
+    return frame.mapInArrow(function, _output_schema(frame))
 
 
 def choose_scorer(wanted: str, model: LoadedModel) -> str:
@@ -362,12 +383,10 @@ def _is_number(value: Any) -> bool:
 def _output_schema(frame: Any) -> Any:
     from pyspark.sql.types import DoubleType, LongType, StructField, StructType
 
-    fields = [f for f in frame.schema.fields if f.name != ROW]
     return StructType(
         [
-            *fields,
+            *frame.schema.fields,
             StructField(PREDICTION, DoubleType(), False),
-            StructField(ROW, LongType(), False),
             StructField(PID, LongType(), False),
             StructField(BATCH, LongType(), False),
             StructField(LOADS, LongType(), False),
@@ -476,13 +495,11 @@ class _Scorer:
         model = cached_model(self.digest, self.files)
         pid = os.getpid()
         plan: Any = None
-        names: list[str] = []
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            if plan is None:  # the row index is the last column: feature positions are the input's
+            if plan is None:
                 plan = local._plan(batch.schema, self.features, self.source)
-                names = [name for name in batch.schema.names if name != ROW]
             try:
                 predictions = local.predict_batch(model, plan, batch, 0, self.source)
             except DataError:  # a bad feature value: the driver reports it from the job's metrics
@@ -491,14 +508,13 @@ class _Scorer:
             n = batch.num_rows
             yield pa.RecordBatch.from_arrays(
                 [
-                    *(batch.column(name) for name in names),
+                    *batch.columns,
                     pa.array(predictions),
-                    batch.column(ROW),
                     pa.array(np.full(n, pid, dtype=np.int64)),
                     pa.array(np.full(n, (pid << 32) | _BATCHES[0], dtype=np.int64)),
                     pa.array(np.full(n, _LOADS[self.digest], dtype=np.int64)),
                 ],
-                names=[*names, PREDICTION, *HIDDEN],
+                names=[*batch.schema.names, PREDICTION, PID, BATCH, LOADS],
             )
 
 
