@@ -13,16 +13,20 @@ What it does:
    on the real data plus Gaussian noise with the fit's residual standard deviation, rounded and clipped
    to 3..8. Seed 0. Written in chunks of 500k rows (bounded memory) as Parquet part files in a
    temporary directory.
-2. Starts a Spark session on ``local[2]`` (vintage's :func:`vintage.compute.spark.session`) and times
-   ``--repeat`` end-to-end fits of one grid point (``--reg-param``, ``--elastic-net-param``,
-   ``maxIter`` 100): :func:`~vintage.training.mllib.read_frame` (Parquet directory), then
-   :func:`~vintage.training.mllib.fit_mllib` (VectorAssembler, ``randomSplit`` 0.75/0.25 seed 40, fit,
-   holdout metrics), then :func:`~vintage.training.mllib.to_sklearn`.
-3. Reports per repeat the wall seconds and holdout rmse, and at the end the peaks: the driver Python
-   process's max RSS (``resource.getrusage``) and the Spark driver JVM's ``VmHWM`` from
+2. Runs what ``vintage train`` runs for an MLlib workload (``pipeline.build``'s first half), in this
+   process, ``--repeat`` times: :func:`vintage.data.load_dataset` (validates, counts and digests the data
+   in bounded-memory chunks; the whole frame is never loaded), then :func:`vintage.training.train_grid`
+   with one ``pyspark.ml.regression.LinearRegression`` grid point (``--reg-param``,
+   ``--elastic-net-param``, ``maxIter`` 100) on ``local[2]``: Spark reads the Parquet directory,
+   VectorAssembler, ``randomSplit`` 0.75/0.25 seed 40, fit, holdout metrics, sklearn export, and the MLflow
+   run (params, metrics, dataset input, model, ``spark-model`` artifact) in a throwaway sqlite store. The
+   Spark session (driver memory ``--driver-memory``) is created first and timed on its own.
+3. Reports per repeat the wall seconds of the load (validate + digest) and of the training, the holdout
+   rmse, and at the end the peaks: the driver Python process's max RSS (``resource.getrusage``) next to
+   the data's in-memory size (rows x 12 float64 columns), and the Spark driver JVM's ``VmHWM`` from
    ``/proc/<pid>/status`` (the JVM is this process's ``java`` child; in ``local`` mode it also runs the
-   executors' tasks, so it is all of Spark's memory). Both are peaks over the whole session, session
-   start-up included.
+   executors' tasks, so it is all of Spark's memory). Both are peaks over the whole run, session start-up
+   included.
 """
 
 from __future__ import annotations
@@ -130,34 +134,50 @@ def main() -> None:
 
 
 def measure(data: Path, args: argparse.Namespace, tmp: Path) -> dict[str, object]:
-    """Time ``args.repeat`` end-to-end MLlib fits on ``data``; peaks at the end."""
+    """Time ``args.repeat`` load + train runs of ``vintage train``'s MLlib path on ``data``; then peaks."""
     os.environ.setdefault("SPARK_LOCAL_DIRS", str(tmp / "spark-local"))
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     from vintage.compute.spark import session
-    from vintage.config.models import DataSpec, SparkSpec
-    from vintage.training.mllib import fit_mllib, read_frame, to_sklearn
+    from vintage.config import Spec
+    from vintage.data import load_dataset
+    from vintage.tracking import open_session
+    from vintage.training import train_grid
 
-    spec = DataSpec(path=data)
     params = {"maxIter": 100, "regParam": args.reg_param, "elasticNetParam": args.elastic_net_param}
-    started = time.perf_counter()
-    spark = session(
-        SparkSpec(master="local[2]", conf={"spark.driver.memory": args.driver_memory}), "vintage-bench"
+    spec = Spec.model_validate(
+        {
+            "state_dir": str(tmp / "state"),
+            "data": {"path": str(data)},
+            "estimator": {"class": "pyspark.ml.regression.LinearRegression", "grid": [params]},
+            "selection": {"threshold": None},
+            "compute": {
+                "engine": "spark",
+                "spark": {"master": "local[2]", "conf": {"spark.driver.memory": args.driver_memory}},
+            },
+        }
     )
+    started = time.perf_counter()
+    spark = session(spec.compute.spark, "vintage-mllib")  # train_grid's executor reuses it
     startup = time.perf_counter() - started
     jvm = _java_child()
     fits = []
     try:
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            frame = read_frame(spark, spec)
-            model, metrics, fit_s = fit_mllib(
-                spark, frame, spec.features, spec.target, "pyspark.ml.regression.LinearRegression", params,
-                spec.split.test_size, spec.split.seed,
-            )  # fmt: skip
-            to_sklearn(model, spec.features)
-            wall = time.perf_counter() - t0
-            iters = int(model.summary.totalIterations) if model.hasSummary else None
+            dataset = load_dataset(spec.data)
+            t1 = time.perf_counter()
+            _, training = train_grid(spec, dataset, lambda: open_session(spec))
+            (run,) = training.runs
+            assert run.status == "FINISHED", run.error
             fits.append(
-                {"wall_seconds": wall, "fit_seconds": fit_s, "rmse": metrics["rmse"], "iterations": iters}
+                {
+                    "load_seconds": t1 - t0,
+                    "train_seconds": time.perf_counter() - t1,
+                    "fit_seconds": run.seconds,
+                    "rmse": run.metrics["rmse"],
+                    "n_rows": dataset.n_rows,
+                    "digest": dataset.digest,
+                }
             )
         jvm_peak = _vm_hwm_mib(jvm)
     finally:
@@ -181,14 +201,16 @@ def report(results: dict[str, object], as_json: bool) -> None:
           f"generated in {results['generate_seconds']:.1f} s  params: {results['params']}")  # fmt: skip
     print(f"Spark session start-up (local[2], driver memory {results['driver_memory']}): "
           f"{results['session_start_seconds']:.1f} s")  # fmt: skip
-    print(f"{'repeat':>6} {'wall s':>9} {'fit s':>9} {'iters':>6} {'rmse':>8}")
+    print(f"{'repeat':>6} {'load s':>8} {'train s':>8} {'fit s':>8} {'rmse':>8}  digest")
     fits = results["fits"]
     assert isinstance(fits, list)
     for i, fit in enumerate(fits, 1):
-        print(f"{i:>6} {fit['wall_seconds']:>9.1f} {fit['fit_seconds']:>9.1f} {fit['iterations']!s:>6} "
-              f"{fit['rmse']:>8.4f}")  # fmt: skip
+        print(f"{i:>6} {fit['load_seconds']:>8.1f} {fit['train_seconds']:>8.1f} {fit['fit_seconds']:>8.1f} "
+              f"{fit['rmse']:>8.4f}  {fit['digest']}")  # fmt: skip
     jvm = results["jvm_peak_rss_mib"]
-    print(f"peak RSS: driver Python {results['python_peak_rss_mib']:.0f} MiB, "
+    frame_mib = int(results["rows"]) * 12 * 8 / 2**20  # type: ignore[call-overload]
+    print(f"peak RSS: driver Python {results['python_peak_rss_mib']:.0f} MiB "
+          f"(the data as one float64 frame: {frame_mib:.0f} MiB), "
           f"Spark driver JVM {'n/a' if jvm is None else f'{jvm:.0f} MiB'} (VmHWM)")  # fmt: skip
 
 
