@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vintage.errors import ConfigError, SparkError, first_line
@@ -52,9 +53,13 @@ def session(spec: SparkSpec, app_name: str = "vintage") -> Any:
             .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.ui.enabled", "false")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            .config("spark.ui.showConsoleProgress", "false")  # vintage shows its own progress
         )
         for key, value in spec.conf.items():
             builder = builder.config(key, value)
+        if "spark.driver.extraJavaOptions" not in spec.conf:  # Spark's INFO/WARN chatter off the console
+            logging = Path(__file__).with_name("log4j2.properties")
+            builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={logging}")
         return builder.getOrCreate()
     except Exception as exc:  # py4j / grpc / JVM start-up errors all end up here
         raise SparkError(

@@ -5,8 +5,8 @@ float64 matrix in the model's column order, checked (no missing value, NaN or in
 the scoring server's loader (:func:`vintage.serving.model.load_model_dir`), and the chunk is written out
 with a ``prediction`` column appended. A plain linear model (the server's NumPy fast path) skips the
 matrix: its prediction is an ordered sum over the feature columns (:func:`linear_terms`), the same
-formula, order and rounding as the Spark engine's SQL scorer, so the two engines agree bit for bit. Memory use depends on ``chunk_rows`` (and a Parquet file's row
-groups), not on the size of the file.
+formula, order and rounding as the Spark engine's SQL scorer, so the two engines agree bit for bit.
+Memory use depends on ``chunk_rows`` (and a Parquet file's row groups), not on the size of the file.
 
 Nothing is written to ``output`` until every row has scored: the rows go to a hidden temporary file next
 to it, renamed over ``output`` at the end. A bad value deep in a CSV therefore fails the job without
