@@ -15,8 +15,6 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from unit.serving.test_model import save
-from vintage.data import packaged_path
 from vintage.errors import ConfigError, DataError
 from vintage.scoring.local import _plan, linear_terms, predict_batch
 from vintage.scoring.spark import ARROW, SQL, choose_scorer
@@ -24,18 +22,8 @@ from vintage.serving.model import LoadedModel, load_model_dir
 
 
 @pytest.fixture(scope="module")
-def red() -> pd.DataFrame:
-    return pd.read_csv(packaged_path("red"), sep=";")
-
-
-@pytest.fixture(scope="module")
-def loaded(red: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> dict[str, LoadedModel]:
-    root = tmp_path_factory.mktemp("linear")
-    out = {}
-    for kind in ("elasticnet", "forest"):
-        save(red, root / kind, kind)
-        out[kind] = load_model_dir(Path(root / kind))
-    return out
+def loaded(models: dict[str, Path]) -> dict[str, LoadedModel]:
+    return {kind: load_model_dir(path) for kind, path in models.items()}
 
 
 def _batch(red: pd.DataFrame) -> pa.RecordBatch:

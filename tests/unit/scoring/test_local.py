@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from unit.serving.test_model import save
 from vintage.data import packaged_path
 from vintage.errors import ConfigError, DataError
 from vintage.scoring import ENGINES, ScoreJob, check_paths, get_engine
@@ -18,26 +17,6 @@ from vintage.scoring.local import score_file, score_table
 from vintage.serving.model import load_model_dir
 
 UCI = packaged_path("red")
-
-
-@pytest.fixture(scope="module")
-def red() -> pd.DataFrame:
-    return pd.read_csv(UCI, sep=";")
-
-
-@pytest.fixture(scope="module")
-def features(red: pd.DataFrame) -> list[str]:
-    return [c for c in red.columns if c != "quality"]
-
-
-@pytest.fixture(scope="module")
-def models(red: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("models")
-    out = {}
-    for kind in ("elasticnet", "forest"):
-        save(red, root / kind, kind)
-        out[kind] = root / kind
-    return out
 
 
 @pytest.fixture(scope="module")
