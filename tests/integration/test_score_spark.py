@@ -173,6 +173,7 @@ def test_non_numeric_value_fails_before_writing_naming_column_and_row(setup, tmp
 
 def test_missing_and_infinite_values_fail_naming_the_first_row(setup, tmp_path):
     frame = pq.read_table(setup["parquet"]).to_pandas()
+    frame.loc[[999], ["sulphates", "density"]] = 1e308  # finite, but their sum overflows: not an error
     frame.loc[1210, "alcohol"] = np.inf  # row 1211 (a later partition): the first bad row...
     frame.loc[1300, "chlorides"] = np.nan  # ...before this one
     bad = tmp_path / "bad.parquet"
