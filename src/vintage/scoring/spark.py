@@ -8,11 +8,11 @@
    file order, partitions in file order for one input file) and casts the feature columns to double
    (``try_cast``). For CSV, the other columns get the types the local engine infers (Arrow, first
    block) when every value casts, else stay text.
-3. One Spark job scores and checks: ``observe`` collects, while the rows are scored and written, per
-   feature the first row index (and the count) of a value that failed the cast (non-numeric), is
-   missing or is not finite. After the job, the first offending row (smallest index; then the first
-   feature in the model's order) is reported with its column, value and 1-based row number, as a
-   :class:`DataError`; the output was not touched. No separate validation pass over the data.
+3. One Spark job scores and checks: ``observe`` collects, while the rows are scored and written, the
+   first row index whose feature sum is null, NaN or infinite (a value failed the cast, is missing or is
+   not finite). Only then do more jobs find, per feature, the first offending row (smallest index; then
+   the first feature in the model's order), reported with its column, value and 1-based row number as
+   a :class:`DataError`; the output was not touched. No separate validation pass over the data.
 4. The scorer (``ScoreJob.spark_scorer``):
 
    - ``sql`` (``auto`` picks it for plain linear models, the ones the scoring server serves through its
