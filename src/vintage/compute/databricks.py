@@ -495,9 +495,7 @@ def build_wheel(project_dir: Path, out_dir: Path, *, timeout_s: float = 600.0) -
             raise SparkError(f"cannot build the wheel of {project_dir}: {first_line(exc)}") from exc
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise SparkError(
-            f"building the wheel of {project_dir} failed: {tail[0][:200]}", hint=_PREBUILT_HINT
-        )
+        raise SparkError(f"building the wheel of {project_dir} failed: {tail[0][:200]}", hint=_PREBUILT_HINT)
     wheels = sorted(set(out_dir.glob("vintage-*.whl")) - before) or sorted(out_dir.glob("vintage-*.whl"))
     if not wheels:
         raise SparkError(f"pip built no vintage wheel in {out_dir}")
