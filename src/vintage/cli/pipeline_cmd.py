@@ -28,9 +28,11 @@ def _say(line: str) -> None:
 
 
 def _runner() -> Any:
+    from vintage.config import resolve_config_path
     from vintage.pipeline.runner import Runner
 
-    return Runner(state.load(), state.config_dir(), say=_say)
+    config_path = resolve_config_path(state.STATE.config).resolve()
+    return Runner(state.load(), config_path.parent, say=_say, config_path=config_path)
 
 
 def _finish(run: RunState, json_out: bool) -> None:
