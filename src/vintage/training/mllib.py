@@ -37,9 +37,11 @@ __all__ = [
     "SPARK_ARTIFACT",
     "MllibExecutor",
     "fit_mllib",
+    "holdout_frame",
     "is_mllib",
     "mllib_param_names",
     "read_frame",
+    "split_frame",
     "to_sklearn",
 ]
 
@@ -117,13 +119,9 @@ def fit_mllib(
     del spark  # the frame carries its session; kept in the signature for symmetry with read_frame
     import math
 
-    from pyspark.ml.feature import VectorAssembler
-
     started = time.perf_counter()
     cls = import_estimator(class_path)
-    assembler = VectorAssembler(inputCols=list(features), outputCol=_FEATURES_COL)
-    data = assembler.transform(frame).select(_FEATURES_COL, frame[f"`{target}`"].alias(_LABEL_COL))
-    train, test = data.randomSplit([1.0 - test_size, test_size], seed=seed)
+    train, test = split_frame(frame, features, target, test_size, seed)
     estimator = cls(**params, featuresCol=_FEATURES_COL, labelCol=_LABEL_COL)
     model = estimator.fit(train)
     metrics = _evaluate(model, test)
@@ -131,6 +129,36 @@ def fit_mllib(
     if bad:
         raise ValueError(f"the model's holdout {', '.join(bad)} is not finite (NaN/infinite predictions)")
     return model, metrics, time.perf_counter() - started
+
+
+def split_frame(
+    frame: Any, features: Sequence[str], target: str, test_size: float, seed: int
+) -> tuple[Any, Any]:
+    """The trainer's train/holdout split: ``features`` assembled into one vector column, the target as
+    ``label``, then ``randomSplit([1 - test_size, test_size], seed)``.
+
+    ``randomSplit`` sorts each partition by every column before sampling, so the rows it picks depend on
+    these exact columns: the champion gate takes its holdout from here too (:func:`holdout_frame`).
+    """
+    from pyspark.ml.feature import VectorAssembler
+
+    assembler = VectorAssembler(inputCols=list(features), outputCol=_FEATURES_COL)
+    data = assembler.transform(frame).select(_FEATURES_COL, frame[f"`{target}`"].alias(_LABEL_COL))
+    train, test = data.randomSplit([1.0 - test_size, test_size], seed=seed)
+    return train, test
+
+
+def holdout_frame(frame: Any, features: Sequence[str], target: str, test_size: float, seed: int) -> Any:
+    """The holdout rows of :func:`split_frame` (the ones a fit was scored on) as plain double columns
+    ``features`` and ``target`` again, for scoring an exported model with Spark SQL."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as sf
+
+    _, test = split_frame(frame, features, target, test_size, seed)
+    values = vector_to_array(sf.col(_FEATURES_COL))
+    return test.select(
+        *[values[i].alias(name) for i, name in enumerate(features)], sf.col(_LABEL_COL).alias(target)
+    )
 
 
 def _evaluate(model: Any, test: Any) -> dict[str, float]:
