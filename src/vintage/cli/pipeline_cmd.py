@@ -279,7 +279,7 @@ def _endpoints() -> None:
 
     spec = state.load()
     console = state.out()
-    row = load_dataset(spec.data).frame[list(spec.data.features)].head(1)
+    row = load_dataset(spec.data).head(1)[list(spec.data.features)]  # never the whole data set
     body = json.dumps({"dataframe_split": json.loads(row.to_json(orient="split", index=False))})
     for name, dep in env_status(spec).items():
         if dep is None:

@@ -55,7 +55,9 @@ def _smoke(ctx: StepContext, name: str, version: int) -> dict[str, Any]:
     status = ctx.target().status()
     if status is None:
         raise GateRefused(f"smoke test: nothing serves in {ctx.stage.environment}")
-    rows = load_dataset(ctx.spec.data).frame[list(ctx.spec.data.features)].head(ctx.spec.pipeline.smoke_rows)
+    # The first rows kept by the validating pass: the whole data set is never loaded (smoke_rows is at
+    # most HEAD_ROWS, checked in the config).
+    rows = load_dataset(ctx.spec.data).head(ctx.spec.pipeline.smoke_rows)[list(ctx.spec.data.features)]
     body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))})
     headers = {"Content-Type": "application/json"}
     key = _api_key(ctx)
@@ -124,7 +126,8 @@ def champion_gate(ctx: StepContext) -> dict[str, Any]:
     name, version = ctx.candidate()
     champion = alias_version(ctx.session().client, name, "production")
     sel = ctx.spec.selection
-    cand_score = _holdout_score(ctx, name, version)
+    holdout = _SparkHoldout(ctx) if _mllib_run(ctx) else None
+    cand_score = _holdout_score(ctx, name, version, holdout)
     result: dict[str, Any] = {
         "candidate": version,
         "candidate_score": cand_score,
@@ -137,7 +140,7 @@ def champion_gate(ctx: StepContext) -> dict[str, Any]:
     if champion is None or champion == version:
         result["verdict"] = "no champion" if champion is None else "candidate is the champion"
     else:
-        champ_score = _holdout_score(ctx, name, champion)
+        champ_score = _holdout_score(ctx, name, champion, holdout)
         result["champion_score"] = champ_score
         tol = ctx.spec.pipeline.champion_tolerance
         worse = (
@@ -183,7 +186,9 @@ def champion_gate(ctx: StepContext) -> dict[str, Any]:
     return result
 
 
-def _holdout_score(ctx: StepContext, name: str, version: int) -> float:
+def _holdout_score(ctx: StepContext, name: str, version: int, holdout: _SparkHoldout | None = None) -> float:
+    if holdout is not None:
+        return holdout.score(name, version)
     from vintage.data import load_dataset
     from vintage.serving.model import load_model_dir
 
@@ -202,6 +207,94 @@ def _holdout_score(ctx: StepContext, name: str, version: int) -> float:
     ss_res = float(np.sum((y - pred) ** 2))
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     return 1.0 - ss_res / ss_tot if ss_tot else 0.0
+
+
+def _mllib_run(ctx: StepContext) -> bool:
+    """True when the build trained Spark MLlib estimators (the trainer refuses a grid mixing them with
+    scikit-learn ones): the gate then scores on the MLlib trainer's holdout, with Spark."""
+    from vintage.config.models import is_mllib
+
+    return any(is_mllib(e.class_path) for e in ctx.spec.estimators)
+
+
+class _SparkHoldout:
+    """The Spark MLlib trainer's holdout (same read, same ``randomSplit`` weights and seed:
+    :func:`vintage.training.mllib.holdout_frame`), models scored and the metric aggregated by Spark.
+
+    The driver holds one model and one row of sums: the data set never comes to it. Built once per gate,
+    so the candidate and the champion are scored on the very same rows.
+    """
+
+    def __init__(self, ctx: StepContext) -> None:
+        self._ctx = ctx
+        self._frame: Any = None
+
+    def _holdout(self) -> Any:
+        if self._frame is None:
+            from vintage.compute.spark import session
+            from vintage.training.mllib import holdout_frame, read_frame
+
+            data = self._ctx.spec.data
+            spark = session(self._ctx.spec.compute.spark, app_name="vintage-mllib")
+            self._frame = holdout_frame(
+                read_frame(spark, data), data.features, data.target, data.split.test_size, data.split.seed
+            )
+        return self._frame
+
+    def score(self, name: str, version: int) -> float:
+        """``name`` v``version``'s selection metric on the holdout (``rmse``, ``mae``, ``r2`` as in the
+        pandas path).
+
+        Raises:
+            DataError: Spark cannot read the data.
+            SparkError: the Spark job failed, or the holdout is empty.
+            GateRefused: the metric is not finite (the model predicts NaN/infinity).
+        """
+        from vintage.errors import SparkError, VintageError, first_line
+        from vintage.scoring import PREDICTION
+        from vintage.scoring.spark import choose_scorer, score_frame
+        from vintage.serving.model import load_model_dir
+
+        ctx = self._ctx
+        model_dir = materialize_version(ctx, name, version)
+        model = load_model_dir(model_dir)
+        target = ctx.spec.data.target
+        metric = ctx.spec.selection.metric
+        try:
+            from pyspark.sql import functions as sf
+
+            scored = score_frame(self._holdout(), model, model_dir, choose_scorer("auto", model))
+            err = sf.col(f"`{target}`") - sf.col(PREDICTION)
+            row = scored.agg(
+                sf.count(sf.lit(1)).alias("n"),
+                sf.avg(err * err).alias("mse"),
+                sf.avg(sf.abs(err)).alias("mae"),
+                sf.sum(err * err).alias("ss_res"),
+                sf.var_pop(sf.col(f"`{target}`")).alias("var"),
+            ).collect()[0]
+        except VintageError:
+            raise
+        except Exception as exc:
+            raise SparkError(
+                f"champion gate: scoring {name} v{version} on the Spark holdout failed: "
+                f"{first_line(exc, 200)}",
+                hint="--verbose shows the Spark error",
+            ) from exc
+        if not row["n"]:
+            raise SparkError(
+                "champion gate: the Spark holdout is empty",
+                hint="raise data.split.test_size or use more data",
+            )
+        if metric == "rmse":
+            score = math.sqrt(row["mse"])
+        elif metric == "mae":
+            score = float(row["mae"])
+        else:
+            ss_tot = float(row["var"]) * row["n"]
+            score = 1.0 - float(row["ss_res"]) / ss_tot if ss_tot else 0.0
+        if not math.isfinite(score):
+            raise GateRefused(f"champion gate: {name} v{version}'s holdout {metric} is not finite ({score})")
+        return score
 
 
 def approval(ctx: StepContext) -> dict[str, Any]:
