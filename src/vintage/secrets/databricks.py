@@ -123,7 +123,6 @@ class DatabricksProvider:
                 "the databricks secret provider needs the databricks-sdk package", hint=_INSTALL_HINT
             ) from exc
 
-
         from vintage import __version__
         from vintage.databricks_sdk import capped_clock
 
