@@ -4,8 +4,9 @@ Per chunk (``chunk_rows`` rows, 131,072 by default): the model's feature columns
 float64 matrix in the model's column order, checked (no missing value, NaN or infinity), predicted with
 the scoring server's loader (:func:`vintage.serving.model.load_model_dir`), and the chunk is written out
 with a ``prediction`` column appended. A plain linear model (the server's NumPy fast path) skips the
-matrix: its prediction is an ordered sum over the feature columns (:func:`linear_terms`), the same
-formula, order and rounding as the Spark engine's SQL scorer, so the two engines agree bit for bit.
+matrix: its prediction is an ordered sum over the feature columns
+(:meth:`vintage.serving.model.LinearParams.terms`), the same formula, order and rounding as the scoring
+server's and the Spark engine's SQL scorer, so all three agree bit for bit.
 Memory use depends on ``chunk_rows`` (and a Parquet file's row groups), not on the size of the file.
 
 Nothing is written to ``output`` until every row has scored: the rows go to a hidden temporary file next
@@ -379,29 +380,17 @@ def _write(source: _Source, model: LoadedModel, output: Path, fmt: str, progress
     return rows
 
 
-def linear_terms(params: LinearParams) -> list[tuple[int, float]]:
-    """The terms of a linear model's ordered sum: (feature index, coefficient), zero coefficients left out.
-
-    ``prediction = intercept + c[j1] * x[j1] + c[j2] * x[j2] + ...`` evaluated left to right, one rounding
-    per product and per addition, is the one formula every vintage scorer uses for plain linear models:
-    the local engine here (NumPy) and the Spark engine's SQL expression
-    (:func:`vintage.scoring.spark.linear_expression`) give bit-identical predictions. A zero coefficient
-    adds an exact zero to a finite sum, so leaving it out changes no bit.
-    """
-    return [(j, float(c)) for j, c in enumerate(params.coef) if c != 0.0]
-
-
 def _linear_sum(
     params: LinearParams, columns: Sequence[FloatArray], features: Sequence[str], first_row: int, source: str
 ) -> FloatArray:
-    """Predictions of a plain linear model straight from the feature columns (see :func:`linear_terms`).
+    """A plain linear model's predictions straight from the feature columns (``LinearParams.terms``).
 
     Works on ``PREDICT_ROWS``-row slices of the (contiguous) columns, so the running sum and the product
     stay in the CPU cache; no feature matrix is built. Checks: every feature with a zero coefficient
     directly, the others through the sum (a NaN or infinite term makes the sum NaN or infinite).
     """
     n = len(columns[0]) if columns else 0
-    terms = linear_terms(params)
+    terms = params.terms()
     used = {j for j, _ in terms}
     for j, values in enumerate(columns):
         if j not in used and not np.isfinite(values).all():

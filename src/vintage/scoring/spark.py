@@ -19,7 +19,7 @@
      NumPy fast path): the prediction is one Spark SQL expression, ``intercept + c1 * x1 + ...``
      (:func:`linear_expression`), evaluated in the JVM by generated code; no Python worker, no Arrow
      round trip. It is the local engine's own formula in the same order and rounding
-     (:func:`vintage.scoring.local.linear_terms`): bit-identical predictions.
+     (:meth:`vintage.serving.model.LinearParams.terms`): bit-identical predictions.
    - ``arrow`` (any model): ``mapInArrow`` scores each Arrow batch (``chunk_rows`` rows) with
      :func:`vintage.scoring.local.predict_batch`, the local engine's and the server's fast path. The
      model directory's files are read into bytes on the driver and broadcast (embedded in the function on
@@ -189,7 +189,7 @@ def choose_scorer(wanted: str, model: LoadedModel) -> str:
 
 
 def linear_expression(params: LinearParams, features: Sequence[str]) -> Any:
-    """The Spark SQL column ``intercept + c1 * x1 + c2 * x2 + ...`` (see ``scoring.local.linear_terms``).
+    """The Spark SQL column ``intercept + c1 * x1 + c2 * x2 + ...`` (:meth:`LinearParams.terms`).
 
     Spark evaluates ``+`` left to right on doubles with one rounding per operation (Java has no fused
     multiply-add unless asked for, and Catalyst reorders only integral sums), the very order and rounding
@@ -197,10 +197,8 @@ def linear_expression(params: LinearParams, features: Sequence[str]) -> Any:
     """
     from pyspark.sql import functions as F  # noqa: N812
 
-    from vintage.scoring.local import linear_terms
-
     expression = F.lit(float(params.intercept))
-    for j, coefficient in linear_terms(params):
+    for j, coefficient in params.terms():
         expression = expression + F.lit(coefficient) * F.col(_q(features[j]))
     return expression
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from vintage.errors import ConfigError, DataError
-from vintage.scoring.local import _plan, linear_terms, predict_batch
+from vintage.scoring.local import _plan, predict_batch
 from vintage.scoring.spark import ARROW, SQL, choose_scorer
 from vintage.serving.model import LoadedModel, load_model_dir
 
@@ -42,7 +42,7 @@ def _python_sum(model: LoadedModel, row: list[float]) -> float:
 def test_the_elasticnet_has_zero_and_nonzero_coefficients(loaded):
     linear = loaded["elasticnet"].linear
     assert linear is not None
-    terms = linear_terms(linear)
+    terms = linear.terms()
     assert 0 < len(terms) < len(linear.coef)  # the zero-skipping below is exercised
     assert [j for j, _ in terms] == sorted(j for j, c in enumerate(linear.coef) if c != 0.0)
 
