@@ -99,3 +99,13 @@ def test_choose_scorer(loaded):
         choose_scorer("sql", forest)
     with pytest.raises(ConfigError, match="unknown Spark scorer"):
         choose_scorer("python", linear)
+
+
+def test_the_scoring_servers_predict_is_the_same_sum(loaded, red):
+    model = loaded["elasticnet"]
+    assert model.predictor == "linear"  # the server's NumPy fast path
+    x = np.ascontiguousarray(red[list(model.info.columns)].to_numpy(dtype=np.float64))
+    batch = _batch(red)
+    engine = predict_batch(model, _plan(batch.schema, model.info.columns, "red"), batch, 0, "red")
+    assert np.array_equal(model.predict(x), engine)
+    assert np.array_equal(model.predict(x[5:6]), engine[5:6])  # one row, as a request sends it
