@@ -34,15 +34,32 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     redact.clear()  # values registered by one test must not redact another test's output
     yield
-    # mlflow.set_tracking_uri / set_registry_uri (called in-process by the CLI and some tests) set process
-    # globals and export MLFLOW_TRACKING_URI: reset them, or the next test (and its subprocesses) would
-    # talk to this test's store.
+    _reset_mlflow_uris()
+
+
+def _reset_mlflow_uris() -> None:
+    """Forget the store URIs set in this process.
+
+    mlflow.set_tracking_uri / set_registry_uri (called in-process by the CLI and some tests and module
+    fixtures) set process globals and export MLFLOW_TRACKING_URI: left alone, the next test (and its
+    subprocesses) would talk to that store.
+    """
     mlflow = sys.modules.get("mlflow")
     if mlflow is not None:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_store_uri_across_modules() -> Iterator[None]:
+    """Module-scoped fixtures run before the per-test ``_clean_env``: without this, one that starts a
+    ``vintage`` subprocess would inherit a store URI exported by an earlier module (and train into that
+    module's store), and a URI a module fixture exports would be restored after each of its tests."""
+    _reset_mlflow_uris()
+    yield
+    _reset_mlflow_uris()
 
 
 @pytest.fixture

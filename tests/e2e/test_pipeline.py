@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from support.scoring import free_port
+from support.scoring import free_port, invoke
 
 pytestmark = pytest.mark.slow
 
@@ -116,17 +116,7 @@ class Project:
 
 
 def post(url: str, key: str | None = None) -> tuple[int, Any]:
-    req = urllib.request.Request(url + "/invocations", data=json.dumps(ROW).encode(), method="POST")
-    req.add_header("Content-Type", "application/json")
-    if key:
-        req.add_header("Authorization", f"Bearer {key}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-    except OSError:
-        return 0, None
+    return invoke(url, ROW, key)
 
 
 def version_at(url: str) -> int | None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from support.scoring import free_port
+from support.scoring import free_port, invoke
 from support.spark import MEMORY_GUARD, guarded_vintage, spark_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -92,16 +90,7 @@ def project(tmp_path: Path) -> Iterator[Project]:
 
 
 def _post(url: str, row: list[float], key: str | None = None) -> tuple[int, Any]:
-    body = json.dumps({"inputs": [row]}).encode()
-    req = urllib.request.Request(url + "/invocations", data=body, method="POST")
-    req.add_header("Content-Type", "application/json")
-    if key:
-        req.add_header("Authorization", f"Bearer {key}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
+    return invoke(url, {"inputs": [row]}, key)
 
 
 def test_mllib_pipeline_gates_run_in_bounded_driver_memory(project):

@@ -123,3 +123,24 @@ def wait_ready(server: Server, timeout: float = 60.0) -> float:
             pass
         time.sleep(0.02)
     raise RuntimeError(f"server not ready after {timeout} s: {server.log.read_text()[-2000:]}")
+
+
+def invoke(url: str, payload: Any, key: str | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """POST ``payload`` as JSON to ``url``/invocations (Bearer ``key`` if given): (status, JSON body or None).
+
+    Status 0 when nothing answers (connection refused, reset).
+    """
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url + "/invocations", data=json.dumps(payload).encode(), method="POST")
+    req.add_header("Content-Type", "application/json")
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except OSError:
+        return 0, None
