@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from vintage.errors import VintageError
+from vintage.fsutil import use_wal
 from vintage.redact import redact
 
 AUDIT_FILE = "audit.db"
@@ -76,7 +77,7 @@ def _connect(state_dir: Path) -> Iterator[sqlite3.Connection]:
             hint="check that the state directory is writable",
         ) from exc
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        use_wal(conn, timeout_s=30)
         conn.execute("PRAGMA busy_timeout=30000")
         conn.executescript(_SCHEMA)
         yield conn

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -31,3 +32,31 @@ def write_private(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def use_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """Put an SQLite database in WAL mode (persistent: later connections find it set), racing safely.
+
+    Switching the journal mode needs the database to itself, and SQLite answers "database is locked"
+    at once, without its busy handler, when another process has it open at that moment (two ``vintage``
+    processes creating the same database). Retried for up to ``timeout_s``; a database already in WAL
+    mode is only read.
+
+    Raises:
+        sqlite3.OperationalError: still locked after ``timeout_s``, or another error.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    pause = 0.01
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)

@@ -400,7 +400,7 @@ def _stage_interval(state: dict[str, Any], stage: str) -> tuple[str, str]:
 
 
 def test_two_runs_deploying_to_one_environment_never_overlap(project):
-    procs = [project.spawn("run", "--auto-approve") for _ in range(2)]
+    procs = [project.spawn("--verbose", "run", "--auto-approve") for _ in range(2)]  # tracebacks if any
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err

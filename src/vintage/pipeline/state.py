@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vintage.errors import PipelineError
+from vintage.fsutil import use_wal
 from vintage.redact import redact, redact_data
 
 DB_FILE = "pipeline.db"
@@ -163,7 +164,7 @@ class StateStore:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            use_wal(conn, timeout_s=60)
             conn.execute("PRAGMA busy_timeout=60000")
             conn.executescript(_SCHEMA)
             conn.execute("BEGIN IMMEDIATE")
