@@ -401,8 +401,8 @@ def _stage_interval(state: dict[str, Any], stage: str) -> tuple[str, str]:
 
 def test_two_runs_deploying_to_one_environment_never_overlap(project):
     procs = [project.spawn("--verbose", "run", "--auto-approve") for _ in range(2)]  # tracebacks if any
-    for p in procs:
-        _, err = p.communicate(timeout=300)
+    errors = [p.communicate(timeout=300)[1] for p in procs]  # both finished before any assert (and teardown)
+    for p, err in zip(procs, errors, strict=True):
         assert p.returncode == 0, err
     states = [project.run_state(r["id"]) for r in project.runs()]
     assert len(states) == 2 and all(s["status"] == "succeeded" for s in states)
