@@ -161,3 +161,16 @@ def test_help_does_not_import_pyarrow_pandas_or_mlflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY=\n" in out, out
     assert "--chunk-rows" in out and "--engine" in out
+
+
+def test_name_at_alias_is_short_for_the_models_uri(trained, cli, monkeypatch, tmp_path):
+    monkeypatch.chdir(trained["project"])
+    short, full = tmp_path / "short.parquet", tmp_path / "full.parquet"
+    res = cli("score", "-m", "winequality@candidate", "-i", str(UCI), "-o", str(short))
+    assert res.code == 0, res.err
+    assert "models:/winequality@candidate materialised" in res.err
+    assert cli("score", "-m", "models:/winequality@candidate", "-i", str(UCI), "-o", str(full)).code == 0
+    assert short.read_bytes() == full.read_bytes()
+    res = cli("score", "-m", "winequality@nope", "-i", str(UCI), "-o", str(tmp_path / "x.parquet"))
+    assert res.code == 1
+    assert "registered model 'winequality' has no alias 'nope'" in res.err.splitlines()[0]

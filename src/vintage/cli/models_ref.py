@@ -8,8 +8,8 @@ from typing import Final
 from vintage.cli import state
 
 MODEL_HELP: Final = (
-    "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, a version number or an alias of "
-    "model_name, or a local MLflow model directory."
+    "models:/NAME@ALIAS (or NAME@ALIAS), models:/NAME/VERSION, runs:/RUN_ID/model, a version number or "
+    "an alias of model_name, or a local MLflow model directory."
 )
 
 
@@ -17,7 +17,8 @@ def local_model_dir(model: str, reader: str = "cli:serve") -> Path:
     """A local model directory for ``model``, materialised from the registry into the state directory.
 
     ``model`` is a local model directory (returned as is), a version number (``3`` ->
-    ``models:/<model_name>/3``), an alias (``candidate`` -> ``models:/<model_name>@candidate``), or a
+    ``models:/<model_name>/3``), an alias (``candidate`` -> ``models:/<model_name>@candidate``), a model
+    and alias (``winequality@production`` -> ``models:/winequality@production``), or a
     ``models:/``/``runs:/`` URI. A registry model is downloaded once per version into
     ``<state_dir>/models`` (see :func:`vintage.serving.materialize.materialize`).
 
@@ -40,7 +41,7 @@ def local_model_dir(model: str, reader: str = "cli:serve") -> Path:
     if model.isdigit():
         uri = f"models:/{spec.model_name}/{model}"
     elif "/" not in model and ":" not in model:
-        uri = f"models:/{spec.model_name}@{model}"
+        uri = f"models:/{model}" if "@" in model else f"models:/{spec.model_name}@{model}"
     target = resolve_target(spec, resolve=state.secret_reader(reader, spec=spec).resolve)
     dest = target.state_dir / "models"
     path = materialize(uri, dest, tracking_uri=target.uri)
