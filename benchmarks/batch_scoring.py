@@ -223,7 +223,7 @@ def measure_spark(
     no model at all: no scorer that reads and writes through Spark can beat it.
 
     Scoring only (the rows cached in executor memory, the result written to Spark's ``noop`` sink, so
-    no file I/O on either side): :func:`vintage.scoring.spark.score_frame` with each scorer, the same
+    no file I/O on either side): :func:`vintage.scoring.spark_scorers.score_frame` with each scorer, the same
     ``spark_udf`` column, a plain scan of the cached rows, and the cached rows plus one computed column
     (``x * 1.0``, no model): the floor of any scorer, which must turn the cached columnar batches into rows
     to compute a new column.
@@ -241,7 +241,7 @@ def measure_spark(
     from vintage.config.models import SparkSpec
     from vintage.scoring import ScoreJob
     from vintage.scoring.spark import score_file as spark_score
-    from vintage.scoring.spark import score_frame
+    from vintage.scoring.spark_scorers import score_frame
     from vintage.serving.model import load_model_dir
 
     spec = SparkSpec(master="local[2]")

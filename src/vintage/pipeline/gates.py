@@ -252,7 +252,7 @@ class _SparkHoldout:
         """
         from vintage.errors import SparkError, VintageError, first_line
         from vintage.scoring import PREDICTION
-        from vintage.scoring.spark import choose_scorer, score_frame
+        from vintage.scoring.spark_scorers import choose_scorer, score_frame
         from vintage.serving.model import load_model_dir
 
         ctx = self._ctx

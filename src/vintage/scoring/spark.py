@@ -13,23 +13,10 @@
    not finite). Only then do more jobs find, per feature, the first offending row (smallest index; then
    the first feature in the model's order), reported with its column, value and 1-based row number as
    a :class:`DataError`; the output was not touched. No separate validation pass over the data.
-4. The scorer (``ScoreJob.spark_scorer``):
-
-   - ``sql`` (``auto`` picks it for plain linear models, the ones the scoring server serves through its
-     NumPy fast path): the prediction is one Spark SQL expression, ``intercept + c1 * x1 + ...``
-     (:func:`linear_expression`), evaluated in the JVM by generated code; no Python worker, no Arrow
-     round trip. It is the local engine's own formula in the same order and rounding
-     (:meth:`vintage.serving.model.LinearParams.terms`): bit-identical predictions.
-   - ``arrow`` (any model): ``mapInArrow`` scores each Arrow batch (``chunk_rows`` rows) with
-     :func:`vintage.scoring.local.predict_batch`, the local engine's and the server's fast path. The
-     model directory's files are read into bytes on the driver and broadcast (embedded in the function on
-     Spark Connect); each executor Python worker writes them to a temporary directory, loads them once
-     with ``load_model_dir`` and keeps the model in a module-level cache keyed by the files' SHA-256
-     digest (Spark reuses its Python workers across tasks), so a model is loaded once per worker, not per
-     batch. Rows with a bad feature get NaN (the driver fails the job from step 3's metrics). Each
-     output batch carries three hidden columns: the worker's pid, a batch id and the worker's load count,
-     which the driver sums into ``ScoreResult.details``.
-
+4. The scorer (``ScoreJob.spark_scorer``, :mod:`vintage.scoring.spark_scorers`): ``sql`` (``auto`` picks
+   it for plain linear models) makes the prediction one Spark SQL expression, bit-identical to the local
+   engine's; ``arrow`` (any model) runs ``mapInArrow`` in the executors' Python workers with the model
+   loaded once per worker, plus hidden bookkeeping columns the driver sums into ``ScoreResult.details``.
 5. Spark writes the scored partitions as Parquet parts into a hidden temporary directory next to
    ``output``; the driver then streams the parts, in partition order, into a hidden temporary file
    (checking that the row index only grows: row order is kept), renames it over ``output`` and deletes
@@ -40,42 +27,25 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from vintage.errors import DataError, SparkError, first_line
-from vintage.scoring import (
-    DEFAULT_CHUNK_ROWS,
-    PREDICTION,
-    ProgressSink,
-    ScoreJob,
-    ScoreResult,
-    check_paths,
-)
+from vintage.scoring import ProgressSink, ScoreJob, ScoreResult, check_paths
+from vintage.scoring.spark_scorers import BATCH, LOADS, PID, choose_scorer, quote, score_frame
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from vintage.serving.model import LinearParams, LoadedModel
 
 log = logging.getLogger(__name__)
 
 ENGINE: Final = "spark"
-AUTO: Final = "auto"
-SQL: Final = "sql"
-ARROW: Final = "arrow"
-SCORERS: Final = (AUTO, SQL, ARROW)
 ROW: Final = "__vintage_row"
-PID: Final = "__vintage_pid"
-BATCH: Final = "__vintage_batch"
-LOADS: Final = "__vintage_loads"
 HIDDEN: Final = (ROW, PID, BATCH, LOADS)
 PARTITION_SHIFT: Final = 33  # monotonically_increasing_id = partition index << 33 | row in partition
 # Strings Arrow's CSV reader (the local engine) reads as null: reported as missing values, not non-numeric.
@@ -84,11 +54,6 @@ _NULL_STRINGS: Final = frozenset(
      "NA", "NULL", "NaN", "n/a", "nan", "null"}
 )  # fmt: skip
 _SPARK_TYPES: Final = {"int64": "bigint", "double": "double", "bool": "boolean"}
-
-# Executor side: models loaded in this Python worker (digest -> model) and how many loads each took.
-_MODELS: dict[str, LoadedModel] = {}
-_LOADS: dict[str, int] = {}
-_BATCHES: list[int] = [0]
 
 
 def score_file(job: ScoreJob, progress: ProgressSink | None = None) -> ScoreResult:
@@ -141,68 +106,6 @@ def score_file(job: ScoreJob, progress: ProgressSink | None = None) -> ScoreResu
     return ScoreResult(rows, time.perf_counter() - started, job.output, ENGINE, details)
 
 
-def score_frame(
-    frame: Any,
-    model: LoadedModel,
-    model_dir: Path,
-    scorer: str = SQL,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    source: str = "the input",
-) -> Any:
-    """``frame`` (features as double, any other columns) with ``prediction`` appended: the engine's core.
-
-    ``scorer`` is ``sql`` or ``arrow`` (:func:`choose_scorer` resolves ``auto``). The ``arrow`` scorer
-    appends the hidden bookkeeping columns too (worker pid, batch id, the worker's model loads).
-    """
-    from pyspark.sql import functions as F  # noqa: N812 - the usual alias
-
-    if scorer == SQL:
-        if model.linear is None:
-            raise ValueError("the sql scorer needs a plain linear model")
-        prediction = linear_expression(model.linear, model.info.columns).alias(PREDICTION)
-        return frame.select(*[F.col(_q(name)) for name in frame.columns], prediction)
-    files = model_files(model_dir)
-    spark = frame.sparkSession
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(chunk_rows))
-    function = _Scorer(_ship(spark, files), files_digest(files), model.info.columns, source)
-    return frame.mapInArrow(function, _output_schema(frame))
-
-
-def choose_scorer(wanted: str, model: LoadedModel) -> str:
-    """``sql`` for a plain linear model unless ``arrow`` is asked for; ``arrow`` for every other model.
-
-    Raises:
-        ConfigError: ``sql`` was asked for a model that is not a plain linear model, or an unknown name.
-    """
-    from vintage.errors import ConfigError
-
-    if wanted not in SCORERS:
-        raise ConfigError(f"unknown Spark scorer {wanted!r}", hint=f"use one of {', '.join(SCORERS)}")
-    if wanted == ARROW or (wanted == AUTO and model.linear is None):
-        return ARROW
-    if model.linear is None:
-        raise ConfigError(
-            "--spark-scorer sql needs a plain linear model (LinearRegression, ElasticNet, Ridge, Lasso, ...)",
-            hint="use --spark-scorer auto or arrow: other models are scored in Python workers",
-        )
-    return SQL
-
-
-def linear_expression(params: LinearParams, features: Sequence[str]) -> Any:
-    """The Spark SQL column ``intercept + c1 * x1 + c2 * x2 + ...`` (:meth:`LinearParams.terms`).
-
-    Spark evaluates ``+`` left to right on doubles with one rounding per operation (Java has no fused
-    multiply-add unless asked for, and Catalyst reorders only integral sums), the very order and rounding
-    of the local engine's NumPy loop: the predictions are bit-identical.
-    """
-    from pyspark.sql import functions as F  # noqa: N812
-
-    expression = F.lit(float(params.intercept))
-    for j, coefficient in params.terms():
-        expression = expression + F.lit(coefficient) * F.col(_q(features[j]))
-    return expression
-
-
 # --- driver: up-front checks and reading -------------------------------------------------------------
 
 
@@ -222,10 +125,6 @@ def _driver_plan(path: Path, fmt: str, features: tuple[str, ...], chunk_rows: in
         header = local._csv_header(path, sniff_separator(path))
         return local._plan(pa.schema([(name, pa.string()) for name in header]), features, path.name), None
     return source.plan, None
-
-
-def _q(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
 
 
 def _read(spark: Any, path: Path, fmt: str, plan: Any, features: tuple[str, ...]) -> tuple[Any, str | None]:
@@ -250,7 +149,7 @@ def _read(spark: Any, path: Path, fmt: str, plan: Any, features: tuple[str, ...]
     arrow_types = {field.name: str(field.type) for field in plan.output}
     columns = []
     for name in raw.columns:
-        column = F.col(_q(name))
+        column = F.col(quote(name))
         if name in features:
             column = column.try_cast("double")
         elif fmt == "csv" and _SPARK_TYPES.get(arrow_types.get(name, "")):
@@ -273,22 +172,22 @@ def _keep_text_if_any_fails(raw: Any, typed: Any, features: tuple[str, ...]) -> 
     if not candidates:
         return typed
     checks = [
-        F.count_if(F.col(_q(name)).try_cast(kind).isNull() & F.col(_q(name)).isNotNull()).alias(name)
-        for name, kind in typed.select(*map(_q, candidates)).dtypes
+        F.count_if(F.col(quote(name)).try_cast(kind).isNull() & F.col(quote(name)).isNotNull()).alias(name)
+        for name, kind in typed.select(*map(quote, candidates)).dtypes
     ]
     failed = raw.agg(*checks).first().asDict()
     back = {name for name, count in failed.items() if count}
     if not back:
         return typed
     log.info("keeping columns %s as text: some values do not fit their inferred type", sorted(back))
-    return typed.select(*[(raw[_q(n)].alias(n) if n in back else F.col(_q(n))) for n in typed.columns])
+    return typed.select(*[(raw[quote(n)].alias(n) if n in back else F.col(quote(n))) for n in typed.columns])
 
 
 def _bad(name: str) -> Any:
     """A feature value that failed the cast (null), is NaN or is infinite."""
     from pyspark.sql import functions as F  # noqa: N812
 
-    value = F.col(_q(name))
+    value = F.col(quote(name))
     return value.isNull() | F.isnan(value) | (F.abs(value) == float("inf"))
 
 
@@ -309,7 +208,7 @@ def _check_metrics(features: tuple[str, ...]) -> list[Any]:
 
     from pyspark.sql import functions as F  # noqa: N812
 
-    total = reduce(lambda left, right: left + right, [F.col(_q(name)) for name in features])
+    total = reduce(lambda left, right: left + right, [F.col(quote(name)) for name in features])
     bad = ~F.coalesce(F.abs(total) < float("inf"), F.lit(False))  # NaN is above infinity in Spark SQL
     return [F.count(F.lit(1)).alias("rows"), F.min(F.when(bad, F.col(ROW))).alias("first")]
 
@@ -372,7 +271,7 @@ def _raw_value(frame: Any, path: Path, delimiter: str | None, column: str, row_i
             .option("mode", "FAILFAST")
             .csv(str(path.resolve()))
         )
-    found = raw.select(F.col(_q(column)), F.monotonically_increasing_id().alias(ROW)).where(
+    found = raw.select(F.col(quote(column)), F.monotonically_increasing_id().alias(ROW)).where(
         F.col(ROW) == row_id
     )
     first = found.first()
@@ -391,20 +290,6 @@ def _is_number(value: Any) -> bool:
     return True
 
 
-def _output_schema(frame: Any) -> Any:
-    from pyspark.sql.types import DoubleType, LongType, StructField, StructType
-
-    return StructType(
-        [
-            *frame.schema.fields,
-            StructField(PREDICTION, DoubleType(), False),
-            StructField(PID, LongType(), False),
-            StructField(BATCH, LongType(), False),
-            StructField(LOADS, LongType(), False),
-        ]
-    )
-
-
 def _spark_error(exc: BaseException, master: str, path: Path) -> Exception:
     text = first_line(exc, 300)
     if "FAILFAST" in str(exc) or "Malformed" in str(exc) or "MALFORMED" in str(exc):
@@ -416,142 +301,6 @@ def _spark_error(exc: BaseException, master: str, path: Path) -> Exception:
         f"the Spark scoring job failed on {master}: {text}",
         hint="a worker may have died or lack the Python packages; --verbose shows the Spark error",
     )
-
-
-# --- shipping the model ------------------------------------------------------------------------------
-
-
-def model_files(model_dir: Path) -> dict[str, bytes]:
-    """Every file of a model directory, by path relative to it."""
-    return {
-        str(file.relative_to(model_dir)): file.read_bytes()
-        for file in sorted(model_dir.rglob("*"))
-        if file.is_file()
-    }
-
-
-def files_digest(files: dict[str, bytes]) -> str:
-    """SHA-256 over the names and contents of a model directory's files."""
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    return digest.hexdigest()
-
-
-def _ship(spark: Any, files: dict[str, bytes]) -> Callable[[], dict[str, bytes]]:
-    """A picklable function returning the files in an executor: a broadcast, or the bytes themselves."""
-    try:
-        broadcast = spark.sparkContext.broadcast(files)
-    except Exception:  # Spark Connect: no SparkContext; the files travel inside the function
-        return _Embedded(files)
-    return _Broadcast(broadcast)
-
-
-class _Embedded:
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-
-    def __call__(self) -> dict[str, bytes]:
-        return self.files
-
-
-class _Broadcast:
-    def __init__(self, broadcast: Any) -> None:
-        self.broadcast = broadcast
-
-    def __call__(self) -> dict[str, bytes]:
-        files: dict[str, bytes] = self.broadcast.value
-        return files
-
-
-def cached_model(digest: str, files: Callable[[], dict[str, bytes]]) -> LoadedModel:
-    """The model with ``digest`` loaded in this process: loaded (and counted) only the first time."""
-    model = _MODELS.get(digest)
-    if model is not None:
-        return model
-    from vintage.serving.model import load_model_dir
-
-    with tempfile.TemporaryDirectory(prefix="vintage-model-") as tmp:
-        for name, data in files().items():
-            target = Path(tmp, name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        model = load_model_dir(Path(tmp))  # fully in memory once loaded: the files can go
-    _MODELS[digest] = model
-    _LOADS[digest] = _LOADS.get(digest, 0) + 1
-    return model
-
-
-class _Scorer:
-    """The ``mapInArrow`` function: input batch + prediction + the hidden columns, row order kept.
-
-    A module-level class (pickled by reference, unlike a closure) so that the executor uses this
-    module's own ``_MODELS``/``_LOADS`` cache, shared by every task the Python worker runs.
-    """
-
-    def __init__(
-        self, files: Callable[[], dict[str, bytes]], digest: str, features: tuple[str, ...], source: str
-    ) -> None:
-        self.files = files
-        self.digest = digest
-        self.features = features
-        self.source = source
-
-    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import numpy as np
-        import pyarrow as pa
-
-        from vintage.scoring import local
-
-        model = cached_model(self.digest, self.files)
-        pid = os.getpid()
-        plan: Any = None
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            if plan is None:
-                plan = local._plan(batch.schema, self.features, self.source)
-            try:
-                predictions = local.predict_batch(model, plan, batch, 0, self.source)
-            except DataError:  # a bad feature value: the driver reports it from the job's metrics
-                predictions = _predict_valid_rows(model, plan, batch, self.features, self.source)
-            _BATCHES[0] += 1
-            n = batch.num_rows
-            yield pa.RecordBatch.from_arrays(
-                [
-                    *batch.columns,
-                    pa.array(predictions),
-                    pa.array(np.full(n, pid, dtype=np.int64)),
-                    pa.array(np.full(n, (pid << 32) | _BATCHES[0], dtype=np.int64)),
-                    pa.array(np.full(n, _LOADS[self.digest], dtype=np.int64)),
-                ],
-                names=[*batch.schema.names, PREDICTION, PID, BATCH, LOADS],
-            )
-
-
-def _predict_valid_rows(
-    model: LoadedModel, plan: Any, batch: pa.RecordBatch, features: tuple[str, ...], source: str
-) -> Any:
-    """Predictions of the rows whose features are all finite; NaN for the others.
-
-    Raises:
-        DataError: the model failed on rows whose features are fine (that fails the Spark job).
-    """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from vintage.scoring import local
-
-    keep = pa.array(np.ones(batch.num_rows, dtype=bool))
-    for name in features:
-        finite = pc.fill_null(pc.is_finite(batch.column(name)), False)
-        keep = pc.and_(keep, finite)
-    mask = keep.to_numpy(zero_copy_only=False)
-    predictions = np.full(batch.num_rows, np.nan)
-    if mask.any():
-        predictions[mask] = local.predict_batch(model, plan, batch.filter(keep), 0, source)
-    return predictions
 
 
 # --- driver: one output file -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 
 from vintage.errors import ConfigError, DataError
 from vintage.scoring.local import _plan, predict_batch
-from vintage.scoring.spark import ARROW, SQL, choose_scorer
+from vintage.scoring.spark_scorers import ARROW, SQL, choose_scorer
 from vintage.serving.model import LoadedModel, load_model_dir
 
 
