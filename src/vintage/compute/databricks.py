@@ -120,16 +120,7 @@ class DatabricksJobRunner:
         return client
 
     def _build(self) -> WorkspaceClient:
-        try:
-            from databricks.sdk import WorkspaceClient
-            from databricks.sdk.config import Config
-        except ImportError as exc:
-            raise ConfigError(
-                "engine: databricks needs the databricks-sdk package", hint=_INSTALL_HINT
-            ) from exc
-
-        from vintage import __version__
-        from vintage.databricks_sdk import capped_clock
+        from vintage.databricks_sdk import workspace_client
 
         if not self.host:
             raise ConfigError(
@@ -138,22 +129,23 @@ class DatabricksJobRunner:
         if not self._token:
             raise ConfigError("no Databricks token is configured", hint="set compute.databricks.token")
         try:
-            config = Config(
+            return workspace_client(
+                http_timeout_s=HTTP_TIMEOUT_S,
+                retry_budget_s=RETRY_BUDGET_S,
+                max_pause_s=MAX_RETRY_PAUSE_S,
                 host=self.host,
                 token=self._token,
                 auth_type="pat",
-                http_timeout_seconds=HTTP_TIMEOUT_S,
-                retry_timeout_seconds=RETRY_BUDGET_S,
-                clock=capped_clock(MAX_RETRY_PAUSE_S),
-                product="vintage",
-                product_version=__version__,
             )
+        except ImportError as exc:
+            raise ConfigError(
+                "engine: databricks needs the databricks-sdk package", hint=_INSTALL_HINT
+            ) from exc
         except ValueError as exc:
             raise ConfigError(
                 f"cannot configure the Databricks client: {self._message(exc)}",
                 hint="check compute.databricks.host and compute.databricks.token",
             ) from exc
-        return WorkspaceClient(config=config)
 
     def _call(self, what: str, call: Callable[[WorkspaceClient], Any]) -> Any:
         client = self._client()

@@ -115,34 +115,27 @@ class DatabricksProvider:
         return client
 
     def _build(self) -> WorkspaceClient:
+        from vintage.databricks_sdk import workspace_client
+
         try:
-            from databricks.sdk import WorkspaceClient
-            from databricks.sdk.config import Config
+            client = workspace_client(
+                http_timeout_s=HTTP_TIMEOUT_S,
+                retry_budget_s=RETRY_BUDGET_S,
+                max_pause_s=MAX_BACKOFF_S,
+                host=self.host,
+                profile=self.profile,
+            )
         except ImportError as exc:
             raise ConfigError(
                 "the databricks secret provider needs the databricks-sdk package", hint=_INSTALL_HINT
             ) from exc
-
-        from vintage import __version__
-        from vintage.databricks_sdk import capped_clock
-
-        try:
-            config = Config(
-                host=self.host,
-                profile=self.profile,
-                http_timeout_seconds=HTTP_TIMEOUT_S,
-                retry_timeout_seconds=RETRY_BUDGET_S,
-                clock=capped_clock(MAX_BACKOFF_S),
-                product="vintage",
-                product_version=__version__,
-            )
         except ValueError as exc:
             raise ConfigError(
                 f"cannot configure the Databricks client: {_message(exc)}", hint=SETUP_HINT
             ) from exc
-        if not config.host:
+        if not client.config.host:
             raise ConfigError("no Databricks workspace host is configured", hint=SETUP_HINT)
-        return WorkspaceClient(config=config)
+        return client
 
     def _call(
         self,
