@@ -7,6 +7,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from support.scoring import free_port
 from vintage import audit
 from vintage.deploy.local import LocalTarget
 from vintage.errors import DeployError
+from vintage.serving.digest import recorded, short
 
 REPO = Path(__file__).resolve().parents[2]
 VINTAGE = str(Path(sys.executable).with_name("vintage"))
@@ -47,9 +49,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from vintage.serving.materialize import materialize
 
     uri = f"sqlite:///{proj / '.vintage' / 'mlflow.db'}"
+    from vintage.serving.digest import write_manifest
+
     broken = proj / "models" / "broken"
     broken.mkdir(parents=True)
     (broken / "MLmodel").write_text("flavors: [not, a, mapping]\n")
+    write_manifest(broken)  # materialised as vintage would, so the server gets to load (and refuse) it
     return {
         "v1": materialize("models:/winequality/1", proj / "models", tracking_uri=uri),
         "v2": materialize("models:/winequality/2", proj / "models", tracking_uri=uri),
@@ -58,12 +63,14 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def make_target(tmp_path: Path) -> Iterator[Callable[..., LocalTarget]]:
-    """LocalTarget factory (state in tmp_path, a free port); every server is stopped at teardown."""
+def make_target(tmp_path: Path, models: dict[str, Path]) -> Iterator[Callable[..., LocalTarget]]:
+    """LocalTarget factory (state in tmp_path, a free port, the module's model store); every server is
+    stopped at teardown."""
     made: list[LocalTarget] = []
 
     def make(environment: str = "staging", **kwargs: Any) -> LocalTarget:
         kwargs.setdefault("port", free_port())
+        kwargs.setdefault("model_store", models["v1"].parent)
         target = LocalTarget(environment, tmp_path / "state", **kwargs)
         made.append(target)
         return target
@@ -181,14 +188,21 @@ def test_start_swap_under_load_unchanged_restore_status_stop(make_target, models
         get(target, "/health")
 
     events = audit.events(target.state_dir)
+    d1, d2 = (short(recorded(models[v])) for v in ("v1", "v2"))
     trail = [(e.action, e.target, e.outcome, e.detail) for e in events if e.action != "secret.read"]
-    assert trail == [
-        ("deploy", "staging", "ok", "winequality v1 started"),
-        ("deploy", "staging", "ok", "winequality v2 swapped"),
-        ("deploy", "staging", "ok", "winequality v2 unchanged"),
+    assert [t for t in trail if t[0] != "serve.swap"] == [
+        ("deploy", "staging", "ok", f"winequality v1 ({d1}) started"),
+        ("deploy", "staging", "ok", f"winequality v2 ({d2}) swapped"),
+        ("deploy", "staging", "ok", f"winequality v2 ({d2}) unchanged"),
         ("rollback", "staging", "ok", "winequality v1 swapped"),
         ("stop", "staging", "ok", f"port {target.port}"),
     ]
+    swaps = [t for t in trail if t[0] == "serve.swap"]  # recorded by the server itself
+    assert [(t[2], t[3].split(": ", 1)[1]) for t in swaps] == [
+        ("ok", f"winequality v1 ({d1}) -> winequality v2 ({d2})"),
+        ("ok", f"winequality v2 ({d2}) -> winequality v1 ({d1})"),
+    ]
+    assert all("over the admin socket" in t[3] for t in swaps)
 
 
 def test_restore_starts_a_gone_server_and_none_stops(make_target, models):
@@ -275,7 +289,8 @@ def test_model_that_fails_to_load(make_target, models):
     assert served_version(target) == "1"
     status = target.status()
     assert status is not None and status.version == 1 and status.healthy
-    outcomes = [(e.outcome, e.detail.split(":")[0]) for e in audit.events(target.state_dir, action="deploy")]
+    events = audit.events(target.state_dir, action="deploy")
+    outcomes = [(e.outcome, re.sub(r" \(sha256:\w+\)", "", e.detail).split(":")[0]) for e in events]
     assert outcomes == [
         ("failed", "winequality v3"),
         ("ok", "winequality v1 started"),
@@ -301,7 +316,8 @@ def test_server_outlives_the_deploying_process(make_target, models, tmp_path):
         "import json, sys\n"
         "from pathlib import Path\n"
         "from vintage.deploy.local import LocalTarget\n"
-        f"t = LocalTarget('production', Path({str(tmp_path / 'state')!r}), port={target.port})\n"
+        f"t = LocalTarget('production', Path({str(tmp_path / 'state')!r}), port={target.port}, "
+        f"model_store=Path({str(models['v1'].parent)!r}))\n"
         f"o = t.deploy(Path({str(models['v1'])!r}), 'winequality', 1)\n"
         "print(json.dumps({'action': o.action, 'pid': o.current.pid}))\n"
     )
@@ -334,10 +350,14 @@ def test_api_keys_from_the_environment_scope(make_target, models, tmp_path):
     assert request(target, "POST", "/invocations", ROW)[0] == 401
     assert request(target, "POST", "/invocations", ROW, key="x" * 43)[0] == 401
     assert request(target, "POST", "/invocations", ROW, key=key)[0] == 200
-    assert request(target, "POST", "/admin/model", {"path": str(models["v2"])})[0] == 401
+    # no admin surface on the scoring port, whatever key a client holds
+    assert request(target, "POST", "/admin/model", {"path": str(models["v2"])}, key=key)[0] == 404
+    assert get(target, "/version")[0] == 401  # metadata needs the key too
+    assert get(target, "/version", key=key)[0] == 200
 
-    assert target.deploy(models["v2"], "winequality", 2).action == "swapped"  # the admin call carried the key
-    assert served_version(target) == "2"
+    assert target.deploy(models["v2"], "winequality", 2).action == "swapped"  # over the admin channel
+    status, body = get(target, "/version", key=key)
+    assert status == 200 and json.loads(body)["version"] == "2"
     assert key not in target.log_file.read_text()
     reads = audit.events(target.state_dir, action="secret.read", target="production/serving/primary")
-    assert {(e.reader, e.outcome) for e in reads} == {("serve:production", "ok"), ("deploy:production", "ok")}
+    assert {(e.reader, e.outcome) for e in reads} == {("serve:production", "ok")}  # the deployer needs no key

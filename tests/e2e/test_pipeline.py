@@ -119,9 +119,13 @@ def post(url: str, key: str | None = None) -> tuple[int, Any]:
     return invoke(url, ROW, key)
 
 
-def version_at(url: str) -> int | None:
+def version_at(url: str, key: str | None = None) -> int | None:
+    """The version a server reports (``/version`` needs the key where the server has keys)."""
+    request = urllib.request.Request(
+        url + "/version", headers={"Authorization": f"Bearer {key}"} if key else {}
+    )
     try:
-        with urllib.request.urlopen(url + "/version", timeout=5) as resp:
+        with urllib.request.urlopen(request, timeout=5) as resp:
             return int(json.loads(resp.read())["version"])
     except (OSError, ValueError, KeyError):
         return None
@@ -203,7 +207,7 @@ def test_without_auto_approve_production_waits_then_approve_and_resume(project):
         "promote": "pending",
     }
     # an unapproved production deploy never happens
-    assert version_at(project.url("production")) is None
+    assert version_at(project.url("production"), project.key()) is None
     assert project.status()["production"] is None
     assert "production" not in project.aliases()
     assert version_at(project.url("staging")) == 1
@@ -233,7 +237,7 @@ def test_reject_ends_the_run_and_nothing_reaches_production(project):
     assert project.run_state(run["id"])["status"] == "rejected"
     again = project.vintage("resume", run["id"])
     assert again.returncode == 1 and "rejected" in again.stderr
-    assert version_at(project.url("production")) is None
+    assert version_at(project.url("production"), project.key()) is None
     assert ("approval.rejected", f"{run['id']}/production") in {
         (e["action"], e["target"]) for e in project.audit()
     }
@@ -279,7 +283,9 @@ def test_champion_gate_blocks_a_worse_model_unless_forced(project):
     assert [s["status"] for s in run["stages"]][1:] == ["failed", "skipped"]
     # not promoted, and the refused candidate no longer serves staging
     assert project.aliases()["production"] == 1 and project.aliases()["staging"] == 1
-    assert version_at(project.url("staging")) == 1 and version_at(project.url("production")) == 1
+    assert (
+        version_at(project.url("staging")) == 1 and version_at(project.url("production"), project.key()) == 1
+    )
     release = json.loads(project.vintage("release", "show", run["id"], "--json").stdout)
     assert release["champion"]["verdict"] == "refused"
 
@@ -314,7 +320,7 @@ def test_failed_smoke_test_rolls_back_and_the_old_version_keeps_serving(project)
     }
     assert version_at(project.url("staging")) == 1  # rolled back to the version that served before
     assert post(project.url("staging"))[0] == 200
-    assert version_at(project.url("production")) == 1  # never reached
+    assert version_at(project.url("production"), project.key()) == 1  # never reached
     rollbacks = project.audit("deploy.rollback")
     assert rollbacks and rollbacks[-1]["target"] == "staging" and "now serving v1" in rollbacks[-1]["detail"]
 
@@ -323,11 +329,11 @@ def test_rollback_command_serves_the_previous_version_and_moves_the_alias(projec
     assert project.vintage("run", "--auto-approve").returncode == 0
     project.write(estimator=BETTER)
     assert project.vintage("run", "--auto-approve").returncode == 0
-    assert version_at(project.url("production")) == 2 and project.aliases()["production"] == 2
+    assert version_at(project.url("production"), project.key()) == 2 and project.aliases()["production"] == 2
     res = project.vintage("rollback", "production")
     assert res.returncode == 0, res.stderr
     assert "rolled back from v2 to v1" in res.stderr
-    assert version_at(project.url("production")) == 1
+    assert version_at(project.url("production"), project.key()) == 1
     assert project.aliases()["production"] == 1
     assert post(project.url("production"), project.key())[0] == 200
     events = project.audit("deploy.rollback")
@@ -513,7 +519,7 @@ def test_a_waiting_run_whose_request_expired_cannot_resume(project):
     time.sleep(2.5)
     res = project.vintage("resume", run["id"])
     assert res.returncode == 1 and "expired after" in res.stderr
-    assert version_at(project.url("production")) is None
+    assert version_at(project.url("production"), project.key()) is None
     assert ("approval.expired", f"{run['id']}/production") in {
         (e["action"], e["target"]) for e in project.audit()
     }

@@ -18,6 +18,8 @@ import yaml
 
 from support.scoring import scoring_server
 from vintage.config import WINE_FEATURES
+from vintage.errors import ServingError
+from vintage.serving.digest import recorded, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 VINTAGE = str(Path(sys.executable).parent / "vintage")
@@ -135,6 +137,7 @@ def test_probes_version_metrics_openapi(server, registry):
     assert server.request("GET", "/ready").status == 200
     version = server.request("GET", "/version").json()
     assert (version["name"], version["version"]) == ("winequality", "1")
+    assert version["digest"] == recorded(registry["v1"])  # the digest actually loaded
     assert version["columns"] == FEATURES and version["served_since"]
     server.post_json({"inputs": [[7.0] * 11]})
     metrics = server.request("GET", "/metrics").body.decode()
@@ -186,7 +189,8 @@ def test_api_keys_required_and_rotated(registry, tmp_path):
     keyfile.write_text(f"{KEY1}\n{KEY2}\n")
     keyfile.chmod(0o600)
     row = {"inputs": [[7.0] * 11]}
-    with scoring_server(registry["v1"], tmp_path, "--api-key-file", str(keyfile)) as srv:
+    store = registry["v1"].parent
+    with scoring_server(registry["v1"], tmp_path, "--api-key-file", str(keyfile), model_store=store) as srv:
         assert srv.post_json(row).status == 401
         assert srv.post_json(row, key="wrong-" + "x" * 30).status == 401
         assert srv.post_json(row, key=KEY1).status == 200
@@ -205,10 +209,13 @@ def test_api_keys_required_and_rotated(registry, tmp_path):
         assert srv.post_json(row, key=KEY1).status == 401
         assert srv.post_json(row, key=new).status == 200
         keyfile.write_text(f"{KEY1}\n")
-        assert srv.post_json({}, key=new, path="/admin/reload-keys").status == 200  # rotation by admin call
+        assert (
+            srv.post_json({}, key=new, path="/admin/reload-keys").status == 404
+        )  # never on the scoring port
+        assert srv.post_json(row, key=new).status == 200
+        assert srv.admin("reload-keys")["keys"] == 1  # rotation over the admin channel
         assert srv.post_json(row, key=new).status == 401
         assert srv.post_json(row, key=KEY1).status == 200
-        assert srv.post_json({}, path="/admin/reload-keys").status == 401
 
 
 def test_world_readable_key_file_is_refused(registry, tmp_path):
@@ -236,21 +243,23 @@ def test_world_readable_key_file_is_refused(registry, tmp_path):
 def test_hot_swap_and_rejected_model(registry, tmp_path, wine):
     rows = wine.head(3)
     body = {"dataframe_split": json.loads(rows.to_json(orient="split"))}
-    with scoring_server(registry["v1"], tmp_path) as srv:
+    store = registry["v1"].parent
+    with scoring_server(registry["v1"], tmp_path, model_store=store) as srv:
         before = srv.post_json(body).json()["predictions"]
-        resp = srv.post_json({"path": str(registry["v2"])}, path="/admin/model")
-        assert resp.status == 200, resp.body
-        assert resp.json()["version"] == "2"
+        swapped = srv.swap(registry["v2"])
+        assert (swapped["version"], swapped["digest"]) == ("2", recorded(registry["v2"]))
         after = srv.post_json(body).json()["predictions"]
         assert np.allclose(after, mlflow_predict(registry["v2"], rows), rtol=1e-12)
         assert not np.allclose(before, after)
-        bad = tmp_path / "broken-model"
+        bad = store / f"broken-model-{tmp_path.name}"
         shutil.copytree(registry["v1"], bad)
         next(p for p in bad.iterdir() if p.suffix in (".pkl", ".skops")).write_bytes(b"not a pickle")
-        rejected = srv.post_json({"path": str(bad)}, path="/admin/model")
-        assert rejected.status == 422 and rejected.json()["error"]["code"] == "model_rejected"
+        digest = write_manifest(bad)  # materialised as vintage would: the load itself must fail
+        with pytest.raises(ServingError, match=r"cannot load|not a|unpickl|pickle"):
+            srv.admin("swap", path=str(bad), digest=digest)
         assert srv.request("GET", "/version").json()["version"] == "2"  # the old one keeps serving
         assert np.allclose(srv.post_json(body).json()["predictions"], after)
+        shutil.rmtree(bad)
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(registry, tmp_path, wine):
@@ -307,7 +316,7 @@ def test_fuzzed_bodies_never_get_a_5xx(server):
 
 def test_five_swaps_under_load_lose_no_request(registry, tmp_path, wine):
     body = json.dumps({"dataframe_split": json.loads(wine.head(10).to_json(orient="split"))})
-    with scoring_server(registry["v1"], tmp_path) as srv:
+    with scoring_server(registry["v1"], tmp_path, model_store=registry["v1"].parent) as srv:
         failures: list[object] = []
         counts = {"ok": 0}
         stop = threading.Event()
@@ -339,9 +348,7 @@ def test_five_swaps_under_load_lose_no_request(registry, tmp_path, wine):
         for i in range(5):
             time.sleep(0.3)
             target = registry["v2"] if i % 2 == 0 else registry["v1"]
-            resp = srv.post_json({"path": str(target)}, path="/admin/model")
-            assert resp.status == 200, resp.body
-            versions.append(resp.json()["version"])
+            versions.append(srv.swap(target)["version"])
         time.sleep(0.3)
         stop.set()
         for w in workers:
@@ -382,7 +389,8 @@ def test_two_workers_follow_swaps_and_key_reloads(registry, tmp_path, wine):
     keyfile.write_text(f"{KEY1}\n")
     keyfile.chmod(0o600)
     body = {"dataframe_split": json.loads(wine.head(3).to_json(orient="split"))}
-    with scoring_server(registry["v1"], tmp_path, "--workers", "2", "--api-key-file", str(keyfile)) as srv:
+    extra = ("--workers", "2", "--api-key-file", str(keyfile))
+    with scoring_server(registry["v1"], tmp_path, *extra, model_store=registry["v1"].parent) as srv:
         children = subprocess.run(
             ["ps", "-o", "pid=,args=", "--ppid", str(srv.proc.pid)], capture_output=True, text=True
         ).stdout.splitlines()
@@ -390,17 +398,15 @@ def test_two_workers_follow_swaps_and_key_reloads(registry, tmp_path, wine):
         for _ in range(40):  # new connection each time: the kernel spreads them over both workers
             resp = srv.post_json(body, key=KEY1)
             assert resp.status == 200
-        assert srv.post_json({"path": str(registry["v2"])}, key=KEY1, path="/admin/model").status == 200
+        swapped = srv.swap(registry["v2"])  # answers once every worker serves the new digest
+        assert swapped["digest"] == recorded(registry["v2"]) and swapped["workers"] == 2
+        assert set(swapped["worker_digests"].values()) == {recorded(registry["v2"])}
         expected = mlflow_predict(registry["v2"], wine.head(3))
-        deadline = time.time() + 10
-        seen_old = True
-        while time.time() < deadline and seen_old:  # the other worker follows within a second
-            answers = [srv.post_json(body, key=KEY1).json()["predictions"] for _ in range(20)]
-            seen_old = not all(np.allclose(a, expected, rtol=1e-12) for a in answers)
-        assert not seen_old
+        answers = [srv.post_json(body, key=KEY1).json()["predictions"] for _ in range(20)]
+        assert all(np.allclose(a, expected, rtol=1e-12) for a in answers)
         new = "k9-" + "z" * 30
         keyfile.write_text(f"{new}\n")
-        assert srv.post_json({}, key=KEY1, path="/admin/reload-keys").status == 200
+        assert srv.admin("reload-keys")["keys"] == 1
         time.sleep(1.5)
         assert all(srv.post_json(body, key=KEY1).status == 401 for _ in range(20))
         assert all(srv.post_json(body, key=new).status == 200 for _ in range(20))

@@ -44,6 +44,20 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    admin_socket: Path | None = None
+
+    def admin(self, op: str, **fields: Any) -> dict[str, Any]:
+        """One request over the server's admin channel (raises ServingError on a refusal)."""
+        from vintage.serving.admin import request
+
+        assert self.admin_socket is not None, "start the server with model_store= for an admin channel"
+        return request(self.admin_socket, op, timeout=120, **fields)
+
+    def swap(self, model_dir: Path) -> dict[str, Any]:
+        """Swap to a materialised model directory (its recorded digest) over the admin channel."""
+        from vintage.serving.digest import recorded
+
+        return self.admin("swap", path=str(model_dir), digest=recorded(model_dir))
 
     def request(
         self,
@@ -73,11 +87,30 @@ class Server:
 
 @contextmanager
 def scoring_server(
-    model_dir: Path, log_dir: Path, *extra: str, env: dict[str, str] | None = None
+    model_dir: Path,
+    log_dir: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    model_store: Path | None = None,
 ) -> Iterator[Server]:
-    """Run the server until the block ends (SIGTERM, then SIGKILL after 30 s)."""
+    """Run the server until the block ends (SIGTERM, then SIGKILL after 30 s).
+
+    With ``model_store`` the server has an admin channel (a socket in ``log_dir``) that swaps in models
+    from that directory, and its audit trail is ``log_dir/audit.db``.
+    """
     port = free_port()
     log = log_dir / f"serve-{port}.log"
+    admin_socket = log_dir / f"admin-{port}.sock" if model_store is not None else None
+    if admin_socket is not None:
+        extra = (
+            *extra,
+            "--admin-socket",
+            str(admin_socket),
+            "--model-store",
+            str(model_store),
+            "--state-dir",
+            str(log_dir),
+        )
     with log.open("wb") as fh:
         proc = subprocess.Popen(
             [
@@ -94,7 +127,7 @@ def scoring_server(
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-    server = Server(proc, port, log)
+    server = Server(proc, port, log, admin_socket)
     try:
         wait_ready(server)
         yield server

@@ -161,29 +161,54 @@ def _decide(run_id: str, stage_name: str, decision: str, comment: str, as_user: 
 
 
 def status(json_out: JsonOpt = False) -> None:
-    """What each environment serves: version, URL, pid, health, since."""
+    """What each environment serves: version, digest, URL, pid, health, since.
+
+    Exits 1 when a server serves another model than the one deployed to it (its digest differs).
+    """
     from dataclasses import asdict
 
     from rich.table import Table
 
     from vintage.pipeline.ops import status as env_status
+    from vintage.serving.digest import short
 
     found = env_status(state.load())
+    tampered = [name for name, dep in found.items() if dep is not None and dep.tampered]
     if json_out:
-        state.print_json({k: asdict(v) if v else None for k, v in found.items()})
-        return
-    table = Table(title="Environments", title_justify="left")
-    for col in ("environment", "model", "url", "pid", "health", "since"):
-        table.add_column(col)
-    for name, dep in found.items():
-        if dep is None:
-            table.add_row(name, "-", "-", "-", "stopped", "-")
-        else:
+        state.print_json({k: {**asdict(v), "tampered": v.tampered} if v else None for k, v in found.items()})
+    else:
+        table = Table(title="Environments", title_justify="left")
+        for col in ("environment", "model", "digest", "url", "pid", "health", "since"):
+            table.add_column(col)
+        for name, dep in found.items():
+            if dep is None:
+                table.add_row(name, "-", "-", "-", "-", "stopped", "-")
+                continue
             health = "[green]ready[/]" if dep.healthy else "[red]not answering[/]"
+            digest = short(dep.digest)
+            if dep.tampered:
+                health = "[bold red]SERVES ANOTHER MODEL[/]"
+                digest = f"[bold red]{short(dep.served_digest)}[/] (deployed {digest})"
             table.add_row(
-                name, f"{dep.model_name} v{dep.version}", dep.url, str(dep.pid or "-"), health, dep.since
+                name,
+                f"{dep.model_name} v{dep.version}",
+                digest,
+                dep.url,
+                str(dep.pid or "-"),
+                health,
+                dep.since,
             )
-    state.out().print(table)
+        state.out().print(table)
+    for name in tampered:
+        dep = found[name]
+        assert dep is not None
+        state.err().print(
+            f"[bold red]error:[/] {name} serves {short(dep.served_digest)}, not the deployed "
+            f"{dep.model_name} v{dep.version} ({short(dep.digest)}); redeploy it: vintage run (or vintage "
+            f"rollback {name}), and check the audit trail: vintage audit --action serve."
+        )
+    if tampered:
+        raise typer.Exit(1)
 
 
 def stop(environment: Annotated[str, typer.Argument(help="Environment to stop.")]) -> None:

@@ -49,6 +49,19 @@ def serve(
         float, typer.Option(min=0.01, help="Prediction timeout in seconds (504 after).")
     ] = 10.0,
     workers: Annotated[int, typer.Option(min=1, help="Server processes sharing the port.")] = 1,
+    public_metadata: Annotated[
+        bool,
+        typer.Option(
+            help="Serve /version, /metrics and /openapi.json without the API key (probes always are)."
+        ),
+    ] = False,
+    allow_unauthenticated_network_access: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthenticated-network-access",
+            help="Let a keyless server listen on a non-loopback --host: anyone reaching it can score.",
+        ),
+    ] = False,
 ) -> None:
     """Serve a model: MLflow-compatible /invocations plus /health, /ready, /version, /metrics, /openapi.json.
 
@@ -61,6 +74,11 @@ def serve(
         raise ConfigError("give --api-key-file or --api-key-scope, not both")
     if environment == "production" and api_key_file is None and api_key_scope is None:
         api_key_scope = "production/serving"
+    from vintage.serving.auth import OPEN_FLAG, check_exposure
+
+    check_exposure(
+        host, api_key_file is not None or api_key_scope is not None, allow_unauthenticated_network_access
+    )
     key_args = _key_args(api_key_file, api_key_scope, environment)
     model_dir = local_model_dir(model, reader="cli:serve")
     argv = [
@@ -83,6 +101,10 @@ def serve(
         str(workers),
     ]
     argv += key_args
+    if public_metadata:
+        argv.append("--public-metadata")
+    if allow_unauthenticated_network_access:
+        argv.append(OPEN_FLAG)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)  # drop MLflow and typer: the server process starts lean
@@ -91,6 +113,8 @@ def serve(
 def _key_args(key_file: Path | None, key_scope: str | None, environment: str | None) -> list[str]:
     """Server options for the API keys (the server process reads the scope itself)."""
     args = ["--environment", environment] if environment else []
+    settings = state.settings()
+    args += ["--state-dir", str(settings.state_dir.resolve())]  # the audit trail of key reloads
     if key_file is not None:
         return [*args, "--api-key-file", str(key_file)]
     if key_scope is None:
@@ -100,13 +124,10 @@ def _key_args(key_file: Path | None, key_scope: str | None, environment: str | N
     from vintage.secrets.names import check_scope
 
     check_scope(key_scope)
-    settings = state.settings()
     return [
         *args,
         "--api-key-scope",
         key_scope,
-        "--state-dir",
-        str(settings.state_dir.resolve()),
         "--secrets-json",
         json.dumps(settings.secrets.model_dump(mode="json")),
     ]

@@ -363,6 +363,7 @@ class EnvironmentSpec(_Strict):
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     api_keys: bool = False
     key_scope: str | None = None
+    public_metadata: bool = False
     approvers: list[str] = Field(default_factory=list)
     forbid_self_approval: bool = False
     approval_ttl_hours: Annotated[float, Field(gt=0)] = 24.0

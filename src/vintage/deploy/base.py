@@ -20,6 +20,9 @@ class Deployment:
         pid: server process id (local target).
         since: ISO-8601 UTC time this version started serving.
         healthy: ``/ready`` answered 200 when the status was taken.
+        digest: content digest of the model directory deployed (``sha256:...``).
+        served_digest: the digest the server reported when the status was taken (``None``: it did not
+            answer); differs from ``digest`` when someone changed what the server runs.
     """
 
     environment: str
@@ -30,6 +33,13 @@ class Deployment:
     pid: int | None
     since: str
     healthy: bool = True
+    digest: str | None = None
+    served_digest: str | None = None
+
+    @property
+    def tampered(self) -> bool:
+        """The server answers with another model than the one deployed."""
+        return self.served_digest is not None and self.served_digest != self.digest
 
 
 @dataclass(frozen=True)

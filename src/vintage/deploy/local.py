@@ -7,13 +7,18 @@ State of an environment lives under ``<state_dir>/envs/<environment>/``:
 ``server.log``
     the server's output, appended to across restarts (each start writes a marker line first);
 ``deployments.json``
-    every deployment, oldest first (written atomically: temp file + rename).
+    every deployment, oldest first (written atomically: temp file + rename);
+``admin.sock``
+    the server's admin channel (mode 0600, in this 0700 directory: only the deploying OS user reaches it).
 
-A deploy hot-swaps the model of a live server (``POST /admin/model``: the old model serves until the new one
-is loaded, validated and warm, so no request fails) or starts a server when none answers. Callers hold the
-environment's lock around :meth:`LocalTarget.deploy`; this module only makes its file writes atomic.
+A deploy asks the server over the admin channel which model digest it serves. The same digest: nothing to
+do (``unchanged``). Another one (a newer version, or a server someone tampered with): hot swap over the
+admin channel (the old model serves until the new one is verified against its digest, loaded, validated
+and warm, so no request fails). No server, or one whose admin channel does not answer: start one (a
+process that does not answer is stopped first). Callers hold the environment's lock around
+:meth:`LocalTarget.deploy`; this module only makes its file writes atomic.
 
-Only the standard library talks HTTP here, always to the server's own port, on 127.0.0.1 when the server
+Only ``/health`` and ``/ready`` are probed over HTTP (they need no key), on 127.0.0.1 when the server
 listens on a loopback or wildcard address.
 """
 
@@ -38,6 +43,8 @@ from vintage.deploy.base import Deployment, DeployOutcome
 from vintage.errors import DeployError, VintageError
 from vintage.fsutil import write_private
 from vintage.redact import redact
+from vintage.serving import admin
+from vintage.serving import digest as model_digest
 
 READY_TIMEOUT_S = 60.0
 POLL_S = 0.02
@@ -65,6 +72,9 @@ class LocalTarget:
         workers: Server worker processes.
         key_scope: Secret scope holding the API keys (``primary``, ``secondary``); ``None`` = no keys.
         secrets: The ``secrets`` settings of vintage.yaml (providers), as a plain mapping.
+        public_metadata: Serve ``/version``, ``/metrics``, ``/openapi.json`` without the API key.
+        model_store: Where materialised models live (default ``<state_dir>/models``); the server swaps
+            in nothing from elsewhere.
     """
 
     TYPE = "local"
@@ -79,6 +89,8 @@ class LocalTarget:
         workers: int = 1,
         key_scope: str | None = None,
         secrets: dict[str, Any] | None = None,
+        public_metadata: bool = False,
+        model_store: Path | None = None,
     ) -> None:
         self.environment = environment
         self.state_dir = Path(state_dir).resolve()
@@ -87,13 +99,15 @@ class LocalTarget:
         self.workers = max(1, workers)
         self.key_scope = key_scope
         self.secrets: dict[str, Any] = dict(secrets or {})
+        self.public_metadata = public_metadata
         self.dir = self.state_dir / "envs" / environment
         self.pid_file = self.dir / "server.pid"
         self.log_file = self.dir / "server.log"
         self.history_file = self.dir / "deployments.json"
+        self.admin_socket = self.dir / admin.SOCKET_NAME
+        self.model_store = Path(model_store).resolve() if model_store else self.state_dir / "models"
         self.url = f"http://{host}:{port}"
         self._probe_host = "127.0.0.1" if host in _LOOPBACK else host
-        self._key: str | None = None
 
     # -- the DeployTarget protocol ----------------------------------------------------------------------
 
@@ -107,11 +121,12 @@ class LocalTarget:
         model_dir = Path(model_dir).resolve()
         detail = f"{model_name} v{version}"
         try:
-            current, previous, action = self._deploy(model_dir, model_name, version)
+            digest = _verified(model_dir)
+            current, previous, action = self._deploy(model_dir, model_name, version, digest)
         except VintageError as exc:
             self._audit("deploy", "failed", f"{detail}: {exc.headline}")
             raise
-        self._audit("deploy", "ok", f"{detail} {action}")
+        self._audit("deploy", "ok", f"{detail} ({model_digest.short(digest)}) {action}")
         return DeployOutcome(current=current, previous=previous, action=action, history=self.history())
 
     def restore(self, previous: Deployment | None) -> Deployment | None:
@@ -126,7 +141,9 @@ class LocalTarget:
             return None
         detail = f"{previous.model_name} v{previous.version}"
         try:
-            current, _, action = self._deploy(Path(previous.model_dir), previous.model_name, previous.version)
+            model_dir = Path(previous.model_dir)
+            digest = _verified(model_dir, previous.digest)
+            current, _, action = self._deploy(model_dir, previous.model_name, previous.version, digest)
         except VintageError as exc:
             self._audit("rollback", "failed", f"{detail}: {exc.headline}")
             raise
@@ -134,15 +151,18 @@ class LocalTarget:
         return current
 
     def status(self) -> Deployment | None:
-        """What serves now, ``healthy`` from a live ``/ready`` probe; ``None`` when nothing runs."""
+        """What serves now: ``healthy`` from a live ``/ready`` probe, ``served_digest`` from the server's
+        admin channel (``None`` when it does not answer); ``None`` when nothing runs."""
         pid = self._running_pid()
         if pid is None:
             return None
         healthy = self._probe("/ready")
+        served = self._served()
+        served_digest = served.get("digest") if served else None
         history = self.history()
         if history:
-            return dataclasses.replace(history[-1], pid=pid, healthy=healthy)
-        served = self._served() or {}  # a server runs but was never recorded: report what it says it serves
+            return dataclasses.replace(history[-1], pid=pid, healthy=healthy, served_digest=served_digest)
+        served = served or {}  # a server runs but was never recorded: report what it says it serves
         return Deployment(
             environment=self.environment,
             model_name=str(served.get("name") or ""),
@@ -152,6 +172,7 @@ class LocalTarget:
             pid=pid,
             since=str(served.get("served_since") or ""),
             healthy=healthy,
+            served_digest=served_digest,
         )
 
     def stop(self) -> bool:
@@ -189,27 +210,26 @@ class LocalTarget:
     # -- deploy ------------------------------------------------------------------------------------------
 
     def _deploy(
-        self, model_dir: Path, model_name: str, version: int
+        self, model_dir: Path, model_name: str, version: int, digest: str
     ) -> tuple[Deployment, Deployment | None, str]:
         history = self.history()
         pid = self._live_pid()
-        if pid is not None:
+        served = self._served() if pid is not None else None
+        if pid is not None and served is None:
+            # alive, but its admin channel does not answer (a server from before the admin channel, or a
+            # broken one): it cannot be swapped safely, so it is replaced
+            self._terminate(pid, DRAIN_TIMEOUT_S)
+            self._forget_pid(pid)
+            pid = None
+        if pid is not None and served is not None:
             previous = dataclasses.replace(history[-1], pid=pid) if history else None
-            served = self._served()
-            if (
-                previous is not None
-                and previous.model_dir == str(model_dir)
-                and previous.version == version
-                and served is not None
-                and str(served.get("version")) == str(version)
-                and served.get("name") == model_name
-            ):
+            if previous is not None and served.get("digest") == digest and previous.digest == digest:
                 return previous, previous, "unchanged"
-            self._swap(model_dir, model_name, version)
+            self._swap(model_dir, model_name, version, digest)
             action = "swapped"
         else:
             previous = None
-            pid = self._start(model_dir, model_name, version)
+            pid = self._start(model_dir, model_name, version, digest)
             action = "started"
         current = Deployment(
             environment=self.environment,
@@ -220,67 +240,54 @@ class LocalTarget:
             pid=pid,
             since=datetime.now(UTC).isoformat(timespec="seconds"),
             healthy=True,
+            digest=digest,
+            served_digest=digest,
         )
         self._write_json(self.history_file, [dataclasses.asdict(d) for d in [*history, current]])
         return current, previous, action
 
-    def _swap(self, model_dir: Path, model_name: str, version: int) -> None:
-        headers = {"Content-Type": "application/json"}
-        if self.key_scope:
-            headers["Authorization"] = f"Bearer {self._admin_key()}"
-        body = json.dumps({"path": str(model_dir)}).encode()
+    def _swap(self, model_dir: Path, model_name: str, version: int, digest: str) -> None:
         what = f"{model_name} v{version}"
         try:
-            status, answer = self._request("POST", "/admin/model", body, headers, timeout=SWAP_TIMEOUT_S)
-        except (OSError, http.client.HTTPException) as exc:
+            admin.request(self.admin_socket, "swap", path=str(model_dir), digest=digest)
+        except admin.AdminUnavailableError as exc:
             raise DeployError(
-                f"the server for {self.environment} did not answer the swap to {what} "
-                f"({exc.__class__.__name__})",
+                f"the server for {self.environment} did not answer the swap to {what}: {exc.headline}",
                 hint=f"see {self.log_file}",
             ) from exc
-        if status == 401:
+        except VintageError as exc:
             raise DeployError(
-                f"the server for {self.environment} refused the swap to {what}: the API key was not accepted",
-                hint=f"the server and the deploy must use the same key scope ({self.key_scope or 'none'}); "
-                "after rotating keys, reload them on the server (SIGHUP) before deploying",
-            )
-        if status != 200:
-            message = _error_message(answer)
-            raise DeployError(
-                f"the server for {self.environment} rejected {what} (HTTP {status}): {message}; "
+                f"the server for {self.environment} rejected {what}: {exc.headline}; "
                 "the model it served before keeps serving",
-                hint="check the model directory (vintage.serving.materialize); it must take the same columns",
-            )
-        self._confirm(model_name, version)
+                hint="the model must take the same columns; see the server log",
+            ) from exc
+        self._confirm(model_name, version, digest)
 
-    def _confirm(self, model_name: str, version: int) -> None:
-        """``/version`` reports the new model (several workers: consistently, as they follow one by one)."""
-        needed = 1 if self.workers == 1 else 3 * self.workers
-        if self.workers > 1:
-            # Other workers follow the swap through the server's control file, which each checks every
-            # 0.5 s: after a full period plus margin every idle worker has switched.
-            time.sleep(WORKER_FOLLOW_S)
+    def _confirm(self, model_name: str, version: int, digest: str) -> None:
+        """The server (every worker) reports ``digest`` over the admin channel."""
         deadline = time.monotonic() + 15.0
-        streak, served = 0, None
-        while True:
+        served: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
             served = self._served()
-            match = served is not None and _reports(served, model_name, version)
-            streak = streak + 1 if match else 0
-            if streak >= needed:
+            if served is not None and served.get("digest") == digest:
                 return
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05 if streak == 0 else POLL_S)
-        seen = f"{served.get('name')} v{served.get('version')}" if served else "nothing"
+            time.sleep(0.05)
+        seen = (
+            f"{served.get('name')} v{served.get('version')} ({model_digest.short(served.get('digest'))})"
+            if served
+            else "nothing"
+        )
         raise DeployError(
-            f"the server for {self.environment} should serve {model_name} v{version} but reports {seen}",
+            f"the server for {self.environment} should serve {model_name} v{version} "
+            f"({model_digest.short(digest)}) but reports {seen}",
             hint=f"see {self.log_file}",
         )
 
-    def _start(self, model_dir: Path, model_name: str, version: int) -> int:
+    def _start(self, model_dir: Path, model_name: str, version: int, digest: str) -> int:
         if not self._port_free():
             raise self._port_taken()
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)  # the admin socket inside is reachable by the deploying user only
         cmd = [
             sys.executable,
             "-m",
@@ -293,18 +300,21 @@ class LocalTarget:
             str(self.port),
             "--workers",
             str(self.workers),
+            "--model-digest",
+            digest,
+            "--admin-socket",
+            str(self.admin_socket),
+            "--model-store",
+            str(self.model_store),
+            "--environment",
+            self.environment,
+            "--state-dir",
+            str(self.state_dir),
         ]
+        if self.public_metadata:
+            cmd.append("--public-metadata")
         if self.key_scope:
-            cmd += [
-                "--environment",
-                self.environment,
-                "--api-key-scope",
-                self.key_scope,
-                "--state-dir",
-                str(self.state_dir),
-                "--secrets-json",
-                json.dumps(self.secrets),
-            ]
+            cmd += ["--api-key-scope", self.key_scope, "--secrets-json", json.dumps(self.secrets)]
         fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as log:
             offset = log.seek(0, os.SEEK_END)
@@ -328,7 +338,7 @@ class LocalTarget:
         failure = self._wait_ready(proc)
         if failure is None:
             try:
-                self._confirm(model_name, version)
+                self._confirm(model_name, version, digest)
             except DeployError as exc:
                 failure = exc.headline
         if failure is not None:
@@ -383,26 +393,6 @@ class LocalTarget:
             return []
         lines = [line for line in text.splitlines() if line.strip() and not line.startswith("--- ")]
         return [redact(line)[:500] for line in lines[-LOG_TAIL_LINES:]]
-
-    def _admin_key(self) -> str:
-        if self._key is None:
-            from vintage.config.models import SecretsSpec
-            from vintage.secrets.access import SecretReader
-
-            reader = SecretReader.from_spec(
-                SecretsSpec.model_validate(self.secrets),
-                self.state_dir,
-                reader=f"deploy:{self.environment}",
-                environment=self.environment,
-            )
-            try:
-                self._key = reader.get(f"{self.key_scope}/primary")
-            except VintageError as exc:
-                raise DeployError(
-                    f"cannot read the API key to swap the model of {self.environment}: {exc.headline}",
-                    hint=exc.hint,
-                ) from exc
-        return self._key
 
     # -- the process ---------------------------------------------------------------------------------------
 
@@ -484,13 +474,11 @@ class LocalTarget:
             return False
 
     def _served(self) -> dict[str, Any] | None:
-        """What ``/version`` says, or ``None`` when it does not answer."""
+        """What the server says it serves over its admin channel, or ``None`` when that does not answer."""
         try:
-            status, body = self._request("GET", "/version")
-            data = json.loads(body) if status == 200 else None
-        except (OSError, http.client.HTTPException, ValueError):
+            return admin.request(self.admin_socket, "status", timeout=PROBE_TIMEOUT_S)
+        except VintageError:
             return None
-        return data if isinstance(data, dict) else None
 
     # -- files -----------------------------------------------------------------------------------------------
 
@@ -506,9 +494,6 @@ class LocalTarget:
         audit.record(
             self.state_dir, action, self.environment, outcome, environment=self.environment, detail=detail
         )
-
-
-WORKER_FOLLOW_S = 1.2  # > the serving control-file period (0.5 s) twice, plus margin
 
 
 def _group_gone(pgid: int, timeout: float) -> bool:
@@ -565,13 +550,16 @@ def _wait_gone(pid: int, timeout_s: float) -> bool:
     return True
 
 
-def _reports(served: dict[str, Any], model_name: str, version: int) -> bool:
-    """True when ``/version`` names ``model_name`` v``version`` (or nothing: a directory without
-    vintage-model.json carries no registry metadata, so there is nothing to check)."""
-    name, served_version = served.get("name"), served.get("version")
-    if name is None and served_version is None:
-        return True
-    return (name, str(served_version)) == (model_name, str(version))
+def _verified(model_dir: Path, expected: str | None = None) -> str:
+    """The digest of a materialised model directory, checked against its manifest.
+
+    Raises:
+        DeployError: no manifest, or the files changed since materialisation.
+    """
+    try:
+        return model_digest.verify(model_dir, expected)
+    except VintageError as exc:
+        raise DeployError(f"cannot deploy {model_dir.name}: {exc.headline}", hint=exc.hint) from exc
 
 
 def _error_message(body: bytes) -> str:

@@ -95,6 +95,7 @@ class StepContext:
             workers=env.workers,
             key_scope=self.spec.key_scope(self.stage.environment),
             secrets=self.spec.secrets.model_dump(mode="json"),
+            public_metadata=env.public_metadata,
         )
 
 

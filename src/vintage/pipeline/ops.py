@@ -146,6 +146,7 @@ def target(spec: Spec, environment: str) -> DeployTarget:
         workers=env.workers,
         key_scope=spec.key_scope(environment),
         secrets=spec.secrets.model_dump(mode="json"),
+        public_metadata=env.public_metadata,
     )
 
 

@@ -1,6 +1,7 @@
 """``python -m vintage.serving --model-dir DIR``: the lean server process (no MLflow, no typer).
 
-``vintage serve`` materialises a registry model into a local directory, then execs this.
+``vintage serve`` materialises a registry model into a local directory, then execs this; the local deploy
+target starts it with an admin socket, a model store and the digest the model must have.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from vintage.errors import VintageError
+from vintage.serving.auth import OPEN_FLAG, check_exposure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,19 +31,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-rows", type=int, default=100_000)
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--model-digest", help="sha256:... the model directory must hold (checked before loading)")
+    p.add_argument("--admin-socket", type=Path, help="Unix socket of the admin channel (swap, key reload)")
+    p.add_argument("--model-store", type=Path, help="directory that swapped-in models must lie in")
+    p.add_argument("--public-metadata", action="store_true", help="metadata without a key")
+    p.add_argument(OPEN_FLAG, dest="open_network", action="store_true")
+    p.add_argument("--max-header-kb", type=int, default=32)
+    p.add_argument("--header-timeout", type=float, default=10.0)
+    p.add_argument("--body-timeout", type=float, default=60.0)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from vintage.redact import install_logging_filter, redact
 
     install_logging_filter()
 
     from vintage.serving.app import ServeConfig
     from vintage.serving.auth import ScopeKeys
-    from vintage.serving.server import serve
+    from vintage.serving.protocol import ConnectionLimits
+    from vintage.serving.server import AdminSpec, serve
 
     try:
+        check_exposure(args.host, bool(args.api_key_file or args.api_key_scope), args.open_network)
         config = ServeConfig(
-            max_body_bytes=args.max_body_bytes, max_rows=args.max_rows, timeout_s=args.timeout
+            max_body_bytes=args.max_body_bytes,
+            max_rows=args.max_rows,
+            timeout_s=args.timeout,
+            public_metadata=args.public_metadata,
         )
         serve(
             args.model_dir,
@@ -58,6 +73,18 @@ def main(argv: list[str] | None = None) -> int:
             if args.api_key_scope
             else None,
             config=config,
+            admin=AdminSpec(
+                socket=args.admin_socket.resolve() if args.admin_socket else None,
+                model_store=args.model_store.resolve() if args.model_store else None,
+                state_dir=args.state_dir.resolve(),
+                environment=args.environment,
+            ),
+            model_digest_expected=args.model_digest,
+            limits=ConnectionLimits(
+                max_header_bytes=args.max_header_kb * 1024,
+                header_timeout_s=args.header_timeout,
+                body_timeout_s=args.body_timeout,
+            ),
         )
     except VintageError as exc:
         sys.stderr.write(f"error: {redact(exc.headline)}\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import signal
 import threading
 import time
@@ -27,6 +28,7 @@ import orjson
 from vintage.errors import VintageError
 from vintage.serving.auth import ApiKeys
 from vintage.serving.control import ControlFile
+from vintage.serving.digest import verify
 from vintage.serving.metrics import Metrics
 from vintage.serving.model import LoadedModel, load_model_dir
 from vintage.serving.openapi import openapi_document
@@ -57,39 +59,44 @@ class ServeConfig:
     timeout_s: float = 10.0
     inline_bytes: int = 64 * 1024  # bodies up to this size are parsed and predicted on the event loop
     warmup_predictions: int = 50
+    public_metadata: bool = False  # /version, /metrics, /openapi.json without the API key
 
 
 class ModelSlot:
     """The model being served; replaced as a whole on swap."""
 
-    def __init__(self, model: LoadedModel, path: Path | None = None) -> None:
+    def __init__(self, model: LoadedModel, path: Path | None = None, digest: str | None = None) -> None:
         self.model = model
         self.path = path
+        self.digest = digest
         self.since = time.time()
         self.version_json = b""
         self.openapi_json = b""
         self._render()
 
-    def replace(self, model: LoadedModel, path: Path | None = None) -> None:
+    def replace(self, model: LoadedModel, path: Path | None = None, digest: str | None = None) -> None:
         """Swap in ``model`` (a single reference assignment: requests in flight keep the old one)."""
-        self.model, self.path, self.since = model, path, time.time()
+        self.model, self.path, self.digest, self.since = model, path, digest, time.time()
         self._render()
 
-    def _render(self) -> None:
+    def describe(self) -> dict[str, Any]:
+        """What ``/version`` and the admin channel report."""
         info = self.model.info
-        self.version_json = orjson.dumps(
-            {
-                "name": info.name,
-                "version": info.version,
-                "run_id": info.run_id,
-                "model_uri": info.model_uri,
-                "flavor": info.flavor,
-                "columns": list(info.columns),
-                "signature": info.signature,
-                "served_since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since)),
-            }
-        )
-        self.openapi_json = orjson.dumps(openapi_document(info))
+        return {
+            "name": info.name,
+            "version": info.version,
+            "run_id": info.run_id,
+            "model_uri": info.model_uri,
+            "digest": self.digest,
+            "flavor": info.flavor,
+            "columns": list(info.columns),
+            "signature": info.signature,
+            "served_since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since)),
+        }
+
+    def _render(self) -> None:
+        self.version_json = orjson.dumps(self.describe())
+        self.openapi_json = orjson.dumps(openapi_document(self.model.info))
 
 
 def validate_and_warm(model: LoadedModel, rounds: int) -> None:
@@ -112,7 +119,8 @@ def validate_and_warm(model: LoadedModel, rounds: int) -> None:
 
 class ScoringApp:
     """ASGI application: ``/invocations``, ``/health``, ``/ready``, ``/version``, ``/metrics``,
-    ``/openapi.json``, ``/admin/model``, ``/admin/reload-keys``."""
+    ``/openapi.json``. Nothing on this port changes what the server runs: swaps and key reloads come over
+    the admin channel (:mod:`vintage.serving.admin`), which calls :meth:`swap` and :meth:`reload_keys`."""
 
     def __init__(
         self,
@@ -121,6 +129,7 @@ class ScoringApp:
         config: ServeConfig | None = None,
         control: ControlFile | None = None,
         model_dir: Path | None = None,
+        digest: str | None = None,
     ) -> None:
         self.config = config or ServeConfig()
         self.control = control
@@ -128,10 +137,10 @@ class ScoringApp:
         self._watcher: asyncio.Task[None] | None = None
         self.keys = keys
         self.metrics = Metrics()
-        self.slot = ModelSlot(model, model_dir)
+        self.slot = ModelSlot(model, model_dir, digest)
         self.ready = False
         self.draining = False
-        self._swap_lock = asyncio.Lock()
+        self._swap_lock = threading.Lock()
         self.metrics.serving(model.info.name, model.info.version, model.info.run_id)
         self._routes: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             "/invocations": self._invocations,
@@ -141,14 +150,13 @@ class ScoringApp:
             "/version": self._version,
             "/metrics": self._metrics,
             "/openapi.json": self._openapi,
-            "/admin/model": self._admin_model,
-            "/admin/reload-keys": self._admin_reload_keys,
         }
 
     def warm(self) -> None:
         """Validate and warm the current model, then report ready."""
         validate_and_warm(self.slot.model, self.config.warmup_predictions)
         self.ready = True
+        self._report()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -187,6 +195,8 @@ class ScoringApp:
         body = await _read_body(receive, limit)
         if body is None:
             return await _respond(send, 413, _too_large(limit).to_json())
+        if body is _DISCONNECTED:
+            return 499  # the client went away (or its body timed out): nobody to answer
         model = self.slot.model  # requests keep the model they started with, whatever swaps meanwhile
         content_type = ctype.decode("latin-1") if ctype else None
         try:
@@ -216,46 +226,75 @@ class ScoringApp:
             await _respond(send, 503, b"draining" if self.draining else b"loading", _TEXT)
 
     async def _version(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _respond(send, 200, self.slot.version_json)
+        if await self._metadata_allowed(scope, send):
+            await _respond(send, 200, self.slot.version_json)
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _respond(send, 200, self.metrics.render(), _PROM)
+        if await self._metadata_allowed(scope, send):
+            await _respond(send, 200, self.metrics.render(), _PROM)
 
     async def _openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _respond(send, 200, self.slot.openapi_json)
+        if await self._metadata_allowed(scope, send):
+            await _respond(send, 200, self.slot.openapi_json)
 
-    # -- admin ---------------------------------------------------------------------------------------------
+    async def _metadata_allowed(self, scope: Scope, send: Send) -> bool:
+        """Metadata needs the API key when the server has keys, unless it was made public."""
+        if scope["method"] not in ("GET", "HEAD"):
+            await _respond(send, 405, _NOT_ALLOWED)
+            return False
+        if self.config.public_metadata or not self.keys.required:
+            return True
+        auth = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        if self.keys.check(auth):
+            return True
+        await _respond(send, 401, _UNAUTHORIZED)
+        return False
 
-    async def _admin_model(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``POST /admin/model {"path": DIR}``: load, validate, warm, then swap; the old model keeps serving
-        until the swap, and for good if the new one fails."""
-        if not await self._admin_allowed(scope, send):
-            return
-        body = await _read_body(receive, 64 * 1024) or b""
-        try:
-            path = Path(str(orjson.loads(body)["path"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            await _respond(send, 400, _error("bad_request", 'expected {"path": "<local model directory>"}'))
-            return
-        async with self._swap_lock:
+    # -- admin (called by the admin channel, on its thread) ----------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What this process serves (the admin channel's ``status``)."""
+        return {**self.slot.describe(), "pid": os.getpid(), "ready": self.ready, "workers": 1}
+
+    def swap(self, path: Path, digest: str) -> dict[str, Any]:
+        """Verify ``path`` against ``digest``, load, validate and warm it, then serve it; the old model
+        keeps serving until the swap, and for good if the new one fails.
+
+        Raises:
+            VintageError: the files do not match the digest, or the model fails to load or validate.
+        """
+        with self._swap_lock:
             try:
-                model = await asyncio.to_thread(self._load_checked, path)
-            except VintageError as exc:
+                model = self._load_checked(path, digest)
+            except VintageError:
                 self.metrics.swaps.labels("rejected").inc()
-                await _respond(send, 422, _error("model_rejected", exc.headline))
-                return
-            self._swap(model, path)
-            if self.control is not None:  # the other workers follow
-                self.control.publish(model=str(path))
-                self._control_seen = (self.control.stamp(), self._control_seen[1])
-        await _respond(send, 200, self.slot.version_json)
+                raise
+            self._swap(model, path, digest)
+        return self.status()
 
-    def _swap(self, model: LoadedModel, path: Path) -> None:
-        old = self.slot.model.info
-        self.slot.replace(model, path)
+    def reload_keys(self) -> int:
+        """Re-read the API keys (a bad source keeps the old keys and raises)."""
+        return self.keys.reload()
+
+    def _swap(self, model: LoadedModel, path: Path, digest: str) -> None:
+        self.slot.replace(model, path, digest)
         self.metrics.serving(model.info.name, model.info.version, model.info.run_id)
         self.metrics.swaps.labels("swapped").inc()
-        log.info("swapped model %s v%s -> %s v%s", old.name, old.version, model.info.name, model.info.version)
+        self._report()
+
+    def _load_checked(self, path: Path, digest: str) -> LoadedModel:
+        verify(path, digest)  # before anything in the directory is unpickled
+        model = load_model_dir(path)
+        current = self.slot.model.info.columns
+        if model.info.columns != current:
+            raise VintageError(f"the new model expects other columns than the one being served ({current})")
+        validate_and_warm(model, self.config.warmup_predictions)
+        return model
+
+    def _report(self) -> None:
+        """Several workers: tell the supervisor what this worker serves (its admin ``status``)."""
+        if self.control is not None:
+            self.control.report(os.getpid(), {**self.slot.describe(), "ready": self.ready})
 
     # -- multi-worker: follow the control file ------------------------------------------------------------
 
@@ -288,46 +327,18 @@ class ScoringApp:
                 await asyncio.to_thread(self.keys.reload)
             except VintageError as exc:
                 log.error("API keys not reloaded: %s", exc.headline)
-        model = state.get("model")
-        if model and Path(model) != self.slot.path:
-            async with self._swap_lock:
-                try:
-                    self._swap(await asyncio.to_thread(self._load_checked, Path(model)), Path(model))
-                except VintageError as exc:
-                    self.metrics.swaps.labels("rejected").inc()
-                    log.error("model %s not swapped in: %s", model, exc.headline)
+        model, digest = state.get("model"), state.get("digest")
+        if model and digest and digest != self.slot.digest:
+            try:
+                loaded = await asyncio.to_thread(self._load_checked, Path(model), str(digest))
+            except VintageError as exc:
+                self.metrics.swaps.labels("rejected").inc()
+                log.error("model not swapped in: %s", exc.headline)
+            else:
+                with self._swap_lock:
+                    self._swap(loaded, Path(model), str(digest))
+                log.info("followed the swap to %s v%s", loaded.info.name, loaded.info.version)
         self._control_seen = (stamp, keys_gen)
-
-    def _load_checked(self, path: Path) -> LoadedModel:
-        model = load_model_dir(path)
-        current = self.slot.model.info.columns
-        if model.info.columns != current:
-            raise VintageError(f"the new model expects other columns than the one being served ({current})")
-        validate_and_warm(model, self.config.warmup_predictions)
-        return model
-
-    async def _admin_reload_keys(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not await self._admin_allowed(scope, send):
-            return
-        try:
-            n = await asyncio.to_thread(self.keys.reload)
-        except VintageError as exc:
-            await _respond(send, 422, _error("keys_rejected", exc.headline))
-            return
-        if self.control is not None:  # the other workers follow
-            state = self.control.publish(reload_keys=True)
-            self._control_seen = (self.control.stamp(), int(state["keys_generation"]))
-        await _respond(send, 200, orjson.dumps({"keys": n}))
-
-    async def _admin_allowed(self, scope: Scope, send: Send) -> bool:
-        if scope["method"] != "POST":
-            await _respond(send, 405, _NOT_ALLOWED)
-            return False
-        auth = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-        if not self.keys.check(auth):
-            await _respond(send, 401, _UNAUTHORIZED)
-            return False
-        return True
 
 
 def _predict(model: LoadedModel, body: bytes, content_type: str | None, max_rows: int) -> tuple[bytes, int]:
@@ -339,19 +350,23 @@ def _too_large(limit: int) -> PayloadError:
     return PayloadError(413, "body_too_large", f"request body is larger than the limit of {limit} bytes")
 
 
-def _error(code: str, message: str) -> bytes:
-    return orjson.dumps({"error": {"code": code, "message": message[:500], "details": []}})
+_DISCONNECTED = b"\x00disconnected"  # a sentinel object, compared by identity
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it exceeds ``limit`` (the rest is never read)."""
+    """The whole body; ``None`` as soon as it exceeds ``limit`` (the rest is never read);
+    ``_DISCONNECTED`` when the client went away before sending all of it."""
     message = await receive()
+    if message["type"] == "http.disconnect":
+        return _DISCONNECTED
     body = message.get("body", b"")
     if not message.get("more_body", False):
         return body if len(body) <= limit else None
     chunks, size = [body], len(body)
     while message.get("more_body", False):
         message = await receive()
+        if message["type"] == "http.disconnect":
+            return _DISCONNECTED
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

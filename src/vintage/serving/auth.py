@@ -20,9 +20,11 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vintage.errors import ServingError
+from vintage.errors import ConfigError, ServingError
 
 MIN_KEY_CHARS = 16
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+OPEN_FLAG = "--allow-unauthenticated-network-access"
 PRIMARY, SECONDARY = "primary", "secondary"
 
 
@@ -154,3 +156,17 @@ class ApiKeys:
         for key in self._keys:  # compare against every key, so timing does not tell which one matched
             ok |= hmac.compare_digest(presented, key)
         return ok
+
+
+def check_exposure(host: str, has_keys: bool, allowed: bool) -> None:
+    """A server without API keys listens on loopback only, unless explicitly allowed.
+
+    Raises:
+        ConfigError: a non-loopback ``host`` without keys and without the explicit flag.
+    """
+    if has_keys or allowed or host in LOOPBACK_HOSTS or host.startswith("127."):
+        return
+    raise ConfigError(
+        f"refusing to serve on {host} without API keys: anyone who can reach that address could score",
+        hint=f"give --api-key-file or --api-key-scope, bind 127.0.0.1, or pass {OPEN_FLAG} if this is meant",
+    )

@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 
 from vintage.errors import ServingError, first_line
+from vintage.serving import digest as model_digest
 from vintage.serving.model import (
     MLMODEL,
     RTOL,
@@ -117,18 +118,26 @@ def resolve(client: MlflowClient, model_uri: str) -> Resolved:
 
 
 def is_complete(final: Path, target: Resolved) -> bool:
-    """True when ``final`` already holds ``target`` (same version and run), fully written."""
+    """True when ``final`` already holds ``target`` (same version and run), fully written, and its files
+    are still the ones recorded at materialisation (a changed or older copy is downloaded again)."""
     if not (final / MLMODEL).is_file() or not (final / VINTAGE_META).is_file():
         return False
     try:
         meta = read_meta(final)
     except ServingError:
         return False
-    return (
+    if not (
         meta.get("source_uri") == target.source_uri
         and meta.get("run_id") == target.run_id
         and meta.get("version") == target.version
-    )
+    ):
+        return False
+    try:
+        model_digest.verify(final)
+    except ServingError as exc:
+        log.warning("materialised copy %s is not reused: %s", final.name, exc.headline)
+        return False
+    return True
 
 
 # --- resolving ---------------------------------------------------------------------------------------
@@ -306,6 +315,7 @@ def _download(target: Resolved, dest: Path, final: Path, tracking_uri: str | Non
             raise ServingError(f"cannot download {target.requested}: {first_line(exc)}") from exc
         model_dir = Path(local)
         _write_meta(model_dir, target, load_model_dir(model_dir), tracking_uri)
+        model_digest.write_manifest(model_dir)  # last: the digest covers every file, metadata included
         return _publish(model_dir, final, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
