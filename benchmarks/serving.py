@@ -97,6 +97,7 @@ TRAIN_TIMEOUT_S = 600
 
 VINTAGE = "vintage"
 VINTAGE_KEY = "vintage + API key"
+BASELINE = "vintage (baseline)"
 MLFLOW = "mlflow"
 GRANIAN = "vintage on granian"
 CEILING_UVICORN = "ceiling (uvicorn)"
@@ -324,8 +325,11 @@ def free_port() -> int:
         return port
 
 
-def server_specs(model_dir: Path, tracking_uri: str, key_file: Path, key: str) -> list[ServerSpec]:
-    """The servers, in the order each repeat runs them."""
+def server_specs(
+    model_dir: Path, tracking_uri: str, key_file: Path, key: str, baseline_src: Path | None = None
+) -> list[ServerSpec]:
+    """The servers, in the order each repeat runs them (with ``baseline_src``, the same server from another
+    source tree too, for a before/after comparison in one run)."""
     py, granian, local = sys.executable, venv_tool("granian"), ["--host", "127.0.0.1"]
     quiet = ["--no-access-log", "--log-level", "warning"]
 
@@ -366,8 +370,18 @@ def server_specs(model_dir: Path, tracking_uri: str, key_file: Path, key: str) -
     uvi, gra = "uvicorn+httptools+uvloop", "granian (asgi)"
     plain, with_model = child_env(), child_env({"VINTAGE_MODEL_DIR": str(model_dir)})
     registry = child_env({"MLFLOW_TRACKING_URI": tracking_uri})
+    baseline = (
+        [
+            ServerSpec(
+                BASELINE, uvi, vintage, child_env({"PYTHONPATH": str(baseline_src)}), "/ready", BODY_ROWS
+            )
+        ]
+        if baseline_src is not None
+        else []
+    )
     return [
         ServerSpec(VINTAGE, uvi, vintage, plain, "/ready", BODY_ROWS),
+        *baseline,
         ServerSpec(MLFLOW, "uvicorn+FastAPI (MLflow)", mlflow, registry, "/ping", BODY_ROWS),
         ServerSpec(VINTAGE_KEY, uvi, vintage_key, plain, "/ready", (1,), auth=key),
         ServerSpec(GRANIAN, gra, on_granian("_granian_app:build", True), with_model, "/ready", BODY_ROWS),
@@ -671,7 +685,9 @@ def run_all(args: argparse.Namespace, wrk: str, progress: Callable[[str], None])
         }
         logs = root / "logs"
         logs.mkdir()
-        specs = server_specs(model_dir, tracking_uri, key_file, key)
+        specs = server_specs(model_dir, tracking_uri, key_file, key, args.baseline_src)
+        if args.servers:
+            specs = [s for s in specs if s.name in args.servers or s.name == MLFLOW]
         results = [ServerSamples(spec) for spec in specs]
         for i in range(args.repeat):
             progress(f"repeat {i + 1}/{args.repeat}")
@@ -858,6 +874,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--retakes", type=int, default=2, help="at most this many retakes per sample (default 2)"
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also run `python -m vintage.serving` from this src/ tree (e.g. a `git archive` of an older "
+        "commit), as the row 'vintage (baseline)': before and after side by side in one run",
+    )
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        metavar="NAME",
+        help="only these server rows (by name; the MLflow anchor always runs)",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.duration < 1 or args.warmup < 0:
         parser.error("--repeat and --duration must be >= 1, --warmup >= 0")

@@ -249,11 +249,26 @@ def serve(
         )
         uv_config.vintage_limits = limits  # type: ignore[attr-defined]
         sock = uv_config.bind_socket()
-        supervisor = Multiprocess(uv_config, sockets=[sock])
+        supervisor = _Supervisor(uv_config, sockets=[sock])
+        supervisor.audit = audit
         fleet = Fleet(validate, ControlFile(Path(os.environ[_ENV_CONTROL])), supervisor)
         with _admin_channel(admin, fleet, audit):
             _announce(validate, host, port, workers)
             supervisor.run()
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor, with its SIGHUP (a rolling restart: keys and model re-read) in the audit trail."""
+
+    audit: Auditor | None = None
+
+    def handle_hup(self) -> None:
+        from vintage.audit import current_actor
+
+        super().handle_hup()
+        log.warning("workers replaced on SIGHUP (API keys and model re-read)")
+        if self.audit is not None:
+            self.audit("serve.reload_keys", "ok", "SIGHUP: workers replaced one by one", current_actor())
 
 
 class _admin_channel:  # noqa: N801 - used as a context manager
