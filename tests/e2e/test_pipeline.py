@@ -177,6 +177,8 @@ def test_the_whole_pipeline_ends_with_two_guarded_endpoints(project):
     assert release["data_digest"] and release["config_digest"]
     assert release["approvals"]["production"]["auto"] is True
     assert set(release["deployments"]) == {"staging", "production"}
+    digests = {d["digest"] for d in release["deployments"].values()}
+    assert len(digests) == 1 and digests.pop().startswith("sha256:")  # the same model bytes in both
     assert release["champion"]["verdict"] == "no champion"
     assert (project.root / ".vintage" / "releases" / f"{run['id']}.json").exists()
     # audit: registration, alias moves, the automatic approval, deploys
@@ -189,6 +191,8 @@ def test_the_whole_pipeline_ends_with_two_guarded_endpoints(project):
     # status
     st = project.status()
     assert st["staging"]["version"] == 1 and st["production"]["healthy"] is True
+    assert st["production"]["served_digest"] == st["production"]["digest"] == st["staging"]["digest"]
+    assert st["production"]["tampered"] is False
     # the timeline
     shown = project.vintage("runs", "show", run["id"])
     assert "production [production]: succeeded" in shown.stdout and "smoke_test" in shown.stdout

@@ -146,6 +146,7 @@ def deploy(ctx: StepContext) -> dict[str, Any]:
         deployments={
             str(env): {
                 "version": version,
+                "digest": outcome.current.digest,
                 "action": outcome.action,
                 "url": outcome.current.url,
                 "time": st.now(),
