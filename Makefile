@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 UV_VERSION := 0.13.8
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format lock clean system-deps
+.PHONY: install demo test check lint format lock clean system-deps
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ system-deps:
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast loop while developing (about a minute): lint, then the unit tests (no servers, no Spark).
+check: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/python -m pytest tests/unit -q -x
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -258,7 +258,7 @@ def serve(
 
 
 class _Supervisor(Multiprocess):
-    """uvicorn's supervisor, with its SIGHUP (a rolling restart: keys and model re-read) in the audit trail."""
+    """uvicorn's supervisor; its SIGHUP (a rolling restart: keys and model re-read) is audited."""
 
     audit: Auditor | None = None
 
