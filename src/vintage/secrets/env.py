@@ -84,12 +84,16 @@ class EnvProvider:
     def binding(self, scope: Scope, key: str) -> str | None:
         """The environment of the variable ``get`` reads for ``scope/key`` (``None``: a shared scope's).
 
-        Taken from the variable name itself: with three or more parts, its first part. It differs from
-        ``scope.environment`` only for a name that breaks the naming rules (say key ``serving__primary`` of
-        the shared scope ``production``); the reader then refuses the read.
+        Taken from the variable name itself: with three or more parts, its first part (``scope.environment``
+        when it spells that). It differs from ``scope.environment`` only for a name that breaks the naming
+        rules (say key ``serving__primary`` of the shared scope ``production``); the reader then refuses.
         """
         parts = _parts(variable(scope, key))
-        return parts[0].lower() if len(parts) >= 3 else None
+        if len(parts) < 3:
+            return None
+        if scope.environment is not None and parts[0] == _part(scope.environment):
+            return scope.environment
+        return parts[0].lower()
 
     def get(self, scope: Scope, key: str) -> str | None:
         """The value of ``scope/key``; ``None`` when its variable is not set.

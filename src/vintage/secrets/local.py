@@ -175,7 +175,7 @@ class LocalStore:
         """The bytes and mode of one file of the secrets directory, never through a symbolic link."""
         self._check_dir()
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             return None
         except OSError as exc:

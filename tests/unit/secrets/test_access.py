@@ -146,6 +146,23 @@ def test_binding_checked_on_the_variable_actually_read(
     assert event.detail == f"provider=env: {PROD_KEY_VAR} belongs to environment 'production'"
 
 
+def test_environment_with_a_dash_reads_its_scopes_past_the_env_provider(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``prod-a``'s variables would be ``VINTAGE_SECRET__PROD_A__...``, which only ``prod_a`` may read: the
+    env provider refuses them when set, and the reader still reaches the local store when they are not."""
+    store = LocalStore(state_dir)
+    store.create_scope(Scope("prod-a/serving"))
+    store.put(Scope("prod-a/serving"), "primary", PROD_VALUE)
+    reader = SecretReader(state_dir, [EnvProvider(), store], reader="serve:prod-a", environment="prod-a")
+    assert reader.get("prod-a/serving/primary") == PROD_VALUE
+    monkeypatch.setenv("VINTAGE_SECRET__PROD_A__SERVING__PRIMARY", STAGING_VALUE)
+    with pytest.raises(SecretError, match="holds secret prod_a/serving/primary, not prod-a/serving/primary"):
+        reader.get("prod-a/serving/primary")
+    other = SecretReader(state_dir, [EnvProvider()], reader="serve:prod_a", environment="prod_a")
+    assert other.get("prod_a/serving/primary") == STAGING_VALUE
+
+
 def test_old_names_in_the_local_store_still_readable_by_an_operator(state_dir: Path) -> None:
     """The local store keeps names exactly: an old name can be read (to rename it), with no variable check."""
     store = LocalStore(state_dir)

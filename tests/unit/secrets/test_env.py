@@ -146,3 +146,6 @@ def test_binding_is_read_from_the_variable_name() -> None:
     assert provider.binding(Scope("production__serving"), "primary") == "production"
     assert provider.binding(Scope("production"), "serving-_primary") == "production"
     assert provider.binding(Scope("staging/a"), "b__c") == "staging"
+    # An environment whose name the variable folds is still its own (get refuses what is not canonical).
+    assert provider.binding(Scope("prod-a/serving"), "primary") == "prod-a"
+    assert provider.binding(Scope("Production/serving"), "primary") == "Production"
