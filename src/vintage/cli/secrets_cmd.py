@@ -1,8 +1,16 @@
-"""``vintage secrets``: scopes and secrets, the way the databricks CLI handles them, values never printed."""
+"""``vintage secrets``: scopes and secrets, the way the databricks CLI handles them, values never printed.
+
+Every change is appended to the audit trail, and so is every change that fails (outcome ``failed``, with
+the error's headline, never a value). Names that break the naming rules are usage errors and are not
+recorded. ``get``, ``list``, ``delete`` and ``delete-scope`` accept names stored before the rule against
+doubled separators (``serving__primary``), so such a secret can be read, put under a new name and deleted.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -46,6 +54,20 @@ def _audit(action: str, target: str, outcome: str = "ok", detail: str = "") -> N
     audit.record(_state_dir(), action, target, outcome, reader="cli", detail=detail)
 
 
+@contextlib.contextmanager
+def _recorded(action: str, target: str, detail: str) -> Iterator[None]:
+    """Run one change; if it fails, append it to the audit trail as ``failed`` with the headline, then
+    raise the error. A failure to record does not hide the error."""
+    from vintage.errors import VintageError
+
+    try:
+        yield
+    except VintageError as exc:
+        with contextlib.suppress(VintageError):
+            _audit(action, target, "failed", detail=f"{detail} error={exc.headline[:200]}".strip())
+        raise
+
+
 @app.command("create-scope")
 def create_scope(
     name: Annotated[str, typer.Argument(help="NAME (shared) or ENVIRONMENT/NAME, e.g. production/serving.")],
@@ -55,7 +77,8 @@ def create_scope(
     from vintage.secrets.names import check_scope
 
     scope = check_scope(name)
-    _provider(provider).create_scope(scope)
+    with _recorded("scope.create", scope.name, f"provider={provider}"):
+        _provider(provider).create_scope(scope)
     _audit("scope.create", scope.name, detail=f"provider={provider}")
     bound = f" (bound to environment {scope.environment})" if scope.environment else " (shared)"
     state.err().print(f"created scope {scope}{bound}")
@@ -96,8 +119,9 @@ def delete_scope(
     """Delete a scope and every secret in it."""
     from vintage.secrets.names import check_scope
 
-    scope = check_scope(name)
-    _provider(provider).delete_scope(scope)
+    scope = check_scope(name, existing=True)
+    with _recorded("scope.delete", scope.name, f"provider={provider}"):
+        _provider(provider).delete_scope(scope)
     _audit("scope.delete", scope.name, detail=f"provider={provider}")
     state.err().print(f"deleted scope {scope}")
 
@@ -154,14 +178,15 @@ def put(
     from vintage.secrets.names import check_key, check_scope, check_value
 
     sc, k = check_scope(scope), check_key(key)
-    if generate and from_file is not None:
-        raise ConfigError("give either --generate or --from-file, not both")
-    value, source = _read_value(from_file, generate, nbytes)
-    check_value(value)
-    from vintage import redact
+    with _recorded("secret.put", f"{sc}/{k}", f"provider={provider}"):
+        if generate and from_file is not None:
+            raise ConfigError("give either --generate or --from-file, not both")
+        value, source = _read_value(from_file, generate, nbytes)
+        check_value(value)
+        from vintage import redact
 
-    redact.register(value)
-    _provider(provider).put(sc, k, value)
+        redact.register(value)
+        _provider(provider).put(sc, k, value)
     _audit("secret.put", f"{sc}/{k}", detail=f"provider={provider} source={source}")
     what = "generated a random value for" if generate else "stored"
     state.err().print(
@@ -176,7 +201,7 @@ def list_keys(scope: ScopeOpt, provider: ProviderOpt = "local", json_out: JsonOp
 
     from vintage.secrets.names import check_scope
 
-    sc = check_scope(scope)
+    sc = check_scope(scope, existing=True)
     found = _provider(provider).list_keys(sc)
     if json_out:
         state.print_json([{"key": s.key, "created": s.created, "updated": s.updated} for s in found])
@@ -204,7 +229,7 @@ def get(
     from vintage.secrets.access import SecretReader
     from vintage.secrets.names import SecretRef, check_key, check_scope
 
-    ref = SecretRef(check_scope(scope), check_key(key))
+    ref = SecretRef(check_scope(scope, existing=True), check_key(key, existing=True))
     if sys.stdout.isatty() and not reveal:
         raise ConfigError(
             "refusing to print a secret to a terminal",
@@ -222,8 +247,9 @@ def delete(scope: ScopeOpt, key: KeyOpt, provider: ProviderOpt = "local") -> Non
     """Delete one secret."""
     from vintage.secrets.names import check_key, check_scope
 
-    sc, k = check_scope(scope), check_key(key)
-    _provider(provider).delete(sc, k)
+    sc, k = check_scope(scope, existing=True), check_key(key, existing=True)
+    with _recorded("secret.delete", f"{sc}/{k}", f"provider={provider}"):
+        _provider(provider).delete(sc, k)
     _audit("secret.delete", f"{sc}/{k}", detail=f"provider={provider}")
     state.err().print(f"deleted {sc}/{k}")
 
@@ -241,8 +267,8 @@ def rotate_key(
     """Re-encrypt every secret of the local store under a new master key."""
     from vintage.secrets.local import MASTER_KEY_ENV, LocalStore
 
-    store = LocalStore(_state_dir())
-    count = store.rotate_key(new_key_file)
+    with _recorded("key.rotate", "local", ""):
+        count = LocalStore(_state_dir()).rotate_key(new_key_file)
     _audit("key.rotate", "local", detail=f"values={count}")
     console = state.err()
     console.print(f"re-encrypted {count} secret(s) under a new master key")
@@ -293,13 +319,16 @@ def sync(
         if not keys:
             continue
         if sc.name not in existing:
-            dst.create_scope(sc)
+            with _recorded("scope.create", sc.name, f"provider={target} by=sync"):
+                dst.create_scope(sc)
             _audit("scope.create", sc.name, detail=f"provider={target} by=sync")
             existing.add(sc.name)
             created += 1
         for info in keys:
             ref = SecretRef(sc, check_key(info.key))
-            dst.put(sc, ref.key, reader.get(ref))
+            value = reader.get(ref)
+            with _recorded("secret.put", str(ref), f"provider={target} source=sync:{source}"):
+                dst.put(sc, ref.key, value)
             _audit("secret.put", str(ref), detail=f"provider={target} source=sync:{source}")
             copied += 1
     if copied == 0:

@@ -3,9 +3,10 @@
 :class:`SecretReader` is the only way vintage's own code reads a secret. For each read it
 
 1. refuses a scope bound to another environment (staging never reads ``production/...``; a stage without
-   an environment, such as ``build``, reads only shared scopes);
+   an environment, such as ``build``, reads only shared scopes), and a name that breaks the naming rules;
 2. asks the providers in order (default: environment variables, then the local store) and takes the first
-   value found;
+   value found; before asking a provider, checks that what it would read belongs to the scope's own
+   environment (for environment variables: the environment part of the variable name itself);
 3. registers the value with the redactor, so it never appears in output, logs or MLflow;
 4. appends the read to the audit trail (scope, key, reader, environment, outcome; never the value).
 """
@@ -17,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vintage import audit, redact
-from vintage.errors import SecretAccessError, SecretError, VintageError
+from vintage.errors import ConfigError, SecretAccessError, SecretError, VintageError
 from vintage.secrets.base import Provider
-from vintage.secrets.names import REF_PATTERN, SecretRef
+from vintage.secrets.names import REF_PATTERN, RENAME_HINT, SecretRef
 
 if TYPE_CHECKING:
     from vintage.config.models import SecretsSpec
@@ -93,7 +94,7 @@ class SecretReader:
         providers = [open_provider(n, state_dir, spec) for n in spec.providers]
         return cls(state_dir, providers, reader=reader, environment=environment, operator=operator)
 
-    def _audit(self, ref: SecretRef, outcome: str, provider: str = "") -> None:
+    def _audit(self, ref: SecretRef | str, outcome: str, provider: str = "", *, detail: str = "") -> None:
         audit.record(
             self.state_dir,
             "secret.read",
@@ -101,17 +102,26 @@ class SecretReader:
             outcome,
             reader=self.reader,
             environment=self.environment,
-            detail=f"provider={provider}" if provider else "",  # for "error": provider and headline
+            # for "error": provider and headline; for a denied name or variable: why
+            detail=detail or (f"provider={provider}" if provider else ""),
         )
 
     def get(self, ref: SecretRef | str) -> str:
         """The value of one secret.
 
         Raises:
-            SecretAccessError: the scope is bound to another environment.
+            ConfigError: ``ref`` is not a valid name (recorded as denied).
+            SecretAccessError: the scope is bound to another environment, or a provider would read the
+                secret of another environment (a name that breaks the naming rules).
             SecretError: no provider holds it, or a provider failed.
         """
-        ref = SecretRef.parse(ref) if isinstance(ref, str) else ref
+        if isinstance(ref, str):
+            text = ref
+            try:
+                ref = SecretRef.parse(text)
+            except ConfigError as exc:
+                self._audit(text.strip()[:200], "denied", detail=f"invalid name: {exc.headline[:200]}")
+                raise
         bound = ref.scope.environment
         if bound is not None and bound != self.environment and not self.operator:
             self._audit(ref, "denied")
@@ -124,6 +134,7 @@ class SecretReader:
                 f"put the secret in a scope of {self.environment or 'no environment'} instead",
             )
         for provider in self.providers:
+            self._check_binding(provider, ref)
             try:
                 value = provider.get(ref.scope, ref.key)
             except VintageError as exc:  # wrong master key, unreachable workspace, ...: recorded, then raised
@@ -146,6 +157,25 @@ class SecretReader:
         raise SecretError(
             f"secret {ref} not found (looked in: {looked})",
             hint=f"put it with `vintage secrets put --scope {ref.scope} --key {ref.key}`",
+        )
+
+    def _check_binding(self, provider: Provider, ref: SecretRef) -> None:
+        """Refuse when what ``provider`` would read for ``ref`` belongs to another environment."""
+        binding = getattr(provider, "binding", None)  # providers whose names are not exact (env)
+        if binding is None:
+            return
+        source = binding(ref.scope, ref.key)
+        if source == ref.scope.environment:
+            return
+        from vintage.secrets.env import variable
+
+        var = variable(ref.scope, ref.key)
+        owner = f"environment {source!r}" if source else "a shared scope"
+        self._audit(ref, "denied", detail=f"provider={provider.name}: {var} belongs to {owner}")
+        raise SecretAccessError(
+            f"{self.reader} may not read {ref} from the {provider.name} provider: its variable {var} "
+            f"belongs to {owner}, not to scope {ref.scope}",
+            hint="'_', '-' and '.' may not come twice in a row or end a name; " + RENAME_HINT,
         )
 
     def resolve(self, text: str) -> str:

@@ -1,18 +1,23 @@
 """Read-only secrets from environment variables, the way CI systems hand them to a job.
 
 ``VINTAGE_SECRET__<SCOPE>__<KEY>`` holds ``scope/key``; an environment-bound scope adds its environment:
-``VINTAGE_SECRET__<ENVIRONMENT>__<SCOPE>__<KEY>``. Names are upper-cased and ``-`` / ``.`` become ``_``:
-``${secret:ci/databricks_token}`` reads ``VINTAGE_SECRET__CI__DATABRICKS_TOKEN`` and
-``${secret:production/azureml/client-secret}`` reads ``VINTAGE_SECRET__PRODUCTION__AZUREML__CLIENT_SECRET``.
+``VINTAGE_SECRET__<ENVIRONMENT>__<SCOPE>__<KEY>``: ``${secret:ci/databricks_token}`` reads
+``VINTAGE_SECRET__CI__DATABRICKS_TOKEN`` and ``${secret:production/azureml/client_secret}`` reads
+``VINTAGE_SECRET__PRODUCTION__AZUREML__CLIENT_SECRET``.
 
-Listing turns variable names back into lower-case names (the mapping is not reversible for case, ``-``
-and ``.``); lookups are exact.
+The mapping is one to one. Names never hold ``__`` (:mod:`vintage.secrets.names`), so ``__`` in a variable
+name always separates parts and a variable belongs to one scope and one environment. A variable holds the
+secret of the lower-case name it spells: ``client-secret``, ``Client_Secret`` and ``client.secret`` would
+all read ``..._CLIENT_SECRET``, so only ``client_secret`` may; the others get an error naming the variable
+when it is set. :meth:`EnvProvider.binding` tells the reader which environment the variable it would read
+belongs to, so the environment check is made on the variable itself.
 """
 
 from __future__ import annotations
 
 import os
 
+from vintage.errors import SecretError
 from vintage.secrets.base import ScopeInfo, SecretInfo, read_only
 from vintage.secrets.names import Scope
 
@@ -26,6 +31,15 @@ def _part(name: str) -> str:
 def variable(scope: Scope, key: str) -> str:
     """The environment variable that holds ``scope/key``."""
     return PREFIX + "__".join(_part(p) for p in (*scope.name.split("/"), key))
+
+
+def _parts(var: str) -> list[str]:
+    return var[len(PREFIX) :].split("__")
+
+
+def owner(var: str) -> str:
+    """The ``scope/key`` name whose secret ``var`` holds: its parts, lower-cased."""
+    return "/".join(_parts(var)).lower()
 
 
 class EnvProvider:
@@ -67,8 +81,37 @@ class EnvProvider:
             if var.startswith(prefix) and var[len(prefix) :] and "__" not in var[len(prefix) :]
         ]
 
+    def binding(self, scope: Scope, key: str) -> str | None:
+        """The environment of the variable ``get`` reads for ``scope/key`` (``None``: a shared scope's).
+
+        Taken from the variable name itself: with three or more parts, its first part (``scope.environment``
+        when it spells that). It differs from ``scope.environment`` only for a name that breaks the naming
+        rules (say key ``serving__primary`` of the shared scope ``production``); the reader then refuses.
+        """
+        parts = _parts(variable(scope, key))
+        if len(parts) < 3:
+            return None
+        if scope.environment is not None and parts[0] == _part(scope.environment):
+            return scope.environment
+        return parts[0].lower()
+
     def get(self, scope: Scope, key: str) -> str | None:
-        return self.environ.get(variable(scope, key))
+        """The value of ``scope/key``; ``None`` when its variable is not set.
+
+        Raises:
+            SecretError: the variable is set but holds the secret of another name (case, ``-`` or ``.``).
+        """
+        var = variable(scope, key)
+        value = self.environ.get(var)
+        if value is None:
+            return None
+        if (name := owner(var)) != f"{scope}/{key}":
+            raise SecretError(
+                f"{var} holds secret {name}, not {scope}/{key}: environment variable names cannot tell "
+                "upper- from lower-case, nor '-' or '.' from '_'",
+                hint=f"refer to it as ${{secret:{name}}} (and use that name in every provider)",
+            )
+        return value
 
     def create_scope(self, scope: Scope) -> None:
         raise read_only(self.name)

@@ -7,7 +7,15 @@ variable names:
 
 - a scope segment: a letter or digit, then letters, digits, ``_`` or ``-``; at most 64 characters;
 - a key: a letter or digit, then letters, digits, ``_``, ``-`` or ``.``; at most 128 characters;
-- names starting with ``vintage`` or ``_`` are reserved.
+- names starting with ``vintage`` or ``_`` are reserved;
+- ``_``, ``-`` and ``.`` never come twice in a row nor at the end of a segment or key. Environment variables
+  join the parts with ``__`` and turn ``-`` and ``.`` into ``_`` (``VINTAGE_SECRET__<ENV>__<SCOPE>__<KEY>``):
+  without this rule the shared scope ``production`` with key ``serving__primary`` would read the variable of
+  ``production/serving/primary``, another environment's secret. With it, ``__`` in a variable name is always
+  a boundary between parts, so a variable belongs to exactly one scope, key and environment.
+
+Names already stored under the old rules can still be read, listed and deleted with ``vintage secrets`` (the
+``existing=True`` checks below), so they can be renamed; nothing else accepts them.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from vintage.errors import ConfigError
 
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_DOUBLED = re.compile(r"[_.-]{2}|[_.-]$")  # "__" would read as a boundary between parts
 RESERVED_PREFIXES = ("vintage", "_")
 MAX_VALUE_BYTES = 128 * 1024  # Databricks' limit per secret
 
@@ -50,8 +59,26 @@ def _reserved(name: str) -> bool:
     return name.lower().startswith(RESERVED_PREFIXES)
 
 
-def check_scope(name: str) -> Scope:
+RENAME_HINT = (
+    "use one separator at a time, e.g. serving_primary; to rename a stored secret: `vintage secrets get -s "
+    "SCOPE -k OLD > FILE`, `vintage secrets put -s SCOPE -k NEW --from-file FILE`, `vintage secrets delete "
+    "-s SCOPE -k OLD`"
+)
+
+
+def _doubled(what: str) -> ConfigError:
+    return ConfigError(
+        f"{what} has '_', '-' or '.' twice in a row or at the end: environment variables join names with "
+        "'__' and read '-' and '.' as '_', so it could name another scope's variable",
+        hint=RENAME_HINT,
+    )
+
+
+def check_scope(name: str, *, existing: bool = False) -> Scope:
     """Validate a scope name (``NAME`` or ``ENVIRONMENT/NAME``).
+
+    ``existing``: a name already in a store, being read, listed or deleted: the separator rule (no ``__``)
+    is not applied, so a scope named under the old rules can still be emptied and removed.
 
     Raises:
         ConfigError: the name is malformed or reserved (the message says which rule it breaks).
@@ -71,11 +98,13 @@ def check_scope(name: str) -> Scope:
             )
         if _reserved(part):
             raise ConfigError(f"scope name {name!r} is reserved (names starting with 'vintage' or '_')")
+        if not existing and _DOUBLED.search(part):
+            raise _doubled(f"scope name {name!r}")
     return Scope(name)
 
 
-def check_key(key: str) -> str:
-    """Validate a key name.
+def check_key(key: str, *, existing: bool = False) -> str:
+    """Validate a key name (``existing``: as for :func:`check_scope`).
 
     Raises:
         ConfigError: the key is malformed or reserved.
@@ -87,6 +116,8 @@ def check_key(key: str) -> str:
         )
     if _reserved(key):
         raise ConfigError(f"secret key {key!r} is reserved (names starting with 'vintage' or '_')")
+    if not existing and _DOUBLED.search(key):
+        raise _doubled(f"secret key {key!r}")
     return key
 
 

@@ -97,6 +97,81 @@ def test_staging_cannot_read_production(state_dir: Path, provider: DictProvider)
     assert PROD_VALUE.encode() not in _audit_bytes(state_dir)
 
 
+PROD_KEY_VAR = "VINTAGE_SECRET__PRODUCTION__SERVING__PRIMARY"
+
+
+def test_staging_cannot_read_production_through_a_colliding_shared_name(state_dir: Path) -> None:
+    """The shared scope ``production`` with key ``serving__primary`` spells production/serving/primary's
+    variable: the name is refused and the attempt is recorded as denied, not as a shared read."""
+    provider = EnvProvider({PROD_KEY_VAR: PROD_VALUE})
+    reader = SecretReader(state_dir, [provider], reader="serve:staging", environment="staging")
+    with pytest.raises(ConfigError, match="twice in a row") as exc:
+        reader.get("production/serving__primary")
+    assert PROD_VALUE not in f"{exc.value.headline} {exc.value.hint}"
+    assert reader.values_read == []
+    [event] = _reads(state_dir)
+    assert (event.target, event.outcome, event.environment) == (
+        "production/serving__primary",
+        "denied",
+        "staging",
+    )
+    assert "invalid name" in event.detail
+    assert PROD_VALUE.encode() not in _audit_bytes(state_dir)
+
+
+@pytest.mark.parametrize("operator", [False, True])
+@pytest.mark.parametrize(
+    ("scope", "key"),
+    [
+        ("production", "serving__primary"),
+        ("production__serving", "primary"),
+        ("production", "serving-_primary"),
+    ],
+)
+def test_binding_checked_on_the_variable_actually_read(
+    state_dir: Path, scope: str, key: str, operator: bool
+) -> None:
+    """A name that slipped past the rules (say, stored before them) is checked against the environment of the
+    variable it would read: production's, so no reader gets it, not even an operator."""
+    provider = EnvProvider({PROD_KEY_VAR: PROD_VALUE})
+    reader = SecretReader(
+        state_dir, [provider], reader="serve:staging", environment="staging", operator=operator
+    )
+    with pytest.raises(SecretAccessError) as exc:
+        reader.get(SecretRef(Scope(scope), key))  # built without check_scope / check_key
+    assert f"its variable {PROD_KEY_VAR} belongs to environment 'production'" in exc.value.headline
+    assert PROD_VALUE not in f"{exc.value.headline} {exc.value.hint}"
+    [event] = _reads(state_dir)
+    assert (event.target, event.outcome) == (f"{scope}/{key}", "denied")
+    assert event.detail == f"provider=env: {PROD_KEY_VAR} belongs to environment 'production'"
+
+
+def test_environment_with_a_dash_reads_its_scopes_past_the_env_provider(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``prod-a``'s variables would be ``VINTAGE_SECRET__PROD_A__...``, which only ``prod_a`` may read: the
+    env provider refuses them when set, and the reader still reaches the local store when they are not."""
+    store = LocalStore(state_dir)
+    store.create_scope(Scope("prod-a/serving"))
+    store.put(Scope("prod-a/serving"), "primary", PROD_VALUE)
+    reader = SecretReader(state_dir, [EnvProvider(), store], reader="serve:prod-a", environment="prod-a")
+    assert reader.get("prod-a/serving/primary") == PROD_VALUE
+    monkeypatch.setenv("VINTAGE_SECRET__PROD_A__SERVING__PRIMARY", STAGING_VALUE)
+    with pytest.raises(SecretError, match="holds secret prod_a/serving/primary, not prod-a/serving/primary"):
+        reader.get("prod-a/serving/primary")
+    other = SecretReader(state_dir, [EnvProvider()], reader="serve:prod_a", environment="prod_a")
+    assert other.get("prod_a/serving/primary") == STAGING_VALUE
+
+
+def test_old_names_in_the_local_store_still_readable_by_an_operator(state_dir: Path) -> None:
+    """The local store keeps names exactly: an old name can be read (to rename it), with no variable check."""
+    store = LocalStore(state_dir)
+    store.create_scope(Scope("production"))
+    store.put(Scope("production"), "serving__primary", PROD_VALUE)
+    reader = SecretReader(state_dir, [store], reader="cli:secrets get", operator=True)
+    assert reader.get(SecretRef(Scope("production"), "serving__primary")) == PROD_VALUE
+
+
 def test_own_environment_and_shared_scopes_readable(state_dir: Path, provider: DictProvider) -> None:
     prod = SecretReader(state_dir, [provider], reader="serve:production", environment="production")
     assert prod.get("production/azureml/client-secret") == PROD_VALUE

@@ -32,9 +32,8 @@ def test_get_from_given_environ() -> None:
         }
     )
     assert provider.get(Scope("ci"), "token") == "ci-token-value"
-    assert provider.get(Scope("staging/azureml"), "client-secret") == "staging-value"
     assert provider.get(Scope("staging/azureml"), "client_secret") == "staging-value"
-    assert provider.get(Scope("production/azureml"), "client-secret") is None
+    assert provider.get(Scope("production/azureml"), "client_secret") is None
     assert provider.get(Scope("ci"), "absent") is None
     assert provider.get(Scope("azureml"), "client-secret") is None  # shared != staging-bound
 
@@ -113,3 +112,40 @@ def test_read_only() -> None:
         assert "some-value" not in str(exc.value)
         assert exc.value.hint
     assert provider.environ == {}
+
+
+@pytest.mark.parametrize(
+    ("scope", "key"),
+    [
+        ("staging/azureml", "client-secret"),
+        ("staging/azureml", "client.secret"),
+        ("Staging/AzureML", "client_secret"),
+    ],
+)
+def test_one_variable_one_name(scope: str, key: str) -> None:
+    """A variable holds the secret of the lower-case name it spells; names that fold onto it are refused."""
+    provider = EnvProvider({"VINTAGE_SECRET__STAGING__AZUREML__CLIENT_SECRET": "staging-value"})
+    with pytest.raises(SecretError) as exc:
+        provider.get(Scope(scope), key)
+    assert exc.value.headline.startswith(
+        "VINTAGE_SECRET__STAGING__AZUREML__CLIENT_SECRET holds secret staging/azureml/client_secret, "
+        f"not {scope}/{key}:"
+    )
+    assert "${secret:staging/azureml/client_secret}" in (exc.value.hint or "")
+    assert "staging-value" not in f"{exc.value.headline} {exc.value.hint}"
+    # Unset: nothing to refuse, the next provider is asked.
+    assert EnvProvider({}).get(Scope(scope), key) is None
+
+
+def test_binding_is_read_from_the_variable_name() -> None:
+    provider = EnvProvider({})
+    assert provider.binding(Scope("ci"), "token") is None
+    assert provider.binding(Scope("production/serving"), "primary") == "production"
+    # Names that break the rules (built without check_scope / check_key): the variable tells the truth.
+    assert provider.binding(Scope("production"), "serving__primary") == "production"
+    assert provider.binding(Scope("production__serving"), "primary") == "production"
+    assert provider.binding(Scope("production"), "serving-_primary") == "production"
+    assert provider.binding(Scope("staging/a"), "b__c") == "staging"
+    # An environment whose name the variable folds is still its own (get refuses what is not canonical).
+    assert provider.binding(Scope("prod-a/serving"), "primary") == "prod-a"
+    assert provider.binding(Scope("Production/serving"), "primary") == "Production"

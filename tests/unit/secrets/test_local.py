@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,13 @@ def _filled(store: LocalStore) -> dict[tuple[Scope, str], str]:
     for (scope, key), value in values.items():
         store.put(scope, key, value)
     return values
+
+
+def _resealed(store: LocalStore, data: dict[str, Any]) -> None:
+    """Write ``data`` as the store with a valid MAC, as only someone holding the master key could."""
+    keys = local._Keys.of(base64.urlsafe_b64decode(store.key_file.read_text()))
+    data["mac"] = keys.mac(data)
+    store.path.write_text(json.dumps(data))
 
 
 def _entry(store: LocalStore, scope: str, key: str) -> dict[str, str]:
@@ -157,8 +165,9 @@ def test_file_modes(store: LocalStore) -> None:
     # Modes stay private after a rewrite.
     store.put(SHARED, "token", VALUE + "-2")
     assert _mode(store.path) == 0o600
+    assert _mode(store.generation_file) == 0o600
     # No temp files left behind.
-    assert sorted(p.name for p in store.dir.iterdir()) == ["master.key", "store.json"]
+    assert sorted(p.name for p in store.dir.iterdir()) == ["master.key", "store.generation", "store.json"]
 
 
 def test_write_removes_temp_files_of_killed_writers(store: LocalStore) -> None:
@@ -218,7 +227,7 @@ def test_ciphertext_bound_to_its_scope_and_key(store: LocalStore, scope: str, ke
     store.put(Scope(scope), key, "placeholder")
     data = json.loads(store.path.read_text())
     data["scopes"][scope]["keys"][key] = dict(data["scopes"]["ci"]["keys"]["token"])
-    store.path.write_text(json.dumps(data))
+    _resealed(store, data)  # the names are bound to each value even under a valid store MAC
     with pytest.raises(SecretError, match="cannot be decrypted") as exc:
         store.get(Scope(scope), key)
     assert VALUE not in str(exc.value)
@@ -233,7 +242,7 @@ def test_tampered_ciphertext(store: LocalStore) -> None:
     raw = bytearray(base64.b64decode(entry["ciphertext"]))
     raw[0] ^= 1
     entry["ciphertext"] = base64.b64encode(bytes(raw)).decode()
-    store.path.write_text(json.dumps(data))
+    _resealed(store, data)
     with pytest.raises(SecretError, match="altered"):
         store.get(SHARED, "token")
 
@@ -595,7 +604,8 @@ def test_concurrent_puts_from_processes(store: LocalStore) -> None:
     for n in range(4):
         for i in range(5):
             assert store.get(SHARED, f"p{n}-k{i}") == f"value-{n}-{i}"
-    assert sorted(p.name for p in store.dir.iterdir()) == ["master.key", "store.json"]
+    assert sorted(p.name for p in store.dir.iterdir()) == ["master.key", "store.generation", "store.json"]
+    assert json.loads(store.path.read_text())["generation"] == int(store.generation_file.read_text()) == 21
 
 
 def test_new_master_key_and_generate_value() -> None:

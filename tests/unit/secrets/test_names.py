@@ -152,3 +152,38 @@ def test_check_value_counts_bytes_not_characters() -> None:
     assert len(value) < MAX_VALUE_BYTES
     with pytest.raises(ConfigError, match="128 KiB"):
         check_value(value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["serving__primary", "a--b", "a-_b", "a._b", "a..b", "a_", "a-", "a.", "x__"],
+)
+def test_doubled_or_trailing_separators_refused_in_keys(name: str) -> None:
+    """``__`` separates the parts of an environment variable name, and '-' and '.' read as '_'."""
+    with pytest.raises(ConfigError) as exc:
+        check_key(name)
+    assert "twice in a row or at the end" in exc.value.headline
+    assert "vintage secrets get" in (exc.value.hint or "")  # how to rename
+    assert check_key(name, existing=True) == name  # an old name can still be read and deleted
+
+
+@pytest.mark.parametrize("name", ["production__serving", "staging/azure__ml", "a-/b", "ci_", "prod_-a/x"])
+def test_doubled_or_trailing_separators_refused_in_scopes(name: str) -> None:
+    with pytest.raises(ConfigError, match="twice in a row or at the end"):
+        check_scope(name)
+    assert check_scope(name, existing=True) == Scope(name)
+
+
+def test_existing_names_keep_the_other_rules() -> None:
+    with pytest.raises(ConfigError, match="reserved"):
+        check_scope("vintage__x", existing=True)
+    with pytest.raises(ConfigError, match="invalid secret key"):
+        check_key("bad key", existing=True)
+
+
+@pytest.mark.parametrize("text", ["production/serving__primary", "production__serving/primary", "ci/token_"])
+def test_secret_ref_refuses_names_that_collide(text: str) -> None:
+    """The shared scope ``production`` with key ``serving__primary`` would read production/serving/primary's
+    variable; such a reference is refused outright."""
+    with pytest.raises(ConfigError, match="twice in a row"):
+        SecretRef.parse(text)
