@@ -8,15 +8,18 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from e2e.test_pipeline import Project, version_at
 from support.scoring import free_port
 
 pytestmark = pytest.mark.slow
@@ -108,3 +111,75 @@ def test_ui_stopped_with_sigterm_leaves_no_mlflow_server(tmp_path: Path) -> None
                 os.killpg(group, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             ui.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------------ pipeline commands
+
+
+@pytest.fixture
+def pipeline_project(tmp_path: Path) -> Iterator[Project]:
+    proj = Project(tmp_path)
+    assert proj.vintage("secrets", "create-scope", "production/serving").returncode == 0
+    put = proj.vintage("secrets", "put", "-s", "production/serving", "-k", "primary", "--generate")
+    assert put.returncode == 0, put.stderr
+    yield proj
+    for env in ("staging", "production"):
+        proj.vintage("stop", env, timeout=60)
+
+
+def _decisions(project: Project, run_id: str) -> list[tuple[str, str]]:
+    with sqlite3.connect(project.root / ".vintage" / "pipeline.db") as db:
+        rows = db.execute("SELECT decision, actor FROM approvals WHERE run_id = ? ORDER BY id", (run_id,))
+        return [(str(d), str(a)) for d, a in rows]
+
+
+def test_a_gate_is_decided_once_and_a_rejection_is_final(pipeline_project: Project) -> None:
+    project = pipeline_project
+    assert project.vintage("run").returncode == 3
+    [run] = project.runs()
+    rid = run["id"]
+    assert project.vintage("approve", rid, "production", "--as", "alice").returncode == 0
+    recorded = _decisions(project, rid)
+
+    again = project.vintage("approve", rid, "production", "--as", "bob")
+    assert again.returncode == 1
+    assert f"stage production of run {rid} was already approved by alice at " in again.stderr
+    assert _decisions(project, rid) == recorded  # nothing new recorded
+    assert len(project.audit("approval.approved")) == 1
+
+    # an approval not yet acted on can still be revoked by a rejection; the rejection is final
+    assert project.vintage("reject", rid, "production", "--as", "carol", "-m", "wrong data").returncode == 0
+    recorded = _decisions(project, rid)
+    for verb in ("approve", "reject"):
+        late = project.vintage(verb, rid, "production", "--as", "bob")
+        assert late.returncode == 1, late.stderr
+        assert f"stage production of run {rid} was rejected by carol at " in late.stderr
+        assert "(wrong data)" in late.stderr and "pending" not in late.stderr
+    assert project.vintage("resume", rid).returncode == 1  # a rejected run does not resume
+    after_resume = project.vintage("approve", rid, "production")
+    assert after_resume.returncode == 1 and "was rejected by carol" in after_resume.stderr
+    assert _decisions(project, rid) == recorded
+    assert len(project.audit("approval.rejected")) == 1
+    assert version_at(project.url("production")) is None
+
+
+def test_unknown_stage_or_environment_names_are_usage_errors(pipeline_project: Project) -> None:
+    project = pipeline_project
+    cases = [
+        (("stage", "prod", "--run-id", "ci-1"), "the pipeline has no stage 'prod'"),
+        (("approve", "no-such-run", "prod"), "the pipeline has no stage 'prod'"),
+        (("reject", "no-such-run", "prod"), "the pipeline has no stage 'prod'"),
+        (("databricks", "submit", "prod"), "the pipeline has no stage 'prod'"),
+        (("stop", "prod"), "no environment 'prod'"),
+        (("rollback", "prod"), "no environment 'prod'"),
+        (("serve", "--environment", "prod", "--port", str(free_port())), "no environment 'prod'"),
+    ]
+    for args, headline in cases:
+        res = project.vintage(*args, timeout=120)
+        assert res.returncode == 2, (args, res.stderr)
+        assert headline in res.stderr, (args, res.stderr)
+        assert "stages: build, staging, production" in res.stderr or "environments: staging, production" in (
+            res.stderr
+        )
+    assert project.runs() == []  # `vintage stage` created no run for an unknown stage
+    assert not (project.root / ".vintage" / "locks" / "env-prod.lock").exists()
