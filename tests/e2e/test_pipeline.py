@@ -168,9 +168,27 @@ def test_the_whole_pipeline_ends_with_two_guarded_endpoints(project):
     assert project.url("staging") in res.stdout and project.url("production") in res.stdout
     assert "vintage secrets get -s production/serving -k primary" in res.stdout
     assert project.key() not in res.stdout + res.stderr
+    # the printed curl example works as printed, from a shell without the venv on its PATH
+    [example] = [
+        line.strip()
+        for line in res.stdout.splitlines()
+        if project.url("production") in line and "curl" in line
+    ]
+    shell_env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")}
+    answer = subprocess.run(
+        ["bash", "-c", example], cwd=project.root, capture_output=True, text=True, timeout=120, env=shell_env
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert len(json.loads(answer.stdout)["predictions"]) == 1, answer.stdout
     # registry: the version carries candidate, staging and production
     assert project.aliases() == {"candidate": 1, "staging": 1, "production": 1}
-    # release record
+    # release record: readable lines, or JSON with --json
+    shown_release = project.vintage("release", "show", run["id"])
+    assert shown_release.returncode == 0, shown_release.stderr
+    assert shown_release.stdout.startswith(f"release of run {run['id']}: winequality v1")
+    assert "approval production: auto-approved" in shown_release.stdout
+    with pytest.raises(ValueError):
+        json.loads(shown_release.stdout)
     release = json.loads(project.vintage("release", "show", run["id"], "--json").stdout)
     assert release["model_name"] == "winequality" and release["version"] == 1
     assert release["metrics"]["rmse"] == pytest.approx(0.7129, abs=1e-3)
@@ -342,6 +360,8 @@ def test_rollback_command_serves_the_previous_version_and_moves_the_alias(projec
     assert post(project.url("production"), project.key())[0] == 200
     events = project.audit("deploy.rollback")
     assert events[-1]["target"] == "production" and "v2 -> v1" in events[-1]["detail"]
+    moves = [e for e in project.audit("alias.move") if e["target"] == "winequality@production"]
+    assert [m["detail"] for m in moves] == ["-> v1", "v1 -> v2", "v2 -> v1 (rollback)"]
     nothing = project.vintage("rollback", "staging")  # staging held only v1... then v2: it can roll back
     assert nothing.returncode == 0 and version_at(project.url("staging")) == 1
 

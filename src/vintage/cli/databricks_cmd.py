@@ -46,9 +46,11 @@ def submit(
     from vintage.compute.databricks import DatabricksJobRunner, build_wheel, find_project_dir
     from vintage.config import resolve_config_path
     from vintage.errors import ConfigError
+    from vintage.pipeline.ops import check_stage
     from vintage.pipeline.remote import WHEEL_VARIABLE
 
     spec = state.load()
+    check_stage(spec, stage)
     console = state.err()
     if spec.compute.engine != "databricks":
         console.print(

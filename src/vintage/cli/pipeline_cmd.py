@@ -3,7 +3,10 @@ list|show|grid`` and ``vintage release show``: the pipeline from data to a guard
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -111,8 +114,10 @@ def stage(
 ) -> None:
     """Run one stage of a run: what a CI job calls (`vintage stage build --run-id $BUILD_ID`)."""
     from vintage.errors import ConfigError
+    from vintage.pipeline.ops import check_stage
 
     runner = _runner()
+    check_stage(runner.spec, name)  # before a run is created for it
     if not runner.store.exists(run_id):
         import re
 
@@ -311,12 +316,26 @@ def _endpoints() -> None:
             continue
         console.print(f"{name}: {dep.model_name} v{dep.version} at {dep.url}", markup=False)
         scope = spec.key_scope(name)
-        auth = f' -H "Authorization: Bearer $(vintage secrets get -s {scope} -k primary)"' if scope else ""
+        auth = ""
+        if scope:
+            get_key = shlex.join([*vintage_command(), "secrets", "get", "-s", scope, "-k", "primary"])
+            auth = f' -H "Authorization: Bearer $({get_key})"'
         console.print(
-            f"  curl -s {dep.url}/invocations -H 'Content-Type: application/json'{auth} -d '{body}'",
+            f"  curl -s {shlex.quote(dep.url + '/invocations')} -H 'Content-Type: application/json'{auth}"
+            f" -d {shlex.quote(body)}",
             markup=False,
             soft_wrap=True,
         )
+
+
+def vintage_command() -> list[str]:
+    """This very vintage as a command that works without an activated venv: the console script next to
+    the running interpreter (absolute), else ``python -m vintage``; with ``--config`` when one was given."""
+    script = Path(sys.executable).with_name("vintage")  # not resolved: a venv's python is a symlink
+    argv = [str(script)] if os.access(script, os.X_OK) else [sys.executable, "-m", "vintage"]
+    if state.STATE.config is not None:
+        argv += ["--config", str(state.STATE.config.resolve())]
+    return argv
 
 
 # -------------------------------------------------------------------------------------- release group
@@ -333,9 +352,8 @@ def release_show(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The release record: model, version, metrics, champion comparison, digests, approvals, deployments."""
-    import json
-
+    """The release record: model, version, metrics, champion comparison, digests, approvals, deployments
+    (--json: the record as JSON)."""
     from vintage.errors import PipelineError
     from vintage.pipeline.state import StateStore
 
@@ -356,4 +374,8 @@ def release_show(
     if json_out:
         state.print_json(record)
         return
-    sys.stdout.write(json.dumps(record, indent=2, default=str) + "\n")
+    from vintage.cli.render import release_lines
+
+    console = state.out()
+    for line in release_lines(record):
+        console.print(line, markup=False, soft_wrap=True)

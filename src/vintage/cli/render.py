@@ -94,3 +94,80 @@ def version_json(v: RegisteredVersion) -> dict[str, Any]:
         "created_ms": v.created_ms,
         "reused": v.reused,
     }
+
+
+_RELEASE_SHOWN = frozenset(
+    {
+        "run_id",
+        "model_name",
+        "version",
+        "mlflow_run_id",
+        "created",
+        "metrics",
+        "selection_metric",
+        "champion",
+        "approvals",
+        "deployments",
+        "promotions",
+    }
+)
+
+
+def _compact(value: Any) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
+
+
+def _time(value: Any) -> str:
+    return str(value)[:19].replace("T", " ") if value else "?"
+
+
+def release_lines(record: dict[str, Any]) -> list[str]:
+    """A release record for people (``vintage release show``; ``--json`` prints the record itself).
+
+    Every key of the record is shown: the known ones in their own words, any other as ``key: value``.
+    """
+    model = f"{record.get('model_name', '?')} v{record.get('version', '?')}"
+    lines = [
+        f"release of run {record.get('run_id', '?')}: {model}"
+        + (f" (MLflow run {record['mlflow_run_id']})" if record.get("mlflow_run_id") else "")
+    ]
+    if record.get("created"):
+        lines.append(f"  created: {_time(record['created'])} UTC")
+    metrics = record.get("metrics") or {}
+    if metrics:
+        chosen = record.get("selection_metric")
+        shown = [
+            f"{k} {v:.4f}" if isinstance(v, int | float) else f"{k} {v}" for k, v in sorted(metrics.items())
+        ]
+        lines.append("  metrics: " + ", ".join(shown) + (f" (selected on {chosen})" if chosen else ""))
+    for key in sorted(set(record) - _RELEASE_SHOWN):
+        lines.append(f"  {key.replace('_', ' ')}: {_compact(record[key])}")
+    champ = record.get("champion")
+    if isinstance(champ, dict):
+        line = f"  champion gate: {champ.get('verdict', '?')}"
+        if champ.get("candidate_score") is not None:
+            line += f" (candidate {champ.get('metric', '')} {fmt(champ['candidate_score'])}"
+            if champ.get("champion_score") is not None:
+                line += f", champion v{champ.get('champion')} {fmt(champ['champion_score'])}"
+            line += ")"
+        if champ.get("forced"):
+            line += f"; forced: {champ.get('force_reason', '')}"
+        lines.append(line)
+    for stage, a in sorted((record.get("approvals") or {}).items()):
+        how = "auto-approved (--auto-approve)" if a.get("auto") else a.get("decision", "approved")
+        comment = f": {a['comment']}" if a.get("comment") else ""
+        lines.append(f"  approval {stage}: {how} by {a.get('by', '?')} at {_time(a.get('time'))}{comment}")
+    for env, d in sorted((record.get("deployments") or {}).items()):
+        if d.get("rolled_back"):
+            lines.append(f"  deployment {env}: rolled back ({d.get('reason', '')})")
+        else:
+            lines.append(
+                f"  deployment {env}: {d.get('action', '?')} v{d.get('version', '?')} at {d.get('url', '?')}"
+                f" ({_time(d.get('time'))})"
+            )
+    for alias, p in sorted((record.get("promotions") or {}).items()):
+        was = f" (was v{p['previous']})" if p.get("previous") else ""
+        lines.append(f"  promotion: alias {alias} -> v{p.get('version', '?')}{was} at {_time(p.get('time'))}")
+    return lines

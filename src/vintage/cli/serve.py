@@ -72,6 +72,10 @@ def serve(
 
     if api_key_file is not None and api_key_scope is not None:
         raise ConfigError("give --api-key-file or --api-key-scope, not both")
+    if environment is not None:  # a typo ("prodution") would otherwise serve without production's keys
+        from vintage.pipeline.ops import check_environment
+
+        check_environment(state.load(), environment)
     if environment == "production" and api_key_file is None and api_key_scope is None:
         api_key_scope = "production/serving"
     from vintage.serving.auth import OPEN_FLAG, check_exposure

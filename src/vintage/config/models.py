@@ -380,11 +380,40 @@ class EnvironmentSpec(_Strict):
         return value
 
 
+# The built-in environments. vintage.yaml's ``environments`` merges over them key by key: overriding one
+# setting of one environment keeps the other settings and the other environments.
+DEFAULT_ENVIRONMENTS: dict[str, dict[str, Any]] = {
+    "staging": {"port": 8081},
+    "production": {"port": 8082, "api_keys": True},
+}
+
+
 def _default_environments() -> dict[str, EnvironmentSpec]:
-    return {
-        "staging": EnvironmentSpec(port=8081),
-        "production": EnvironmentSpec(port=8082, api_keys=True),
-    }
+    return {name: EnvironmentSpec.model_validate(values) for name, values in DEFAULT_ENVIRONMENTS.items()}
+
+
+def merge_environments(value: object) -> object:
+    """``environments`` from vintage.yaml laid over :data:`DEFAULT_ENVIRONMENTS`, key by key.
+
+    ``production: {port: 9202}`` keeps production's ``api_keys: true``; naming only ``staging`` keeps
+    ``production``; a new name (``qa``) adds an environment with the :class:`EnvironmentSpec` defaults.
+    An empty entry (``production:``) keeps the built-in one. Anything that is not a mapping is left to
+    the validation that follows (it reports the key path).
+    """
+    if value is None:
+        return {name: dict(values) for name, values in DEFAULT_ENVIRONMENTS.items()}
+    if not isinstance(value, dict):
+        return value
+    merged: dict[Any, Any] = {name: dict(values) for name, values in DEFAULT_ENVIRONMENTS.items()}
+    for name, values in value.items():
+        base = merged.get(name, {})
+        if values is None:
+            merged[name] = base
+        elif isinstance(values, dict):
+            merged[name] = {**base, **values}
+        else:
+            merged[name] = values
+    return merged
 
 
 class StageSpec(_Strict):
@@ -509,6 +538,11 @@ class Spec(_Strict):
     environments: dict[str, EnvironmentSpec] = Field(default_factory=_default_environments)
     pipeline: PipelineSpec = PipelineSpec()
 
+    @field_validator("environments", mode="before")
+    @classmethod
+    def _merge_environments(cls, value: object) -> object:
+        return merge_environments(value)
+
     @model_validator(mode="after")
     def _environments_known(self) -> Spec:
         for stage in self.pipeline.stages:
@@ -522,9 +556,13 @@ class Spec(_Strict):
             raise ValueError(
                 "environments.production.api_keys cannot be false: production always requires API keys"
             )
-        ports = [(e.host, e.port) for e in self.environments.values()]
-        if len(set(ports)) != len(ports):
-            raise ValueError("two environments use the same host and port")
+        seen: dict[tuple[str, int], str] = {}
+        for name, env in self.environments.items():
+            other = seen.setdefault((env.host, env.port), name)
+            if other != name:
+                raise ValueError(
+                    f"environments {other} and {name} both use {env.host}:{env.port}; give each its own port"
+                )
         return self
 
     def key_scope(self, environment: str) -> str | None:

@@ -21,11 +21,58 @@ def _store(spec: Spec) -> st.StateStore:
     return st.StateStore(spec.state_dir.resolve())
 
 
-def _waiting_stage(spec: Spec, run: st.RunState, stage: str) -> st.StageState:
-    found = run.stage(stage)
-    names = {s.name for s in spec.pipeline.stages}
+def check_stage(spec: Spec, stage: str) -> None:
+    """Raise ConfigError (exit 2) when the pipeline has no stage ``stage``."""
+    names = [s.name for s in spec.pipeline.stages]
     if stage not in names:
-        raise ConfigError(f"the pipeline has no stage {stage!r}; stages: {sorted(names)}")
+        raise ConfigError(
+            f"the pipeline has no stage {stage!r}; stages: {', '.join(names)}",
+            hint="stage names come from pipeline.stages in vintage.yaml (`vintage config show`)",
+        )
+
+
+def check_environment(spec: Spec, environment: str) -> None:
+    """Raise ConfigError (exit 2) when vintage.yaml declares no environment ``environment``."""
+    if environment not in spec.environments:
+        raise ConfigError(
+            f"no environment {environment!r}; environments: {', '.join(spec.environments)}",
+            hint="environments come from `environments` in vintage.yaml (`vintage config show`)",
+        )
+
+
+def _when(time: str) -> str:
+    return time[:19].replace("T", " ") + " UTC"
+
+
+def _not_decided(store: st.StateStore, run: st.RunState, stage: str, decision: str) -> None:
+    """Refuse a second decision: an approval gate is decided once (a rejection is final; an approval may
+    still be revoked by a rejection until the run goes on)."""
+    decisions = [a for a in store.approvals(run.id, stage) if a["decision"] != "requested"]
+    last = decisions[-1] if decisions else None
+    if last is not None and last["decision"] == "rejected":
+        raise PipelineError(
+            f"stage {stage} of run {run.id} was rejected by {last['actor']} at {_when(last['time'])}"
+            + (f" ({last['comment']})" if last["comment"] else "")
+            + f"; it cannot be {decision} again",
+            hint="a rejected run stays rejected: start a new run with `vintage run`",
+        )
+    if last is not None and last["decision"] == "approved" and decision == "approved":
+        how = " (--auto-approve)" if last["auto"] else ""
+        raise PipelineError(
+            f"stage {stage} of run {run.id} was already approved by {last['actor']}{how} "
+            f"at {_when(last['time'])}",
+            hint=f"nothing new was recorded; `vintage resume {run.id}` goes on",
+        )
+    if run.status == st.REJECTED:
+        raise PipelineError(
+            f"run {run.id} was rejected ({run.reason}); its stage {stage} cannot be {decision}",
+            hint="a rejected run stays rejected: start a new run with `vintage run`",
+        )
+
+
+def _waiting_stage(spec: Spec, run: st.RunState, stage: str) -> st.StageState:
+    check_stage(spec, stage)
+    found = run.stage(stage)
     if found.status != st.WAITING:
         raise PipelineError(
             f"stage {stage} of run {run.id} is {found.status}, not waiting for approval",
@@ -40,10 +87,14 @@ def decide(
     """Approve or reject a stage waiting for approval; returns the evidence that was shown.
 
     Raises:
-        PipelineError: the stage is not waiting, the request expired, the actor may not approve.
+        ConfigError: the pipeline has no such stage.
+        PipelineError: the stage is not waiting, was already approved (approving again) or rejected, the
+            request expired, the actor may not approve. A refused second decision records nothing.
     """
+    check_stage(spec, stage)
     store = _store(spec)
     run = store.run(run_id)
+    _not_decided(store, run, stage, decision)
     found = _waiting_stage(spec, run, stage)
     who = actor or audit.current_actor()
     env = spec.environments.get(found.environment or "")
@@ -133,9 +184,8 @@ def target(spec: Spec, environment: str) -> DeployTarget:
     Raises:
         ConfigError: unknown environment.
     """
-    env = spec.environments.get(environment)
-    if env is None:
-        raise ConfigError(f"no environment {environment!r}; environments: {', '.join(spec.environments)}")
+    check_environment(spec, environment)
+    env = spec.environments[environment]
     from vintage.deploy.local import LocalTarget
 
     return LocalTarget(
@@ -152,8 +202,14 @@ def target(spec: Spec, environment: str) -> DeployTarget:
 
 @contextlib.contextmanager
 def env_lock(spec: Spec, environment: str, timeout: float = 600.0) -> Iterator[None]:
-    """The environment's deploy lock (the one pipeline runs take)."""
+    """The environment's deploy lock (the one pipeline runs take).
+
+    Raises:
+        ConfigError: unknown environment (checked before any lock file is created).
+    """
     from filelock import FileLock, Timeout
+
+    check_environment(spec, environment)
 
     path = spec.state_dir.resolve() / "locks" / f"env-{environment}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +226,11 @@ def status(spec: Spec) -> dict[str, Deployment | None]:
 
 
 def stop(spec: Spec, environment: str) -> bool:
-    """Stop an environment's server (graceful). ``False`` when nothing ran."""
+    """Stop an environment's server (graceful). ``False`` when nothing ran.
+
+    Raises:
+        ConfigError: unknown environment.
+    """
     with env_lock(spec, environment):
         return target(spec, environment).stop()
 
@@ -182,8 +242,10 @@ def rollback(spec: Spec, environment: str) -> tuple[int, int]:
         (from_version, to_version).
 
     Raises:
+        ConfigError: unknown environment.
         PipelineError: there is no earlier version in the alias history.
     """
+    check_environment(spec, environment)
     from vintage.registry import alias_history, move_alias
     from vintage.secrets.access import SecretReader
     from vintage.serving.materialize import materialize
@@ -207,7 +269,7 @@ def rollback(spec: Spec, environment: str) -> tuple[int, int]:
             tracking_uri=session.target.uri,
         )
         target(spec, environment).deploy(model_dir, spec.model_name, previous)
-        move_alias(
+        moved_from = move_alias(
             session.client,
             spec.model_name,
             environment,
@@ -215,6 +277,16 @@ def rollback(spec: Spec, environment: str) -> tuple[int, int]:
             actor=audit.current_actor(),
             reason=f"rollback from v{current}",
         )
+    # Recorded like the pipeline's promote step records a move (vintage audit --action alias.move).
+    audit.record(
+        spec.state_dir.resolve(),
+        "alias.move",
+        f"{spec.model_name}@{environment}",
+        "ok",
+        environment=environment,
+        reader="cli:rollback",
+        detail=(f"v{moved_from} -> v{previous}" if moved_from else f"-> v{previous}") + " (rollback)",
+    )
     audit.record(
         spec.state_dir.resolve(),
         "deploy.rollback",

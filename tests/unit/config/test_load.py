@@ -501,3 +501,75 @@ def test_invalid_enum_or_bound_names_key_path(tmp_path: Path, text: str, key_pat
 
     assert err.exit_code == 2
     assert err.headline.startswith(f"{path}: {key_path}:")
+
+
+# --- environments merge over the built-in ones ---------------------------------------------------
+
+
+def test_overriding_one_key_of_production_keeps_its_api_keys_and_staging(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, "environments: {production: {port: 9202}}\n"))
+
+    assert spec.environments["production"].port == 9202
+    assert spec.environments["production"].api_keys is True
+    assert spec.key_scope("production") == "production/serving"
+    assert spec.environments["staging"].port == 8081
+
+
+def test_overriding_only_staging_keeps_production(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, "environments: {staging: {workers: 2}}\n"))
+
+    assert spec.environments["staging"].workers == 2
+    assert spec.environments["staging"].port == 8081
+    assert spec.environments["production"].port == 8082
+    assert spec.environments["production"].api_keys is True
+
+
+def test_a_new_environment_is_added_next_to_the_built_in_ones(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, "environments: {qa: {port: 8090}}\n"))
+
+    assert set(spec.environments) == {"staging", "production", "qa"}
+    assert spec.environments["qa"].api_keys is False
+
+
+@pytest.mark.parametrize("text", ["environments:\n", "environments: {production: }\n"])
+def test_empty_environment_entries_keep_the_defaults(tmp_path: Path, text: str) -> None:
+    spec = load_spec(write(tmp_path, text))
+
+    assert spec.environments["production"].port == 8082
+    assert spec.environments["production"].api_keys is True
+
+
+def test_production_api_keys_still_cannot_be_turned_off(tmp_path: Path) -> None:
+    err = config_error(write(tmp_path, "environments: {production: {api_keys: false}}\n"))
+
+    assert "api_keys cannot be false" in err.headline
+
+
+def test_a_port_clash_with_a_default_environment_names_both(tmp_path: Path) -> None:
+    err = config_error(write(tmp_path, "environments: {staging: {port: 8082}}\n"))
+
+    assert "staging" in err.headline and "production" in err.headline and "8082" in err.headline
+
+
+def test_an_environment_that_is_not_a_mapping_names_its_key(tmp_path: Path) -> None:
+    err = config_error(write(tmp_path, "environments: {production: 9202}\n"))
+
+    assert "environments.production" in err.headline
+
+
+def test_the_commented_environments_example_in_vintage_yaml_loads(tmp_path: Path) -> None:
+    lines = (REPO / "vintage.yaml").read_text(encoding="utf-8").splitlines()
+    start = lines.index("# environments:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        block.append(line[2:])
+    text = (REPO / "vintage.yaml").read_text(encoding="utf-8") + "\n" + "\n".join(block) + "\n"
+    spec = load_spec(write(tmp_path, text))
+
+    assert spec.environments["production"].port == 9202
+    assert spec.environments["production"].api_keys is True
+    assert spec.environments["production"].approvers == ["alice", "bob"]
+    assert spec.environments["staging"].workers == 2
+    assert spec.environments["qa"].port == 8083
