@@ -255,9 +255,20 @@ SECRET_REF = re.compile(
 )
 
 
+# "__" (or "--", "..", "_-") would read as a boundary between parts in the environment variable a name maps
+# to, so one name could spell another's variable; the secrets layer refuses it, this catches it on load.
+_DOUBLED_SEPARATOR = re.compile(r"[_.-]{2}|[_.-](?=/|\})")
+
+
 def check_secret_refs(value: object, where: str) -> None:
     """Raise ValueError when a string inside ``value`` holds a malformed ``${secret:...}`` reference."""
     if isinstance(value, str):
+        for ref in SECRET_REF.findall(value):
+            if _DOUBLED_SEPARATOR.search(ref):
+                raise ValueError(
+                    f"secret reference in {where} ({ref[:60]!r}) has a doubled or trailing '_', '-' or '.'; "
+                    "names may not (see docs/secrets.md)"
+                )
         rest = SECRET_REF.sub("", value)
         if "${secret:" in rest:
             bad = rest[rest.index("${secret:") :][:60]

@@ -107,3 +107,26 @@ def test_estimator_param_names_are_constructor_arguments() -> None:
     names = estimator_param_names(KNeighborsRegressor)
     assert "n_neighbors" in names
     assert "random_state" not in names
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "${secret:production/serving__primary}",
+        "${secret:ci__x/key}",
+        "${secret:ci/token_}",
+        "${secret:ci-/token}",
+        "${secret:ci/to..ken}",
+    ],
+)
+def test_secret_reference_with_a_doubled_separator_is_refused_on_load(ref: str) -> None:
+    from vintage.config.models import check_secret_refs
+
+    with pytest.raises(ValueError, match="doubled or trailing"):
+        check_secret_refs({"x": [ref]}, "params")
+
+
+def test_well_formed_secret_references_pass() -> None:
+    from vintage.config.models import check_secret_refs
+
+    check_secret_refs("${secret:production/serving/primary} and ${secret:ci/client_secret.v2}", "params")
