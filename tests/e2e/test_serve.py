@@ -123,6 +123,61 @@ def test_bad_input_is_a_clear_4xx_without_echo(server, body, status, code, needl
     assert len(resp.body) < 2000  # never the input echoed back
 
 
+def _three_rows(wine: pd.DataFrame) -> dict[str, tuple[str, dict[str, str]]]:
+    """The first 3 rows as a records body with pH twice in record 1, as CSV with 1_000 in row 2, and as
+    well-formed bodies: name -> (body, headers)."""
+    rows = wine.head(3).to_numpy().tolist()
+    json_type, csv_type = {"Content-Type": "application/json"}, {"Content-Type": "text/csv"}
+    records = [
+        ", ".join(f"{json.dumps(c)}: {v!r}" for c, v in zip(FEATURES, row, strict=True)) for row in rows
+    ]
+    twice = [*records[:1], records[1] + ', "pH": 9.0', *records[2:]]  # a JSON parser keeps the last pH
+    header = ",".join(f'"{c}"' for c in FEATURES)
+    lines = [",".join(repr(v) for v in row) for row in rows]
+    underscored = lines[2].split(",")
+    underscored[5] = "1_000"  # Python's float() reads 1000
+    split = json.dumps({"dataframe_split": {"columns": FEATURES, "data": rows}})
+    return {
+        "records": ('{"dataframe_records": [' + ", ".join("{" + r + "}" for r in records) + "]}", json_type),
+        "records-pH-twice": (
+            '{"dataframe_records": [' + ", ".join("{" + r + "}" for r in twice) + "]}",
+            json_type,
+        ),
+        "csv": ("\n".join([header, *lines]), csv_type),
+        "csv-1_000": ("\n".join([header, *lines[:2], ",".join(underscored)]), csv_type),
+        "split": (split, json_type),
+        "split-no-type": (split, {}),
+        "csv-no-type": ("\n".join([header, *lines]), {}),
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "code", "needles"),
+    [
+        ("records-pH-twice", 400, "duplicate_key", ["'pH'", "record 1"]),
+        ("csv-1_000", 400, "non_numeric", ["'free sulfur dioxide'", "row 2", "1_000"]),
+        ("split-no-type", 415, "unsupported_media_type", ["no content type"]),
+        ("csv-no-type", 415, "unsupported_media_type", ["no content type"]),
+    ],
+)
+def test_duplicate_keys_strict_csv_numbers_and_no_content_type_are_refused(
+    server, wine, case, status, code, needles
+):
+    body, headers = _three_rows(wine)[case]
+    resp = server.request("POST", "/invocations", body, headers)
+    assert resp.status == status, resp.body
+    err = resp.json()["error"]
+    assert err["code"] == code
+    assert all(n in err["message"] for n in needles), err
+
+
+@pytest.mark.parametrize("case", ["records", "csv", "split"])
+def test_the_same_rows_well_formed_are_scored(server, wine, case):
+    body, headers = _three_rows(wine)[case]
+    resp = server.request("POST", "/invocations", body, headers)
+    assert resp.status == 200 and len(resp.json()["predictions"]) == 3, resp.body
+
+
 def test_content_type_and_size_limits(server):
     assert server.request("POST", "/invocations", "a=1", {"Content-Type": "text/plain"}).status == 415
     big = b'{"inputs": [' + b"1," * (6 * 1024 * 1024) + b"1]}"

@@ -2,7 +2,7 @@
 
 This is the scoring server's hot path, so it uses only orjson and numpy (no pandas, no MLflow).
 
-Accepted bodies (``application/json``, or no content type):
+Accepted bodies (``application/json``; a request without a content type is refused with 415):
 
 * ``{"dataframe_split": {"columns": [...], "data": [[...], ...], "index": [...]}}`` (index ignored)
 * ``{"dataframe_records": [{"col": v, ...}, ...]}``
@@ -31,8 +31,17 @@ Decisions:
   the standard library so the answer is ``not_finite`` with the column and row instead of
   ``invalid_json``.
 * Top-level keys other than the one format key (``params`` included) are refused.
-* CSV cells: empty -> ``missing_value``; anything ``float()`` rejects -> ``non_numeric``; ``nan``,
-  ``inf`` or an overflow -> ``not_finite``. A CSV body that is not UTF-8 is ``bad_format``.
+* A key twice in one object (a record, the one-record or columnar object, the split object, the top
+  level) is ``duplicate_key``: orjson, like every JSON parser, would silently keep the last value.
+  orjson cannot report duplicates, so the parser counts the keys it got from the objects that matter
+  and compares that with the number of ``:`` bytes in the body, an upper bound of the keys written.
+  Only when they differ (a duplicate, or a colon inside a string) is the body parsed again with the
+  standard library's ``object_pairs_hook`` to find the duplicate and say where it is.
+* CSV cells are numbers as CSV writers print them: ``[+-]digits[.digits][e[+-]digits]`` (``.5`` and
+  ``5.`` too; ASCII digits; spaces or tabs around). Empty -> ``missing_value``; ``nan``, ``inf``,
+  ``infinity`` or an overflow (``1e999``) -> ``not_finite``; anything else -> ``non_numeric``, also
+  what Python's ``float()`` (and numpy) would read: ``1_000``, non-ASCII digits, a no-break space
+  around. A CSV body that is not UTF-8 is ``bad_format``.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -68,6 +78,7 @@ Matrix = npt.NDArray[np.float64]
 
 
 _FORMAT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_RECORD_KEYS = ("dataframe_records", "instances", "inputs")  # may hold a list of records
 _SPLIT_KEYS = frozenset({"columns", "data", "index"})
 _ACCEPTED = (
     'Accepted JSON bodies: {"dataframe_split": {"columns": [...], "data": [[...]]}}, '
@@ -81,19 +92,21 @@ def parse_request(body: bytes, content_type: str | None, columns: Sequence[str],
 
     Args:
         body: the raw request body.
-        content_type: the Content-Type header (``None``/empty is treated as JSON).
+        content_type: the Content-Type header (``None`` when the request has none: 415).
         columns: the model's input columns, in the order the model expects them.
         max_rows: the most rows one request may carry.
 
     Raises:
-        PayloadError: 400 (malformed, wrong columns, bad values, empty), 413 (too many rows),
-            415 (unsupported content type).
+        PayloadError: 400 (malformed, duplicate keys, wrong columns, bad values, empty), 413 (too
+            many rows), 415 (no or an unsupported content type).
         ValueError: ``columns`` is empty or repeats a name (a caller bug, not a bad request).
     """
     schema = _schema(tuple(columns))
     if _media_type(content_type) == "text/csv":
         return _from_csv(body, schema, max_rows)
     doc = _load_json(body)
+    if body.count(b":") != _keys(doc):  # a key may be there twice (or a string holds a colon)
+        _check_duplicates(body)
     maybe_bool = b"true" in body or b"false" in body
     return _from_document(doc, _Context(schema, max_rows, maybe_bool))
 
@@ -144,11 +157,15 @@ def _schema(names: tuple[str, ...]) -> _Schema:
 
 def _media_type(content_type: str | None) -> str:
     """``application/json`` or ``text/csv`` (parameters and case ignored), else 415."""
-    if not content_type:
-        return "application/json"
-    media = content_type.partition(";")[0].strip().lower()
-    if media in ("application/json", "text/csv", ""):
-        return media or "application/json"
+    media = content_type.partition(";")[0].strip().lower() if content_type else ""
+    if media in ("application/json", "text/csv"):
+        return media
+    if not media:
+        raise PayloadError(
+            415,
+            "unsupported_media_type",
+            "the request has no content type: send the header Content-Type: application/json or text/csv",
+        )
     raise PayloadError(
         415,
         "unsupported_media_type",
@@ -175,6 +192,77 @@ def _load_json(body: bytes) -> Any:
         raise PayloadError(
             400, "invalid_json", f"the request body is not valid JSON: {_clip(first)}"
         ) from None
+
+
+def _keys(doc: Any) -> int:
+    """How many keys orjson kept in the objects the formats read: the top level, the objects it holds
+    and the records of a record list. Any other object is refused or ignored (an ``index``), and
+    leaving its keys out only sends the body to the exact check."""
+    if type(doc) is not dict:
+        return 0
+    n = len(doc)
+    for name, value in doc.items():
+        if type(value) is dict:
+            n += len(value)
+        elif name in _RECORD_KEYS and type(value) is list and value and type(value[0]) is dict:
+            try:
+                # a list starting with a record that holds other things (strings, lists) is refused as
+                # bad_format whatever this counts for them
+                n += sum(map(len, value))
+            except TypeError:  # a number or null among the records (refused): leave it to the exact check
+                return 0
+    return n
+
+
+class _Duplicated(dict[str, Any]):
+    """A JSON object that named ``key`` more than once (the last value kept, as orjson does)."""
+
+    key: str
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()
+    marked = _Duplicated(obj)
+    for key, _ in pairs:
+        if key in seen:
+            marked.key = key
+            return marked
+        seen.add(key)
+    raise AssertionError("unreachable: fewer keys than pairs means a key repeats")  # pragma: no cover
+
+
+def _check_duplicates(body: bytes) -> None:
+    """Parse ``body`` (valid JSON) again, keeping duplicates; refuse one where a format reads it."""
+    try:
+        doc = json.loads(body.decode("utf-8"), object_pairs_hook=_pairs)
+    except (ValueError, RecursionError):  # orjson read it: only nesting deeper than Python's limit
+        raise PayloadError(400, "invalid_json", "the request body is nested too deeply") from None
+    if isinstance(doc, _Duplicated):
+        _duplicate(doc.key, "in the top-level object")
+    if not isinstance(doc, dict):
+        return
+    for name in _FORMAT_KEYS:  # the objects the formats read; any other object is refused or ignored
+        value = doc.get(name)
+        where = _show(name)
+        if isinstance(value, _Duplicated):
+            one_record = name in _RECORD_KEYS and not any(isinstance(v, list) for v in value.values())
+            _duplicate(value.key, f"in {where}, record 0" if one_record else f"in the {where} object")
+        if name in _RECORD_KEYS and isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, _Duplicated):
+                    _duplicate(item.key, f"in {where}, record {i}")
+
+
+def _duplicate(key: str, where: str) -> NoReturn:
+    raise PayloadError(
+        400,
+        "duplicate_key",
+        f"duplicate key {_show(key)} {where}: name each key once per object "
+        "(a JSON parser would silently keep only the last value)",
+    )
 
 
 def _from_document(doc: Any, ctx: _Context) -> Matrix:
@@ -439,7 +527,9 @@ def _from_csv(body: bytes, schema: _Schema, max_rows: int) -> Matrix:
     perm = _column_order(names, schema)
     data = lines[1:]
     _check_count(len(data), max_rows)
-    fast = None if any('"' in line for line in data) else _csv_numeric(data, len(names))
+    # only the bytes of plain numbers: numpy (Python's float) would also read 1_000, nan, non-ASCII digits
+    plain = not text[len(header) :].encode().translate(None, _CSV_PLAIN)
+    fast = _csv_numeric(data, len(names)) if plain else None
     if fast is None:
         fast = _diagnose_csv(data, names)
     return fast if perm is None else fast.take(perm, axis=1)
@@ -476,17 +566,22 @@ def _csv_rows(lines: list[str]) -> list[list[str]]:
         _bad(f"the CSV body cannot be read: {_clip(str(exc))}")
 
 
+_CSV_PLAIN = b"0123456789+-.eE, \t\r\n"  # what plain CSV number lines are made of
+_CSV_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_CSV_NOT_FINITE = frozenset(sign + word for sign in ("", "+", "-") for word in ("nan", "inf", "infinity"))
+
+
 def _csv_number(cell: str, column: str, row: int) -> float:
-    text = cell.strip()
+    text = cell.strip(" \t")
     if not text:
         _cell_error("missing_value", "missing value", None, column, row)
-    try:
+    if _CSV_NUMBER.fullmatch(text):
         number = float(text)
-    except ValueError:
+        if math.isfinite(number):
+            return number
+    elif text.lower() not in _CSV_NOT_FINITE:
         _cell_error("non_numeric", "value is not a number", cell, column, row)
-    if not math.isfinite(number):
-        _cell_error("not_finite", "value is not finite", cell, column, row)
-    return number
+    _cell_error("not_finite", "value is not finite", cell, column, row)
 
 
 def _expected(schema: _Schema) -> list[str]:

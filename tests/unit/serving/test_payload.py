@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -221,8 +222,6 @@ def test_non_finite_predictions_become_null() -> None:
 @pytest.mark.parametrize(
     "content_type",
     [
-        None,
-        "",
         "application/json",
         "application/json; charset=utf-8",
         "Application/JSON",
@@ -254,6 +253,18 @@ def test_unsupported_content_type_is_415(content_type: str, wine: pd.DataFrame) 
     err = refusal(split_body(wine), content_type)
     assert (err.status, err.code) == (415, "unsupported_media_type")
     assert content_type.split(";")[0] in err.message
+
+
+@pytest.mark.parametrize("content_type", [None, "", "  ", "; charset=utf-8"])
+@pytest.mark.parametrize("fmt", ["dataframe_split", "csv"])
+def test_no_content_type_is_415(content_type: str | None, fmt: str, wine: pd.DataFrame) -> None:
+    """A request without a media type is refused like any other, not guessed to be JSON."""
+    body, _ = body_for(fmt, wine)
+    err = refusal(body, content_type)
+    assert (err.status, err.code) == (415, "unsupported_media_type")
+    assert "no content type" in err.message
+    assert "application/json" in err.message
+    assert "text/csv" in err.message
 
 
 def test_long_content_type_is_clipped(wine: pd.DataFrame) -> None:
@@ -292,7 +303,11 @@ def test_csv_with_a_pandas_index_column_is_refused(wine: pd.DataFrame) -> None:
     ("cell", "code"),
     [("nan", "not_finite"), ("inf", "not_finite"), ("-Infinity", "not_finite"), ("1e999", "not_finite"),
      ("", "missing_value"), ("  ", "missing_value"), ("abc", "non_numeric"), ("true", "non_numeric"),
-     ("1.5.2", "non_numeric"), (LONG, "non_numeric")],
+     ("1.5.2", "non_numeric"), (LONG, "non_numeric"),
+     # Python's float() reads all of these; a CSV number is plain ASCII decimal/scientific notation
+     ("1_000", "non_numeric"), ("0x10", "non_numeric"), ("1e1_0", "non_numeric"), ("\u0661", "non_numeric"),
+     ("\uff11", "non_numeric"), ("\u00a01", "non_numeric"), ("1 000", "non_numeric"), ("1e", "non_numeric"),
+     ("NaN", "not_finite"), ("+inf", "not_finite"), ("infinity", "not_finite"), ("-INF", "not_finite")],
 )  # fmt: skip
 def test_csv_bad_cells(cell: str, code: str, wine: pd.DataFrame) -> None:
     lines = csv_body(wine).decode().splitlines()
@@ -305,6 +320,59 @@ def test_csv_bad_cells(cell: str, code: str, wine: pd.DataFrame) -> None:
     assert "'pH'" in err.message
     assert "row 3" in err.message
     assert_short(err, body)
+
+
+@pytest.mark.parametrize(
+    ("cell", "value"),
+    [("1", 1.0), (" 2.5 ", 2.5), ("\t-3e2", -300.0), ("+4", 4.0), (".5", 0.5), ("5.", 5.0), ("1E+05", 1e5),
+     ("007", 7.0), ("-0", -0.0), ("1.e2", 100.0)],
+)  # fmt: skip
+def test_csv_plain_numbers(cell: str, value: float, wine: pd.DataFrame) -> None:
+    lines = csv_body(wine).decode().splitlines()
+    fields = lines[1].split(",")
+    fields[0] = cell
+    lines[1] = ",".join(fields)
+    got = parse("\n".join(lines).encode(), "text/csv")
+    assert got[0, 0] == value
+    np.testing.assert_array_equal(got[1:], wine.to_numpy()[1:])
+
+
+def _plain_float(text: str) -> float | None:
+    """The test's oracle: float() of a cell made only of the characters of plain numbers, else None."""
+    if not text or not set(text) <= set("0123456789+-.eE"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+CELL_TEXT = st.text(alphabet="0123456789+-.eE_xXnaifNIty \t\u0661\uff11\u00a0", max_size=8)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    cell=CELL_TEXT | st.from_regex(r"[+-]?[0-9]{1,5}(\.[0-9]{0,3})?([eE][+-]?[0-9]{1,4})?", fullmatch=True)
+)
+def test_fuzz_csv_cell_grammar(cell: str) -> None:
+    """A cell is a number exactly when it is a plain number (spaces or tabs around); both CSV paths agree."""
+    header = ",".join(f'"{c}"' for c in COLUMNS)
+    rest = ",".join(["1.0"] * 10)
+    text = cell.strip(" \t")
+    expected = _plain_float(text)
+    for second in ("1.0," + rest, '"1.0",' + rest):  # the second row's quotes force the diagnostic pass
+        body = f"{header}\n{cell},{rest}\n{second}\n".encode()
+        if expected is not None and math.isfinite(expected):
+            assert parse(body, "text/csv")[0, 0] == expected
+            continue
+        err = refusal(body, "text/csv")
+        if not text:
+            assert err.code == "missing_value"
+        elif expected is not None or text.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            assert err.code == "not_finite"
+        else:
+            assert err.code == "non_numeric"
+        assert "'fixed acidity', row 0" in err.message
 
 
 def test_csv_ragged_row_and_not_utf8(wine: pd.DataFrame) -> None:
@@ -511,6 +579,136 @@ def test_numbers_orjson_refuses_are_not_finite(literal: bytes) -> None:
     assert "'total sulfur dioxide', row 0" in err.message
 
 
+class Obj(list[tuple[str, Any]]):
+    """A JSON object written as its (key, value) pairs, so that a key can appear twice."""
+
+
+def raw(value: Any, colon: str = ": ") -> bytes:
+    """JSON text of ``value``; ``Obj`` pairs are written as given, duplicates included."""
+
+    def text(v: Any) -> str:
+        if isinstance(v, Obj):
+            return "{" + ", ".join(f"{json.dumps(k)}{colon}{text(x)}" for k, x in v) + "}"
+        if isinstance(v, list):
+            return "[" + ", ".join(text(x) for x in v) + "]"
+        return json.dumps(v)
+
+    return text(value).encode()
+
+
+def record_pairs(frame: pd.DataFrame) -> list[Obj]:
+    return [Obj(zip(frame.columns, row, strict=True)) for row in frame.to_numpy().tolist()]
+
+
+def _twice(recs: list[Obj], index: int, key: str, value: Any = 99.0) -> list[Obj]:
+    recs[index].append((key, value))
+    return recs
+
+
+@pytest.mark.parametrize(
+    ("make", "where"),
+    [
+        (
+            lambda w: Obj([("dataframe_records", _twice(record_pairs(w), 3, "pH"))]),
+            "'dataframe_records', record 3",
+        ),
+        (lambda w: Obj([("instances", _twice(record_pairs(w), 0, "pH"))]), "'instances', record 0"),
+        (lambda w: Obj([("inputs", _twice(record_pairs(w), 24, "pH"))]), "'inputs', record 24"),
+        (lambda w: Obj([("inputs", _twice(record_pairs(w.iloc[:1]), 0, "pH"))]), "'inputs', record 0"),
+        (
+            lambda w: Obj([("instances", Obj([*record_pairs(w.iloc[:1])[0], ("pH", 1.0)]))]),
+            "'instances', record 0",
+        ),
+        (
+            lambda w: Obj([("inputs", Obj([(c, w[c].tolist()) for c in [*COLUMNS, "pH"]]))]),
+            "the 'inputs' object",
+        ),
+        (
+            lambda w: Obj(
+                [("dataframe_split", Obj([*split_body(w)["dataframe_split"].items(), ("columns", [])]))]
+            ),
+            "the 'dataframe_split' object",
+        ),
+        (lambda w: Obj([*bare_split(w).items(), ("data", [[1.0] * 11])]), "the top-level object"),
+        (lambda w: Obj([("instances", record_pairs(w)), ("instances", [])]), "the top-level object"),
+    ],
+)
+@pytest.mark.parametrize("colon", [": ", ":", " : ", "\n:\t"])
+def test_a_key_twice_is_a_duplicate_key_error(
+    make: Callable[[pd.DataFrame], Obj], where: str, colon: str, wine: pd.DataFrame
+) -> None:
+    """orjson keeps the last value of a repeated key; the parser must refuse instead, and say where."""
+    body = raw(make(wine), colon)
+    err = refusal(body)
+    assert (err.status, err.code) == (400, "duplicate_key")
+    assert where in err.message
+    key = "'pH'" if "record" in where or "inputs" in where else ("'columns'" if "split" in where else "")
+    assert key in err.message
+    assert_short(err, body)
+
+
+def test_duplicate_key_reports_the_first_record_and_clips_the_key(wine: pd.DataFrame) -> None:
+    recs = record_pairs(wine)
+    _twice(recs, 2, LONG)
+    _twice(recs, 2, LONG)
+    _twice(recs, 7, "pH")
+    body = raw(Obj([("dataframe_records", recs)]))
+    err = refusal(body)
+    assert err.code == "duplicate_key"
+    assert "record 2" in err.message
+    assert_short(err, body)
+
+
+def test_colons_and_duplicates_where_no_format_reads_them(wine: pd.DataFrame) -> None:
+    """A colon inside a string takes the slower duplicate check; the answer is the same."""
+    columns = ("a:b", "c", "::")
+    rows = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    for doc in (
+        Obj([("dataframe_records", [Obj(zip(columns, row, strict=True)) for row in rows])]),
+        Obj(
+            [
+                (
+                    "dataframe_split",
+                    Obj([("columns", list(columns)), ("data", rows), ("index", ["x:1", "y:2"])]),
+                )
+            ]
+        ),
+        Obj([("inputs", Obj([(c, [r[i] for r in rows]) for i, c in enumerate(columns)]))]),
+    ):
+        assert parse_request(raw(doc), JSON, columns, 10).tolist() == rows
+    # an index is ignored, whatever it holds
+    ignored = Obj(
+        [("columns", list(COLUMNS)), ("data", [[1.0] * 11]), ("index", [Obj([("a", 1), ("a", 2)])])]
+    )
+    assert parse(raw(ignored)).shape == (1, 11)
+    # a value that is an object is not a number, with or without a repeated key
+    recs = record_pairs(wine.iloc[:2])
+    recs[1][8] = ("pH", Obj([("x", 1), ("x", 2)]))
+    err = refusal(raw(Obj([("dataframe_records", recs)])))
+    assert err.code == "non_numeric"
+    assert "'pH', row 1" in err.message
+
+
+def test_nesting_too_deep_for_the_duplicate_check_is_invalid_json() -> None:
+    """orjson reads 1,024 levels, the standard library fewer: a body that needs the exact check is refused."""
+    deep = b"[" * 1000 + b"]" * 1000
+    body = (
+        b'{"columns": ' + dumps(list(COLUMNS)) + b', "data": [' + dumps([1.0] * 11) + b'], "index": ['
+        + deep + b', {"a:": 1}]}'
+    )  # fmt: skip
+    err = refusal(body)
+    assert (err.status, err.code) == (400, "invalid_json")
+    assert "nested too deeply" in err.message
+
+
+@pytest.mark.parametrize("literal", [b"1_000", b"0x10", b"+1", b".5", b"01", b"nan", b"inf", b"1e", b'"1"'])
+def test_json_numbers_are_json_numbers(literal: bytes) -> None:
+    """JSON bodies have no CSV-like leniency: what is not a JSON number never becomes one."""
+    body = b'{"instances": [[' + b", ".join([b"1.0"] * 8 + [literal] + [b"1.0"] * 2) + b"]]}"
+    err = refusal(body)
+    assert err.code == ("non_numeric" if literal.startswith(b'"') else "invalid_json")
+
+
 def test_booleans_are_never_numbers_whichever_path(wine: pd.DataFrame) -> None:
     """A body holding JSON true/false takes the diagnostic pass; a column named "true" must still work."""
     columns = ("true", "false", "x")
@@ -697,3 +895,29 @@ CSV_CELLS = st.sampled_from(["1.5", "2", "-3e2", " 4 ", '"5"', "", "nan", "x"])
 def test_fuzz_csv_cells(rows: list[list[str]]) -> None:
     body = "\n".join([",".join(f'"{c}"' for c in COLUMNS), *(",".join(r) for r in rows)]).encode()
     _check_outcome(body, "text/csv")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(st.lists(finite, min_size=11, max_size=11), min_size=1, max_size=8),
+    data=st.data(),
+    key=st.sampled_from(["dataframe_records", "instances", "inputs"]),
+    colon=st.sampled_from([":", ": ", " :", " : "]),
+)
+def test_fuzz_duplicate_keys_in_records(
+    rows: list[list[float]], data: st.DataObject, key: str, colon: str
+) -> None:
+    """Any record with any column twice, wherever the copy sits in the record, is refused and located."""
+    recs = [Obj(zip(COLUMNS, row, strict=True)) for row in rows]
+    index = data.draw(st.integers(0, len(recs) - 1))
+    column = data.draw(st.sampled_from(COLUMNS))
+    value = data.draw(finite)
+    position = data.draw(st.integers(0, 11))
+    recs[index].insert(position, (column, value))
+    err = refusal(raw(Obj([(key, recs)]), colon))
+    assert (err.status, err.code) == (400, "duplicate_key")
+    assert f"{column!r}" in err.message
+    assert f"record {index}" in err.message
+    # without the copy, the same text parses to the rows
+    del recs[index][position]
+    np.testing.assert_array_equal(parse(raw(Obj([(key, recs)]), colon)), np.array(rows))
