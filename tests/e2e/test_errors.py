@@ -201,5 +201,6 @@ def test_unexpected_error_without_a_writable_state_dir_points_to_verbose(project
     result = cli("train")
     assert result.code == 1
     assert result.err == (
-        "error: unexpected RuntimeError: boom with [REDACTED]\nRun with --verbose to see the full traceback.\n"
+        "error: unexpected RuntimeError: boom with [REDACTED]\n"
+        "Run with --verbose to see the full traceback.\n"
     )

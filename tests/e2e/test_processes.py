@@ -140,3 +140,56 @@ def test_ui_serves_mlflow_on_loopback(project, cli):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def _fill_disk_at(limit: int):
+    """preexec_fn: files of this process cannot grow past ``limit`` bytes (as on a full disk: writes
+    fail with EFBIG instead of the process being killed by SIGXFSZ)."""
+    import resource
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.slow
+def test_full_disk_while_creating_the_store_leaves_no_store_and_a_clear_error(project):
+    full = subprocess.run(
+        [VINTAGE, "train", "-j", "1"], capture_output=True, text=True, preexec_fn=_fill_disk_at(300_000)
+    )
+    assert full.returncode == 1
+    assert full.stderr.startswith("error: cannot create the tracking store .vintage/mlflow.db: "), full.stderr
+    assert "hint: free disk space" in full.stderr
+    state = project / ".vintage"
+    assert not (state / "mlflow.db").exists() and not list(state.glob(".mlflow.db.*"))
+    again = subprocess.run([VINTAGE, "train", "-j", "1"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == ""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # renamed in the meantime
+        return 0
+
+
+@pytest.mark.slow
+def test_killed_while_creating_the_store_every_later_command_works(project):
+    state = project / ".vintage"
+    proc = subprocess.Popen([VINTAGE, "models"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # kill it while the schema is being created
+        if any(_size(f) > 500_000 for f in [*state.glob("mlflow.db"), *state.glob(".mlflow.db.*.tmp")]):
+            proc.kill()
+            break
+        time.sleep(0.005)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the store was created before the process could be killed"
+    train = subprocess.run([VINTAGE, "train", "-j", "1"], capture_output=True, text=True)
+    assert train.returncode == 0, train.stderr
+    models = subprocess.run([VINTAGE, "models", "--json"], capture_output=True, text=True)
+    assert models.returncode == 0, models.stderr
+    assert json.loads(models.stdout)[0]["name"] == "winequality"
