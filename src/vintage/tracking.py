@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vintage.errors import TrackingError, first_line
+from vintage.fsutil import shown_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -190,33 +191,51 @@ def _init_embedded(target: TrackingTarget) -> MlflowClient:
     # Creating a store runs MLflow's migrations (not transactional on sqlite): a store is created in a
     # temp file and renamed into place, so a crash or a full disk leaves no store or a complete one.
     # Serialised, as two vintage processes migrating one file at once fail with "duplicate column".
-    with FileLock(str(locks / "store.lock"), timeout=300):
-        for stale in store.parent.glob(f".{store.name}.*.tmp"):  # left by a killed creator
-            stale.unlink(missing_ok=True)
-        if not store.exists():
-            _create_store(target)
-        try:
-            return _open_store(target)
-        except Exception as exc:  # MLflow, SQLAlchemy and sqlite3 errors alike
-            failure = exc
-        if not _half_created(store):
-            raise TrackingError(
-                f"the tracking store {_shown(store)} cannot be opened: {first_line(failure)}",
-                hint="if MLflow was upgraded, back the file up and run `mlflow db upgrade sqlite:///"
-                f"{_shown(store)}`; otherwise restore it from a backup",
-            ) from failure
-        aside = store.with_name(f"{store.name}.broken-{time.strftime('%Y%m%dT%H%M%S')}")
-        _forget_engines(target.uri)
-        store.replace(aside)
-        logging.getLogger(__name__).warning(
-            "the tracking store %s was left half-created by an interrupted command (%s); moved it to %s"
-            " and created a new one",
-            _shown(store),
-            first_line(failure, limit=120),
-            aside.name,
-        )
+    lock = FileLock(str(locks / "store.lock"), timeout=300)
+    try:
+        lock.acquire()
+    except OSError as exc:  # a read-only state directory
+        raise TrackingError(
+            f"cannot open the tracking store {shown_path(store)}: {exc.strerror or first_line(exc)}",
+            hint="check that this user may write the state directory"
+            " (vintage runs list, status and audit only need to read it)",
+        ) from exc
+    try:
+        return _open_or_create(target)
+    finally:
+        lock.release()
+
+
+def _open_or_create(target: TrackingTarget) -> MlflowClient:
+    """Open the embedded store, creating it (or replacing a half-created one); the caller holds the lock."""
+    assert target.store_path is not None
+    store = target.store_path
+    for stale in store.parent.glob(f".{store.name}.*.tmp"):  # left by a killed creator
+        stale.unlink(missing_ok=True)
+    if not store.exists():
         _create_store(target)
+    try:
         return _open_store(target)
+    except Exception as exc:  # MLflow, SQLAlchemy and sqlite3 errors alike
+        failure = exc
+    if not _half_created(store):
+        raise TrackingError(
+            f"the tracking store {shown_path(store)} cannot be opened: {first_line(failure)}",
+            hint="if MLflow was upgraded, back the file up and run `mlflow db upgrade sqlite:///"
+            f"{shown_path(store)}`; otherwise restore it from a backup",
+        ) from failure
+    aside = store.with_name(f"{store.name}.broken-{time.strftime('%Y%m%dT%H%M%S')}")
+    _forget_engines(target.uri)
+    store.replace(aside)
+    logging.getLogger(__name__).warning(
+        "the tracking store %s was left half-created by an interrupted command (%s); moved it to %s"
+        " and created a new one",
+        shown_path(store),
+        first_line(failure, limit=120),
+        aside.name,
+    )
+    _create_store(target)
+    return _open_store(target)
 
 
 def _open_store(target: TrackingTarget) -> MlflowClient:
@@ -239,8 +258,8 @@ def _create_store(target: TrackingTarget) -> None:
     uri = f"sqlite:///{tmp}"
     try:
         try:
-            SqlAlchemyStore(uri, target.artifact_root.as_uri())
-            RegistryStore(uri)
+            SqlAlchemyStore(uri, target.artifact_root.as_uri())  # type: ignore[no-untyped-call]
+            RegistryStore(uri)  # type: ignore[no-untyped-call]
         finally:
             _forget_engines(uri)
         with open(tmp, "rb+") as fh:
@@ -249,7 +268,7 @@ def _create_store(target: TrackingTarget) -> None:
     except Exception as exc:
         tmp.unlink(missing_ok=True)
         raise TrackingError(
-            f"cannot create the tracking store {_shown(store)}: {first_line(exc)}",
+            f"cannot create the tracking store {shown_path(store)}: {first_line(exc)}",
             hint="free disk space (or fix the directory's permissions) and run the command again;"
             " nothing was written",
         ) from exc
@@ -288,7 +307,7 @@ def _half_created(store: Path) -> bool:
         if "alembic_version" in tables:
             row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
             version = row[0] if row else None
-        if version == _get_latest_schema_revision():
+        if version == _get_latest_schema_revision():  # type: ignore[no-untyped-call]
             return False
         for table in ("runs", "registered_models", "logged_models"):
             if table in tables and conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
@@ -298,14 +317,6 @@ def _half_created(store: Path) -> bool:
     finally:
         conn.close()
     return True
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the working directory when it is below it (as users typed it)."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def _experiment_id(name: str, target: TrackingTarget, client: MlflowClient, *, create: bool) -> str:

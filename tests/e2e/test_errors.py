@@ -204,3 +204,41 @@ def test_unexpected_error_without_a_writable_state_dir_points_to_verbose(project
         "error: unexpected RuntimeError: boom with [REDACTED]\n"
         "Run with --verbose to see the full traceback.\n"
     )
+
+
+def _state_with_history(project: Path) -> Path:
+    from vintage import audit
+    from vintage.pipeline.state import StateStore
+
+    state = project / ".vintage"
+    StateStore(state).create_run("20261201-000000-abcd", "me", "digest", [("build", None, ["train"])], {})
+    audit.record(state, "run.start", "20261201-000000-abcd")
+    return state
+
+
+def test_damaged_pipeline_and_audit_databases_are_errors_naming_the_file(project, cli):
+    state = _state_with_history(project)
+    for name in ("pipeline.db", "audit.db"):
+        (state / name).write_bytes(b"\x00garbage" * 1000)
+    runs = cli("runs", "list")
+    assert runs.code == 1
+    assert runs.err.startswith(
+        "error: the pipeline state .vintage/pipeline.db is damaged: is not an SQLite database\n"
+        "hint: restore it from a backup, or move it aside"
+    )
+    assert "no pipeline runs yet" not in runs.out
+    trail = cli("audit")
+    assert trail.code == 1
+    assert trail.err.startswith(
+        "error: the audit trail .vintage/audit.db is damaged: is not an SQLite database"
+    )
+    assert "empty" not in trail.out
+    assert cli("status").code == 0  # environments do not live in those files
+
+
+def test_empty_pipeline_database_is_not_an_empty_history(project, cli):
+    state = _state_with_history(project)
+    (state / "pipeline.db").write_bytes(b"")
+    runs = cli("runs", "list", "--json")
+    assert runs.code == 1 and runs.out == ""
+    assert "the pipeline state .vintage/pipeline.db is damaged: is empty (0 bytes)" in runs.err
