@@ -189,3 +189,23 @@ def test_workers_that_cannot_start_at_all_are_a_clear_training_error(
         run_all(enet_points(), init_args, 2)
     assert exc.value.headline.startswith("cannot start the training worker processes: ")
     assert "--n-jobs 1" in (exc.value.hint or "")
+
+
+def test_a_forkserver_that_died_after_a_failed_fork_is_replaced(
+    init_args: tuple[Any, ...],
+    failing_forkserver: Callable[[int], None],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failing_forkserver(0)  # a fresh forkserver, which preloads the module below
+    flag = tmp_path / "fork-failed"
+    monkeypatch.setenv("FAILFORK_FLAG", str(flag))
+    # The 3.11 forkserver preloads with the default sys.path, not the parent's: let it find tests/.
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    once = "unit.training.failfork.ElasticNetOnce"  # its import makes the forkserver's 2nd fork() fail once
+    points = [GridPoint(i, "enet", once, p.params, {}) for i, p in enumerate(enet_points())]
+
+    results = run_all(points, init_args, 2)
+
+    assert flag.exists()  # the failure did happen
+    assert all(r.ok for r in results.values()), [r.error for r in results.values()]
