@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from vintage.errors import VintageError
-from vintage.fsutil import use_wal
+from vintage.fsutil import connect_readonly, create_sqlite, sqlite_error, sqlite_problem, use_wal
 from vintage.redact import redact
 
 AUDIT_FILE = "audit.db"
@@ -68,23 +68,28 @@ def _connect(state_dir: Path) -> Iterator[sqlite3.Connection]:
     path = state_dir / AUDIT_FILE
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        # Create the file 0600 before SQLite does (with the umask); its -wal / -shm files copy its mode.
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        if sqlite_problem(path) is not None:
+            raise sqlite3.DatabaseError("damaged")
+        create_sqlite(path, _SCHEMA)  # 0600: its -wal / -shm files copy its mode
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-    except (OSError, sqlite3.Error) as exc:
-        raise VintageError(
-            f"cannot open the audit trail {AUDIT_FILE} in the state directory ({exc.__class__.__name__})",
-            hint="check that the state directory is writable",
-        ) from exc
+    except (OSError, sqlite3.DatabaseError) as exc:
+        raise _error(path, exc) from exc
     try:
         use_wal(conn, timeout_s=30)
         conn.execute("PRAGMA busy_timeout=30000")
         conn.executescript(_SCHEMA)
         yield conn
+    except sqlite3.DatabaseError as exc:
+        raise _error(path, exc) from exc
     finally:
         conn.close()
     with contextlib.suppress(OSError):
         path.chmod(0o600)
+
+
+def _error(path: Path, exc: BaseException) -> VintageError:
+    headline, hint = sqlite_error(path, "the audit trail", exc)
+    return VintageError(headline, hint=hint)
 
 
 def record(
@@ -110,21 +115,19 @@ def record(
         redact(detail),
     )
     with _connect(state_dir) as conn:
-        try:
-            conn.execute(
-                "INSERT INTO events (time, actor, action, target, outcome, reader, environment, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-        except sqlite3.Error as exc:
-            raise VintageError(f"cannot append to the audit trail ({exc.__class__.__name__})") from exc
+        conn.execute(
+            "INSERT INTO events (time, actor, action, target, outcome, reader, environment, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
 
 
 def events(
     state_dir: Path, *, action: str | None = None, target: str | None = None, limit: int | None = None
 ) -> list[AuditEvent]:
     """Events, oldest first; ``action`` matches a prefix (``secret.`` = every secret event)."""
-    if not (state_dir / AUDIT_FILE).exists():
+    path = state_dir / AUDIT_FILE
+    if not path.exists():
         return []
     query = "SELECT id, time, actor, action, target, outcome, reader, environment, detail FROM events"
     where: list[str] = []
@@ -139,7 +142,18 @@ def events(
     if where:
         query += " WHERE " + " AND ".join(where)
     query += " ORDER BY id"
-    with _connect(state_dir) as conn:
-        rows = conn.execute(query, args).fetchall()
+    try:
+        if sqlite_problem(path) is not None:
+            raise sqlite3.DatabaseError("damaged")
+        conn = connect_readonly(path, timeout_s=30)  # also in a read-only state directory
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            rows = conn.execute(query, args).fetchall()
+        finally:
+            conn.close()
+    except (OSError, sqlite3.DatabaseError) as exc:
+        raise _error(path, exc) from exc
+    with contextlib.suppress(OSError):
+        path.chmod(0o600)
     found = [AuditEvent(*row) for row in rows]
     return found[-limit:] if limit else found

@@ -6,8 +6,12 @@ MLflow is imported lazily, only when a session is opened.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sqlite3
+import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vintage.errors import TrackingError, first_line
+from vintage.fsutil import shown_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -173,22 +178,145 @@ def _init_embedded(target: TrackingTarget) -> MlflowClient:
     from filelock import FileLock
 
     assert target.artifact_root is not None and target.store_path is not None
+    store = target.store_path
     locks = target.state_dir / "locks"
     try:
         target.artifact_root.mkdir(parents=True, exist_ok=True)
-        target.store_path.parent.mkdir(parents=True, exist_ok=True)
+        store.parent.mkdir(parents=True, exist_ok=True)
         locks.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TrackingError(
             f"cannot create the state directory {target.state_dir.name}: {exc.strerror}"
         ) from exc
-    # The first use of a store creates (migrates) the sqlite schema, once for tracking and once for the
-    # registry; two vintage processes doing it at once fail with "duplicate column". Serialise it.
-    with FileLock(str(locks / "store.lock"), timeout=300):
-        client = _client(target)
-        client.search_experiments(max_results=1)
-        client.search_registered_models(max_results=1)
+    # Creating a store runs MLflow's migrations (not transactional on sqlite): a store is created in a
+    # temp file and renamed into place, so a crash or a full disk leaves no store or a complete one.
+    # Serialised, as two vintage processes migrating one file at once fail with "duplicate column".
+    lock = FileLock(str(locks / "store.lock"), timeout=300)
+    try:
+        lock.acquire()
+    except OSError as exc:  # a read-only state directory
+        raise TrackingError(
+            f"cannot open the tracking store {shown_path(store)}: {exc.strerror or first_line(exc)}",
+            hint="check that this user may write the state directory"
+            " (vintage runs list, status and audit only need to read it)",
+        ) from exc
+    try:
+        return _open_or_create(target)
+    finally:
+        lock.release()
+
+
+def _open_or_create(target: TrackingTarget) -> MlflowClient:
+    """Open the embedded store, creating it (or replacing a half-created one); the caller holds the lock."""
+    assert target.store_path is not None
+    store = target.store_path
+    for stale in store.parent.glob(f".{store.name}.*.tmp"):  # left by a killed creator
+        stale.unlink(missing_ok=True)
+    if not store.exists():
+        _create_store(target)
+    try:
+        return _open_store(target)
+    except Exception as exc:  # MLflow, SQLAlchemy and sqlite3 errors alike
+        failure = exc
+    if not _half_created(store):
+        raise TrackingError(
+            f"the tracking store {shown_path(store)} cannot be opened: {first_line(failure)}",
+            hint="if MLflow was upgraded, back the file up and run `mlflow db upgrade sqlite:///"
+            f"{shown_path(store)}`; otherwise restore it from a backup",
+        ) from failure
+    aside = store.with_name(f"{store.name}.broken-{time.strftime('%Y%m%dT%H%M%S')}")
+    _forget_engines(target.uri)
+    store.replace(aside)
+    logging.getLogger(__name__).warning(
+        "the tracking store %s was left half-created by an interrupted command (%s); moved it to %s"
+        " and created a new one",
+        shown_path(store),
+        first_line(failure, limit=120),
+        aside.name,
+    )
+    _create_store(target)
+    return _open_store(target)
+
+
+def _open_store(target: TrackingTarget) -> MlflowClient:
+    client = _client(target)
+    client.search_experiments(max_results=1)
+    client.search_registered_models(max_results=1)
     return client
+
+
+def _create_store(target: TrackingTarget) -> None:
+    """Create the sqlite store with MLflow's full schema in a temp file, then rename it into place."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    assert target.store_path is not None and target.artifact_root is not None
+    store = target.store_path
+    fd, name = tempfile.mkstemp(dir=store.parent, prefix=f".{store.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    uri = f"sqlite:///{tmp}"
+    try:
+        try:
+            SqlAlchemyStore(uri, target.artifact_root.as_uri())  # type: ignore[no-untyped-call]
+            RegistryStore(uri)  # type: ignore[no-untyped-call]
+        finally:
+            _forget_engines(uri)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        tmp.replace(store)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise TrackingError(
+            f"cannot create the tracking store {shown_path(store)}: {first_line(exc)}",
+            hint="free disk space (or fix the directory's permissions) and run the command again;"
+            " nothing was written",
+        ) from exc
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(store.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _forget_engines(uri: str) -> None:
+    """Close MLflow's cached SQLAlchemy engines for ``uri`` (they would keep the old file open)."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for cls in (SqlAlchemyStore, RegistryStore):
+        engine = cls._engine_map.pop(uri, None)
+        if engine is not None:
+            engine.dispose()
+
+
+def _half_created(store: Path) -> bool:
+    """True for a store whose migrations never finished (no ``alembic_version`` row, or one short of
+    MLflow's head) and that holds no run, registered model or logged model: a store with data is
+    never moved aside."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    try:
+        conn = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = None
+        if "alembic_version" in tables:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            version = row[0] if row else None
+        if version == _get_latest_schema_revision():  # type: ignore[no-untyped-call]
+            return False
+        for table in ("runs", "registered_models", "logged_models"):
+            if table in tables and conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
+                return False
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+    return True
 
 
 def _experiment_id(name: str, target: TrackingTarget, client: MlflowClient, *, create: bool) -> str:

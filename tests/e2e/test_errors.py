@@ -149,3 +149,96 @@ def test_config_show_prints_resolved_spec(project, cli):
         ".vintage/mlflow.db"
     )
     assert yaml.safe_load(cli("config", "show").out)["model_name"] == "winequality"
+
+
+def _unexpected_error(monkeypatch) -> None:
+    """A bug inside a command: loading the workload raises a plain exception carrying a secret value."""
+    from vintage import config, redact
+
+    redact.register("s3cr3t-in-message")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom with s3cr3t-in-message\nsecond line")
+
+    monkeypatch.setattr(config, "load_spec", broken)
+
+
+def test_unexpected_error_keeps_its_traceback_in_the_state_dir(project, cli, monkeypatch):
+    _unexpected_error(monkeypatch)
+    result = cli("train", "--n-jobs", "1")
+    assert result.code == 1
+    assert result.err == (
+        "error: unexpected RuntimeError: boom with [REDACTED] (full traceback: .vintage/logs/errors.log)\n"
+    )
+    log = project / ".vintage" / "logs" / "errors.log"
+    assert log.stat().st_mode & 0o777 == 0o600
+    text = log.read_text()
+    assert "command: vintage train --n-jobs 1\n" in text
+    assert "Traceback (most recent call last):" in text and "in broken" in text
+    assert "RuntimeError: boom with [REDACTED]\nsecond line" in text
+    assert "s3cr3t" not in text
+
+    cli("train", "--n-jobs", "2")  # a second error is appended
+    assert log.read_text().startswith(text) and "command: vintage train --n-jobs 2" in log.read_text()
+
+
+def test_unexpected_error_log_hides_secret_options_and_uri_credentials():
+    from vintage.cli.main import _safe_args
+
+    assert _safe_args(["x", "--api-token", "t0k3n", "--password=pw", "http://u:pw@h:1/x"]) == [
+        "x",
+        "--api-token",
+        "[REDACTED]",
+        "--password=[REDACTED]",
+        "http://h:1/x",
+    ]
+
+
+def test_unexpected_error_without_a_writable_state_dir_points_to_verbose(project, cli, monkeypatch):
+    _unexpected_error(monkeypatch)
+    (project / "not-a-dir").write_text("")
+    monkeypatch.setenv("VINTAGE_STATE_DIR", str(project / "not-a-dir" / "state"))
+    result = cli("train")
+    assert result.code == 1
+    assert result.err == (
+        "error: unexpected RuntimeError: boom with [REDACTED]\n"
+        "Run with --verbose to see the full traceback.\n"
+    )
+
+
+def _state_with_history(project: Path) -> Path:
+    from vintage import audit
+    from vintage.pipeline.state import StateStore
+
+    state = project / ".vintage"
+    StateStore(state).create_run("20261201-000000-abcd", "me", "digest", [("build", None, ["train"])], {})
+    audit.record(state, "run.start", "20261201-000000-abcd")
+    return state
+
+
+def test_damaged_pipeline_and_audit_databases_are_errors_naming_the_file(project, cli):
+    state = _state_with_history(project)
+    for name in ("pipeline.db", "audit.db"):
+        (state / name).write_bytes(b"\x00garbage" * 1000)
+    runs = cli("runs", "list")
+    assert runs.code == 1
+    assert runs.err.startswith(
+        "error: the pipeline state .vintage/pipeline.db is damaged: is not an SQLite database\n"
+        "hint: restore it from a backup, or move it aside"
+    )
+    assert "no pipeline runs yet" not in runs.out
+    trail = cli("audit")
+    assert trail.code == 1
+    assert trail.err.startswith(
+        "error: the audit trail .vintage/audit.db is damaged: is not an SQLite database"
+    )
+    assert "empty" not in trail.out
+    assert cli("status").code == 0  # environments do not live in those files
+
+
+def test_empty_pipeline_database_is_not_an_empty_history(project, cli):
+    state = _state_with_history(project)
+    (state / "pipeline.db").write_bytes(b"")
+    runs = cli("runs", "list", "--json")
+    assert runs.code == 1 and runs.out == ""
+    assert "the pipeline state .vintage/pipeline.db is damaged: is empty (0 bytes)" in runs.err

@@ -140,3 +140,109 @@ def test_ui_serves_mlflow_on_loopback(project, cli):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def _fill_disk_at(limit: int):
+    """preexec_fn: files of this process cannot grow past ``limit`` bytes (as on a full disk: writes
+    fail with EFBIG instead of the process being killed by SIGXFSZ)."""
+    import resource
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.slow
+def test_full_disk_while_creating_the_store_leaves_no_store_and_a_clear_error(project):
+    full = subprocess.run(
+        [VINTAGE, "train", "-j", "1"], capture_output=True, text=True, preexec_fn=_fill_disk_at(300_000)
+    )
+    assert full.returncode == 1
+    assert full.stderr.startswith("error: cannot create the tracking store .vintage/mlflow.db: "), full.stderr
+    assert "hint: free disk space" in full.stderr
+    state = project / ".vintage"
+    assert not (state / "mlflow.db").exists() and not list(state.glob(".mlflow.db.*"))
+    again = subprocess.run([VINTAGE, "train", "-j", "1"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == ""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # renamed in the meantime
+        return 0
+
+
+@pytest.mark.slow
+def test_killed_while_creating_the_store_every_later_command_works(project):
+    state = project / ".vintage"
+    proc = subprocess.Popen([VINTAGE, "models"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # kill it while the schema is being created
+        if any(_size(f) > 500_000 for f in [*state.glob("mlflow.db"), *state.glob(".mlflow.db.*.tmp")]):
+            proc.kill()
+            break
+        time.sleep(0.005)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the store was created before the process could be killed"
+    train = subprocess.run([VINTAGE, "train", "-j", "1"], capture_output=True, text=True)
+    assert train.returncode == 0, train.stderr
+    models = subprocess.run([VINTAGE, "models", "--json"], capture_output=True, text=True)
+    assert models.returncode == 0, models.stderr
+    assert json.loads(models.stdout)[0]["name"] == "winequality"
+
+
+def _read_only_run(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run vintage with ``state`` read-only for it: a read-only bind mount in a private mount namespace
+    when running as root (root ignores permission bits), else permission bits."""
+    if os.geteuid() != 0:
+        for path in [state, *state.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            return subprocess.run([VINTAGE, *args], capture_output=True, text=True)
+        finally:
+            for path in [state, *state.rglob("*")]:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+    unshare = shutil.which("unshare")
+    probe = unshare and subprocess.run(
+        [unshare, "-m", "sh", "-c", f"mount --bind -o ro '{state}' '{state}'"], capture_output=True
+    )
+    if not probe or probe.returncode != 0:
+        pytest.skip("running as root without a way to make a read-only mount (unshare -m)")
+    script = 'mount --bind -o ro "$0" "$0" && shift && exec "$@"'
+    return subprocess.run(
+        [unshare, "-m", "sh", "-c", script, str(state), "-", VINTAGE, *args], capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize("checkpointed", [True, False], ids=["closed-cleanly", "with-wal-files"])
+def test_read_only_state_dir_read_commands_work_and_writes_name_the_file(project, checkpointed):
+    from vintage import audit
+    from vintage.pipeline.state import StateStore
+
+    state = project / ".vintage"
+    run_id = "20261201-000000-abcd"
+    StateStore(state).create_run(run_id, "me", "digest", [("build", None, ["train"])], {})
+    audit.record(state, "run.start", run_id)
+    for name in ("pipeline.db", "audit.db"):
+        if checkpointed:  # SQLite removed them on the last close; else a reader needs them
+            assert not (state / f"{name}-wal").exists()
+        else:
+            (state / f"{name}-wal").touch()
+            (state / f"{name}-shm").write_bytes(b"\0" * 32768)
+
+    runs = _read_only_run(state, "runs", "list", "--json")
+    assert runs.returncode == 0, runs.stderr
+    assert [r["id"] for r in json.loads(runs.stdout)] == [run_id]
+    trail = _read_only_run(state, "audit", "--json")
+    assert trail.returncode == 0, trail.stderr
+    assert [e["target"] for e in json.loads(trail.stdout)] == [run_id]
+    status = _read_only_run(state, "status", "--json")
+    assert status.returncode == 0, status.stderr
+
+    train = _read_only_run(state, "train", "-j", "1")  # a write: one line naming the directory
+    assert train.returncode == 1
+    assert train.stderr.startswith("error: cannot create the state directory .vintage: "), train.stderr

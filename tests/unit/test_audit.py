@@ -195,3 +195,29 @@ def test_concurrent_writers(state_dir: Path) -> None:
     assert errors == []
     targets = {e.target for e in audit.events(state_dir, action="secret.read")}
     assert targets == {f"w{n}/k{i}" for n in range(4) for i in range(10)}
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(b"", "is empty (0 bytes)"), (b"garbage, not a database\n" * 100, "is not an SQLite database")],
+)
+def test_damaged_trail_is_an_error_naming_the_file_and_is_kept(
+    state_dir: Path, content: bytes, problem: str
+) -> None:
+    audit.record(state_dir, "secret.read", "ci/token")
+    path = state_dir / audit.AUDIT_FILE
+    path.write_bytes(content)
+    for call in (lambda: audit.events(state_dir), lambda: audit.record(state_dir, "x", "y")):
+        with pytest.raises(VintageError) as exc:
+            call()
+        assert exc.value.headline == f"the audit trail {path} is damaged: {problem}"
+    assert path.read_bytes() == content
+
+
+def test_truncated_trail_is_an_error(state_dir: Path) -> None:
+    for i in range(200):
+        audit.record(state_dir, "secret.read", f"ci/token{i}")
+    path = state_dir / audit.AUDIT_FILE
+    path.write_bytes(path.read_bytes()[:6000])
+    with pytest.raises(VintageError, match="is damaged: database disk image is malformed"):
+        audit.events(state_dir)

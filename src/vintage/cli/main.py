@@ -102,17 +102,83 @@ def run(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("vintage: interrupted\n")
         sys.exit(130)
-    except Exception as exc:  # a bug or an untranslated library error: one line, traceback on --verbose
+    except Exception as exc:  # a bug or an untranslated library error: one line + the traceback log
+        import traceback
+
+        from vintage.redact import redact
+
+        text = redact("".join(traceback.format_exception(exc)))
+        log = _log_traceback(text, sys.argv[1:] if argv is None else argv)
         if STATE.verbose:
-            import traceback
-
-            from vintage.redact import redact
-
-            sys.stderr.write(redact("".join(traceback.format_exception(exc))))
-            sys.exit(EXIT_RUNTIME)
-        sys.stderr.write(f"error: unexpected {exc.__class__.__name__}: {first_line(exc)}\n")
-        sys.stderr.write("Run with --verbose to see the full traceback.\n")
+            sys.stderr.write(text)
+        headline = f"error: unexpected {exc.__class__.__name__}: {first_line(exc)}"
+        if log is not None:
+            sys.stderr.write(f"{headline} (full traceback: {log})\n")
+        else:
+            sys.stderr.write(f"{headline}\n")
+            if not STATE.verbose:
+                sys.stderr.write("Run with --verbose to see the full traceback.\n")
         sys.exit(EXIT_RUNTIME)
+
+
+ERROR_LOG = Path("logs") / "errors.log"
+_LOG_LIMIT = 1_000_000  # bytes; a bigger log is moved to errors.log.1 (one old generation kept)
+_SECRET_OPTIONS = ("token", "password", "secret", "value")  # option names ending in one of these
+
+
+def _log_traceback(text: str, argv: list[str]) -> Path | None:
+    """Append ``text`` (a redacted traceback) with the time and the command line to
+    ``<state_dir>/logs/errors.log`` (0600). Returns the path to show (relative when the state directory
+    is), or None when the state directory is unknown or cannot be written.
+    """
+    import os
+    from datetime import UTC, datetime
+
+    try:
+        from vintage.config import load_settings
+
+        path = load_settings(STATE.config).state_dir / ERROR_LOG
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.exists() and path.stat().st_size > _LOG_LIMIT:
+            path.replace(path.with_name(path.name + ".1"))
+        entry = (
+            f"--- {datetime.now(UTC).isoformat(timespec='seconds')} vintage {__version__} pid {os.getpid()}\n"
+            f"command: vintage {' '.join(_safe_args(argv))}\n{text.rstrip()}\n\n"
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, entry.encode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+    except Exception:  # the log is a help, never a second error
+        return None
+    return path
+
+
+def _safe_args(argv: list[str]) -> list[str]:
+    """The command line for the log: registered secrets redacted, URI credentials dropped, and the value
+    of any ``--*token``/``--*password``/``--*secret``/``--*value`` option replaced."""
+    from vintage.redact import REDACTED, redact
+    from vintage.tracking import redact_uri
+
+    safe: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            safe.append(REDACTED)
+            hide_next = False
+            continue
+        name, eq, _ = arg.partition("=")
+        if arg.startswith("--") and name.lower().endswith(_SECRET_OPTIONS):
+            if eq:
+                safe.append(f"{name}={REDACTED}")
+            else:
+                safe.append(arg)
+                hide_next = True
+            continue
+        safe.append(redact(redact_uri(arg)) if "://" in arg else redact(arg))
+    return safe
 
 
 def _render_error(exc: VintageError) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vintage import audit
-from vintage.errors import Interrupted, PipelineError, VintageError, WaitingApproval
+from vintage.errors import Interrupted, PipelineError, VintageError, WaitingApproval, first_line
 from vintage.pipeline import remote
 from vintage.pipeline import state as st
 from vintage.pipeline.steps import STEPS, StepContext, config_digest
@@ -112,6 +112,9 @@ class Runner:
         except VintageError as exc:
             self.store.set_run(run_id, st.FAILED, exc.headline)
             raise
+        except Exception as exc:  # a bug or an untranslated error (a full disk): failed, with the reason
+            self.store.set_run(run_id, st.FAILED, _unexpected(exc))
+            raise
         final = self.store.run(run_id)
         if only is None or all(s.status in st.FINAL for s in final.stages):
             failed = [s for s in final.stages if s.status in (st.FAILED, st.REJECTED)]
@@ -187,8 +190,8 @@ class Runner:
             self.store.set_stage(run_id, stage.name, status, exc.headline)
             self.say(f"[{stage.name}] {status}: {exc.headline}")
             raise
-        except BaseException:
-            self.store.set_stage(run_id, stage.name, st.FAILED, "interrupted")
+        except BaseException as exc:
+            self.store.set_stage(run_id, stage.name, st.FAILED, _unexpected(exc))
             raise
         self.store.set_stage(run_id, stage.name, st.SUCCEEDED)
 
@@ -218,7 +221,10 @@ class Runner:
             self.store.set_step(ctx.run_id, ctx.stage.name, step, st.FAILED, log="\n".join(lines))
             raise
         except BaseException as exc:
-            lines.append(f"interrupted: {exc.__class__.__name__}")
+            unexpected = isinstance(exc, Exception)
+            lines.append(
+                f"error: {_unexpected(exc)}" if unexpected else f"interrupted: {exc.__class__.__name__}"
+            )
             self.store.set_step(ctx.run_id, ctx.stage.name, step, st.FAILED, log="\n".join(lines))
             raise
         finally:
@@ -281,3 +287,10 @@ def _is_me(pid: int) -> bool:
     import os
 
     return pid == os.getpid()
+
+
+def _unexpected(exc: BaseException) -> str:
+    """The reason recorded for an error that is not a VintageError (``interrupted`` for Ctrl-C and exits)."""
+    if not isinstance(exc, Exception):
+        return "interrupted"
+    return f"unexpected {exc.__class__.__name__}: {first_line(exc)}"

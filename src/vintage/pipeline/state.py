@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vintage.errors import PipelineError
-from vintage.fsutil import use_wal
+from vintage.fsutil import connect_readonly, create_sqlite, sqlite_error, sqlite_problem, use_wal
 from vintage.redact import redact, redact_data
 
 DB_FILE = "pipeline.db"
@@ -161,8 +161,15 @@ class StateStore:
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        """One write transaction (the database is created on first use)."""
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            if sqlite_problem(self.path) is not None:
+                raise sqlite3.DatabaseError("damaged")
+            create_sqlite(self.path, _SCHEMA)
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise self._error(exc) from exc
         try:
             use_wal(conn, timeout_s=60)
             conn.execute("PRAGMA busy_timeout=60000")
@@ -172,10 +179,40 @@ class StateStore:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
                 raise
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from exc
         finally:
             conn.close()
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection | None]:
+        """A read-only connection (None when no run was ever recorded): works in a read-only state
+        directory, and never creates anything."""
+        if not self.path.exists():
+            yield None
+            return
+        try:
+            if sqlite_problem(self.path) is not None:
+                raise sqlite3.DatabaseError("damaged")
+            conn = connect_readonly(self.path, timeout_s=60)
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise self._error(exc) from exc
+        try:
+            conn.execute("PRAGMA busy_timeout=60000")
+            yield conn
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from exc
+        finally:
+            conn.close()
+
+    def _error(self, exc: BaseException) -> PipelineError:
+        headline, hint = sqlite_error(self.path, "the pipeline state", exc)
+        return PipelineError(headline, hint=hint)
 
     # ------------------------------------------------------------------------------------------ runs
 
@@ -290,13 +327,17 @@ class StateStore:
         Raises:
             PipelineError: no such run.
         """
-        with self._db() as db:
-            row = db.execute(
-                "SELECT id, created, actor, status, config_digest, options, ended, reason, pid"
-                " FROM runs WHERE id = ?",
-                (run_id,),
-            ).fetchone()
-            if row is None:
+        with self._read() as db:
+            row = (
+                None
+                if db is None
+                else db.execute(
+                    "SELECT id, created, actor, status, config_digest, options, ended, reason, pid"
+                    " FROM runs WHERE id = ?",
+                    (run_id,),
+                ).fetchone()
+            )
+            if db is None or row is None:
                 raise PipelineError(f"no pipeline run {run_id!r}", hint="`vintage runs list` shows the runs")
             run = RunState(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7], row[8])
             for srow in db.execute(
@@ -318,9 +359,9 @@ class StateStore:
 
     def runs(self, limit: int = 20) -> list[RunState]:
         """Newest runs first."""
-        if not self.path.exists():
-            return []
-        with self._db() as db:
+        with self._read() as db:
+            if db is None:
+                return []
             ids = [
                 r[0]
                 for r in db.execute("SELECT id FROM runs ORDER BY created DESC, id DESC LIMIT ?", (limit,))
@@ -329,10 +370,11 @@ class StateStore:
 
     def exists(self, run_id: str) -> bool:
         """True when the run is recorded."""
-        if not self.path.exists():
-            return False
-        with self._db() as db:
-            return db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
+        with self._read() as db:
+            return (
+                db is not None
+                and db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
+            )
 
     # ------------------------------------------------------------------------------------ approvals
 
@@ -371,8 +413,8 @@ class StateStore:
         if stage:
             query += " AND stage = ?"
             args.append(stage)
-        with self._db() as db:
-            rows = db.execute(query + " ORDER BY id", args).fetchall()
+        with self._read() as db:
+            rows = [] if db is None else db.execute(query + " ORDER BY id", args).fetchall()
         keys = ("stage", "decision", "actor", "time", "comment", "evidence", "auto")
         return [
             {**dict(zip(keys, r, strict=True)), "evidence": json.loads(r[5]), "auto": bool(r[6])}
@@ -401,10 +443,12 @@ class StateStore:
 
     def release(self, run_id: str) -> dict[str, Any] | None:
         """The run's release record, if written."""
-        if not self.path.exists():
-            return None
-        with self._db() as db:
-            row = db.execute("SELECT record FROM releases WHERE run_id = ?", (run_id,)).fetchone()
+        with self._read() as db:
+            row = (
+                None
+                if db is None
+                else db.execute("SELECT record FROM releases WHERE run_id = ?", (run_id,)).fetchone()
+            )
         return json.loads(row[0]) if row else None
 
     # -------------------------------------------------------------------------------------- waiters

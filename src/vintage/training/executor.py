@@ -9,14 +9,18 @@ so only the point that kills its worker is marked failed.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vintage.errors import Interrupted
+from vintage.errors import Interrupted, TrainingError, first_line
 from vintage.training.fit import FitResult, fit_point, init_worker
 
 if TYPE_CHECKING:
@@ -27,6 +31,11 @@ if TYPE_CHECKING:
 _PRELOAD = ["vintage.training.fit", "pandas", "sklearn.metrics", "sklearn.model_selection"]
 _POLL_S = 0.2
 _DIED = "the worker process died while training this point (killed, out of memory or crashed)"
+# Starting a worker: the forkserver refuses or drops the request (ConnectionRefusedError, BrokenPipeError,
+# EOFError) when it died; retried with a new forkserver.
+_SPAWN_ERRORS = (OSError, EOFError)
+_SPAWN_ATTEMPTS = 3
+_SPAWN_PAUSE_S = 0.2
 
 
 def default_jobs() -> int:
@@ -81,11 +90,35 @@ class LocalExecutor:
 
     def _submit_all(self) -> None:
         assert self._pool is not None
-        try:
-            for point in self._points:
-                self._futures[self._pool.submit(fit_point, point)] = point
-        except BaseException as exc:
-            self._submit_error = exc
+        for attempt in range(1, _SPAWN_ATTEMPTS + 1):
+            try:
+                for point in self._points:
+                    self._futures[self._pool.submit(fit_point, point)] = point
+                return
+            except _SPAWN_ERRORS as exc:  # no result was read yet: start over with a fresh forkserver
+                self._discard_pool()
+                if attempt == _SPAWN_ATTEMPTS:
+                    self._submit_error = _spawn_failed(exc)
+                    return
+                _reset_forkserver()
+                time.sleep(_SPAWN_PAUSE_S * attempt)
+                self._pool = self._new_pool(self._jobs)
+            except BaseException as exc:
+                self._submit_error = exc
+                return
+
+    def _discard_pool(self) -> None:
+        """Drop a pool that could not start all its workers (cancel its work, end the workers it has)."""
+        if self._pool is None:
+            return
+        procs = list(getattr(self._pool, "_processes", {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
+        self._futures.clear()
+        self._pool = None
 
     def results(self, stop: threading.Event | None = None) -> Iterator[FitResult]:
         """Yield results as points finish (in completion order).
@@ -95,7 +128,7 @@ class LocalExecutor:
                 raised from here, a known point in the caller's loop, so it can clean up.
         """
         stop = stop or threading.Event()
-        if self._pool is None:
+        if self._jobs == 1:
             init_worker(*self._init_args)
             for point in self._points:
                 _check(stop)
@@ -130,10 +163,10 @@ class LocalExecutor:
 
     def close(self, kill: bool = False) -> None:
         """Stop the workers (cancels points not started; ``kill`` also ends running ones)."""
-        if self._pool is None:
-            return
         if self._starter is not None:
             self._starter.join()  # no submit (which may spawn a worker) races the shutdown below
+        if self._pool is None:
+            return
         broken = bool(getattr(self._pool, "_broken", False))
         procs = list(getattr(self._pool, "_processes", {}).values()) if kill or broken else []
         # A broken pool's manager thread joins every worker it knows, but a worker spawned by a submit
@@ -146,13 +179,20 @@ class LocalExecutor:
         self._pool = None  # closing twice is a no-op
 
     def _isolated(self, point: GridPoint) -> FitResult:
-        pool = self._new_pool(1)
-        try:
-            return pool.submit(fit_point, point).result()
-        except BrokenProcessPool:
-            return FitResult(point.index, error=_DIED)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        for attempt in range(1, _SPAWN_ATTEMPTS + 1):
+            pool = self._new_pool(1)
+            try:
+                return pool.submit(fit_point, point).result()
+            except BrokenProcessPool:
+                return FitResult(point.index, error=_DIED)
+            except _SPAWN_ERRORS as exc:
+                if attempt == _SPAWN_ATTEMPTS:
+                    raise _spawn_failed(exc) from exc
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+            _reset_forkserver()
+            time.sleep(_SPAWN_PAUSE_S * attempt)
+        raise AssertionError("unreachable")
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context("forkserver")
@@ -167,6 +207,45 @@ class LocalExecutor:
             initializer=_init_pool_worker,
             initargs=(threads, self._protect, *self._init_args),
         )
+
+
+def _reset_forkserver() -> None:
+    """Make the next worker start with a new forkserver.
+
+    Python 3.11 starts multiprocessing's forkserver without checking that it came up, and notices a dead
+    one only once it has been reaped: a forkserver that died at start (out of memory or processes, killed)
+    or that is still exiting after a failed ``fork()`` makes every request fail with
+    ``ConnectionRefusedError`` (or ``BrokenPipeError``). Kill and reap it, and forget it.
+    """
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver")  # noqa: B009 - private in the stdlib, not in typeshed
+    with server._lock:
+        pid, address, alive_fd = (
+            server._forkserver_pid,
+            server._forkserver_address,
+            server._forkserver_alive_fd,
+        )
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        with contextlib.suppress(OSError):
+            os.close(alive_fd)
+        if isinstance(address, str) and not address.startswith("\0"):
+            with contextlib.suppress(OSError):
+                Path(address).unlink()
+        server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
+
+
+def _spawn_failed(exc: BaseException) -> TrainingError:
+    return TrainingError(
+        f"cannot start the training worker processes: {exc.__class__.__name__}: {first_line(exc)}",
+        hint="the machine may be short of memory or processes; run again, or train in this process"
+        " with --n-jobs 1",
+    )
 
 
 def _init_pool_worker(threads: int, protect: tuple[str, ...], *init_args: Any) -> None:

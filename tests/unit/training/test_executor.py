@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -129,3 +131,81 @@ def test_pool_workers_split_the_cores_between_native_thread_pools(init_args: tup
 
     expected = max(1, default_jobs() // 2)
     assert {r.model.native_threads_ for r in results.values()} == {expected}
+
+
+@pytest.fixture
+def failing_forkserver(tmp_path: Path) -> Iterator[Callable[[int], None]]:
+    """Make the next ``n`` forkserver processes die at start, before they accept a request (as one
+    killed or out of memory or processes does), by starting them through a wrapper of the interpreter.
+
+    This was ``error: unexpected ConnectionRefusedError`` from ``vintage train`` under load: Python 3.11
+    connects to a forkserver it never checked came up (refused when it had died before the request,
+    BrokenPipeError when it died after it; which one depends on timing)."""
+    import multiprocessing.spawn as mp_spawn
+
+    from vintage.training.executor import _reset_forkserver
+
+    python = os.fsdecode(mp_spawn.get_executable())
+    counter = tmp_path / "forkserver-starts"
+
+    def fail_next(n: int) -> None:
+        wrapper = tmp_path / "python-wrapper"
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            'case "$*" in *"multiprocessing.forkserver import main"*)\n'
+            f'  echo x >> "{counter}"\n'
+            f'  [ "$(wc -l < "{counter}")" -le {n} ] && exit 1;;\n'
+            "esac\n"
+            f'exec "{python}" "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        _reset_forkserver()  # one started by an earlier test would be used as it is
+        mp_spawn.set_executable(str(wrapper))
+
+    yield fail_next
+    mp_spawn.set_executable(python)
+    _reset_forkserver()
+
+
+def test_a_forkserver_that_died_at_start_is_replaced(
+    init_args: tuple[Any, ...], failing_forkserver: Callable[[int], None]
+) -> None:
+    failing_forkserver(1)
+
+    results = run_all(enet_points(), init_args, 2)
+
+    assert all(r.ok for r in results.values()), [r.error for r in results.values()]
+    assert results[0].metrics == run_all(enet_points()[:1], init_args, 1)[0].metrics
+
+
+def test_workers_that_cannot_start_at_all_are_a_clear_training_error(
+    init_args: tuple[Any, ...], failing_forkserver: Callable[[int], None]
+) -> None:
+    from vintage.errors import TrainingError
+
+    failing_forkserver(1000)
+
+    with pytest.raises(TrainingError) as exc:
+        run_all(enet_points(), init_args, 2)
+    assert exc.value.headline.startswith("cannot start the training worker processes: ")
+    assert "--n-jobs 1" in (exc.value.hint or "")
+
+
+def test_a_forkserver_that_died_after_a_failed_fork_is_replaced(
+    init_args: tuple[Any, ...],
+    failing_forkserver: Callable[[int], None],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failing_forkserver(0)  # a fresh forkserver, which preloads the module below
+    flag = tmp_path / "fork-failed"
+    monkeypatch.setenv("FAILFORK_FLAG", str(flag))
+    # The 3.11 forkserver preloads with the default sys.path, not the parent's: let it find tests/.
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    once = "unit.training.failfork.ElasticNetOnce"  # its import makes the forkserver's 2nd fork() fail once
+    points = [GridPoint(i, "enet", once, p.params, {}) for i, p in enumerate(enet_points())]
+
+    results = run_all(points, init_args, 2)
+
+    assert flag.exists()  # the failure did happen
+    assert all(r.ok for r in results.values()), [r.error for r in results.values()]
