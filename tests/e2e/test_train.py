@@ -222,9 +222,7 @@ def test_data_too_small_to_split_is_a_data_error_and_trains_nothing(project, cli
     assert result.code == 1, result.err
     assert "the data set tiny.csv has 3 rows, too few to split and train: at least 5 are needed" in result.err
     assert "data.split.test_size" in result.err
-    assert (
-        not (project / ".vintage" / "mlflow.db").exists() or not _client(project).search_registered_models()
-    )
+    assert not (project / ".vintage").exists()  # nothing reached training or the store
 
 
 def test_cv_needs_two_rows_per_fold_of_the_training_part(project, cli):

@@ -268,7 +268,8 @@ def check_unique_columns(names: Sequence[object], path: Path) -> None:
     """
     positions: dict[str, list[int]] = {}
     for i, name in enumerate(names, start=1):
-        positions.setdefault(str(name), []).append(i)
+        if str(name).strip():  # blank header cells are read as distinct 'Unnamed: i' columns
+            positions.setdefault(str(name), []).append(i)
     repeated = {n: at for n, at in positions.items() if len(at) > 1}
     if not repeated:
         return

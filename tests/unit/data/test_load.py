@@ -347,6 +347,14 @@ def test_parquet_with_a_duplicate_column_is_data_error(tmp_path: Path) -> None:
     assert exc.value.headline == "invalid data in w.parquet: duplicate column name 'pH' (columns 1, 2)"
 
 
+def test_blank_header_cells_are_not_duplicates(tmp_path: Path) -> None:
+    (tmp_path / "w.csv").write_text(",a,,y\n" + "0,1,2,3\n" * 8, encoding="utf-8")
+
+    ds = load_dataset(DataSpec(path=tmp_path / "w.csv", features=("a",), target="y"))
+
+    assert ds.n_rows == 8
+
+
 def test_read_table_refuses_duplicate_columns_too(tmp_path: Path) -> None:
     (tmp_path / "w.csv").write_text("a,a,y\n1,2,3\n", encoding="utf-8")
 
