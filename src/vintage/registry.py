@@ -47,6 +47,12 @@ class RegisteredVersion:
     created_ms: int = 0
     reused: bool = False
 
+    @property
+    def source_run_id(self) -> str | None:
+        """The MLflow run that produced this version (its ``run_id``; the ``vintage.run_id`` tag when the
+        store did not keep it). A later run that reproduces the version (``reused``) is not it."""
+        return self.run_id or self.tags.get(TAG_RUN)
+
     def metric(self, name: str) -> float | None:
         """A metric recorded as a version tag (``metric.rmse``)."""
         value = self.tags.get(f"metric.{name}")

@@ -547,3 +547,31 @@ def test_a_waiting_run_whose_request_expired_cannot_resume(project):
     assert ("approval.expired", f"{run['id']}/production") in {
         (e["action"], e["target"]) for e in project.audit()
     }
+
+
+def test_a_rerun_that_reproduces_version_1_releases_it_with_the_run_that_produced_it(project):
+    project.write(
+        pipeline={"stages": [{"name": "build", "steps": ["validate", "train", "register", "release"]}]}
+    )
+    assert project.vintage("run").returncode == 0
+    again = project.vintage("run")
+    assert again.returncode == 0, again.stderr
+    assert "version 1 already holds this model" in again.stdout + again.stderr
+    [version] = json.loads(project.vintage("models", "--json").stdout)
+    newer, older = project.runs()
+    first = json.loads(project.vintage("release", "show", older["id"], "--json").stdout)
+    second = json.loads(project.vintage("release", "show", newer["id"], "--json").stdout)
+    assert first["mlflow_run_id"] == version["run_id"]
+    assert "reproduced_by_run_id" not in first
+    # the rerun's chosen run reproduced version 1: the record names version 1's own run, and the
+    # reproducing run as such
+    chosen = next(
+        s["output"]["selected"]["run_id"]
+        for st in project.run_state(newer["id"])["stages"]
+        for s in st["steps"]
+        if s["name"] == "train"
+    )
+    assert chosen != version["run_id"]
+    assert second["version"] == 1
+    assert second["mlflow_run_id"] == version["run_id"]
+    assert second["reproduced_by_run_id"] == chosen

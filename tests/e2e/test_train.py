@@ -207,3 +207,56 @@ def test_every_model_format_registers_a_loadable_model(project, cli, model_forma
         assert len(model.predict(model.input_example)) == 5
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def _tiny(project: Path, n: int) -> None:
+    lines = "".join(f"{i},{2 * i + 1}\n" for i in range(n))
+    (project / "tiny.csv").write_text("a,y\n" + lines, encoding="utf-8")
+    _edit(project, data={"path": "tiny.csv", "features": ["a"], "target": "y"})
+
+
+def test_data_too_small_to_split_is_a_data_error_and_trains_nothing(project, cli):
+    # 3 rows used to train on 2 and score one holdout row (r2 = nan); 1 row crashed inside sklearn.
+    _tiny(project, 3)
+    result = cli("train")
+    assert result.code == 1, result.err
+    assert "the data set tiny.csv has 3 rows, too few to split and train: at least 5 are needed" in result.err
+    assert "data.split.test_size" in result.err
+    assert not (project / ".vintage").exists()  # nothing reached training or the store
+
+
+def test_cv_needs_two_rows_per_fold_of_the_training_part(project, cli):
+    _tiny(project, 13)  # 9 training rows: fewer than 2 per fold for 5 folds
+    _edit(project, selection__cv=5, selection__threshold=None)
+    result = cli("train")
+    assert result.code == 1, result.err
+    assert "has 13 rows, too few to split and train: at least 14 are needed" in result.err
+    assert "selection.cv = 5 folds of 2 rows" in result.err
+    _tiny(project, 14)
+    assert cli("train").code == 0
+
+
+def test_a_fifo_as_data_path_is_a_data_error_not_a_hang(project, cli):
+    import os
+
+    os.mkfifo(project / "wines.csv")
+    _edit(project, data={"path": "wines.csv"})
+    result = cli("train")
+    assert result.code == 1
+    assert "wines.csv is a named pipe (FIFO), not a regular file" in result.err
+
+
+def test_duplicate_column_in_the_training_csv_is_a_data_error(project, cli):
+    (project / "w.csv").write_text("a,a,y\n" + "1,2,3\n" * 20, encoding="utf-8")
+    _edit(project, data={"path": "w.csv", "features": ["a"], "target": "y"})
+    result = cli("train")
+    assert result.code == 1
+    assert "invalid data in w.csv: duplicate column name 'a' (columns 1, 2)" in result.err
+
+
+def test_a_grid_over_the_cap_is_a_config_error_before_anything_runs(project, cli):
+    _edit(project, estimator__grid={"alpha": list(range(200)), "l1_ratio": list(range(60))})
+    result = cli("train")
+    assert result.code == 2
+    assert "the grid has 12,000 points" in result.err and "training.max_grid_points = 10,000" in result.err
+    assert not (project / ".vintage").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import itertools
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -190,7 +191,7 @@ class EstimatorSpec(_Strict):
     @model_validator(mode="after")
     def _known_params(self) -> EstimatorSpec:
         known = estimator_param_names(import_estimator(self.class_path))
-        used = set(self.params) | {k for point in self.points() for k in point}
+        used = set(self.params) | self.grid_params()
         unknown = sorted(used - known)
         if unknown:
             raise ValueError(
@@ -204,6 +205,19 @@ class EstimatorSpec(_Strict):
     def label(self) -> str:
         """Short name used in run names: ``name`` or the class name."""
         return self.name or self.class_path.rpartition(".")[2]
+
+    def grid_params(self) -> set[str]:
+        """The parameter names the grid sets (without expanding it)."""
+        if isinstance(self.grid, list):
+            return {k for point in self.grid for k in point}
+        return set(self.grid)
+
+    def point_count(self) -> int:
+        """How many points :meth:`points` gives, computed without expanding the grid (a mapping grid
+        has the product of its list lengths)."""
+        if isinstance(self.grid, list):
+            return len(self.grid)
+        return math.prod(len(values) for values in self.grid.values())
 
     def points(self) -> list[dict[str, HyperValue]]:
         """The grid expanded to explicit points, in a stable order."""
@@ -242,10 +256,15 @@ class SelectionSpec(_Strict):
         return self.threshold is None or self.better(value, self.threshold)
 
 
+DEFAULT_MAX_GRID_POINTS = 10_000
+
+
 class TrainingSpec(_Strict):
     """How the grid runs on this machine."""
 
     n_jobs: Annotated[int, Field(ge=1)] | None = None
+    # A larger grid is a config error when the file is read, before any point is expanded.
+    max_grid_points: Annotated[int, Field(ge=1)] = DEFAULT_MAX_GRID_POINTS
     model_format: Literal["cloudpickle", "pickle", "skops"] = "cloudpickle"
 
 
@@ -574,7 +593,26 @@ class Spec(_Strict):
                 raise ValueError(
                     f"environments {other} and {name} both use {env.host}:{env.port}; give each its own port"
                 )
+        problem = self.grid_cap_problem()
+        if problem:
+            raise ValueError(problem)
         return self
+
+    def grid_cap_problem(self) -> str | None:
+        """Why the grid is too large (more points than ``training.max_grid_points``), or ``None``.
+
+        Counted from the list lengths, so a grid of 10^12 points is refused without being expanded.
+        """
+        size, cap = self.grid_size(), self.training.max_grid_points
+        if size <= cap:
+            return None
+        parts = ", ".join(
+            f"estimator[{i}] {e.label}: {e.point_count():,}" for i, e in enumerate(self.estimators)
+        )
+        return (
+            f"the grid has {size:,} points ({parts}), more than training.max_grid_points = {cap:,}; "
+            "use fewer values per grid parameter, or raise training.max_grid_points"
+        )
 
     def key_scope(self, environment: str) -> str | None:
         """The secret scope of an environment's API keys (``None``: no keys required)."""
@@ -605,8 +643,8 @@ class Spec(_Strict):
         return [value] if isinstance(value, dict) else value
 
     def grid_size(self) -> int:
-        """Number of grid points over all estimators."""
-        return sum(len(e.points()) for e in self.estimators)
+        """Number of grid points over all estimators (counted, not expanded)."""
+        return sum(e.point_count() for e in self.estimators)
 
 
 class ProjectSettings(BaseModel):

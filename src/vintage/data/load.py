@@ -10,10 +10,13 @@ asks for it, so a data set larger than the driver's memory can be validated and 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import math
+import os
+import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vintage.data.packaged import packaged_path
 from vintage.data.validate import validate_frame
@@ -29,6 +32,9 @@ _PARQUET = {".parquet", ".pq"}
 _CSV = {".csv", ".txt", ".tsv"}
 SCAN_ROWS = 100_000  # rows per chunk of the validating/digesting pass
 HEAD_ROWS = 100  # first rows kept from that pass (input examples, smoke tests)
+MIN_HOLDOUT_ROWS = 2  # r2 needs two holdout rows
+MIN_TRAIN_ROWS = 2
+_HEADER_CHARS = 1 << 20  # the separator is sniffed from at most this much of the first line
 
 
 @dataclass(frozen=True)
@@ -82,8 +88,10 @@ def load_dataset(spec: DataSpec) -> Dataset:
     """Read the data set the spec names and validate it, in bounded memory (chunk by chunk).
 
     Raises:
-        DataError: the file is missing or unreadable, or the data fails validation (every problem listed;
-            for data larger than one chunk, the problems of the first chunk that has any).
+        DataError: the path is missing, not a regular file or Parquet directory, or unreadable; two
+            columns share a name; the data fails validation (every problem listed; for data larger than
+            one chunk, the problems of the first chunk that has any); it has too few rows to split
+            (:func:`check_split_size`).
     """
     if spec.dataset is not None:
         path, source, uri = packaged_path(spec.dataset), f"wine-quality-{spec.dataset}", UCI_URL
@@ -116,6 +124,7 @@ def load_dataset(spec: DataSpec) -> Dataset:
 
         validate_frame(pd.DataFrame(columns=columns), features=features, target=target, source=source)
         raise DataError(f"invalid data in {source}: the data set has no rows")  # pragma: no cover
+    check_split_size(n_rows, spec.split.test_size, source)
     return Dataset(
         features, target, source, digest.hexdigest()[:16], uri, n_rows, path, first,
         [whole] if whole is not None and chunks == 1 else [],
@@ -128,11 +137,119 @@ def _row_hashes(clean: pd.DataFrame) -> bytes:
     return bytes(pd.util.hash_pandas_object(clean, index=False).to_numpy().tobytes())
 
 
-def _kind(path: Path) -> str:
-    if not path.exists():
-        raise DataError(f"data file not found: {path}", hint="check data.path in vintage.yaml")
+def min_rows(test_size: float, min_train: int = MIN_TRAIN_ROWS) -> int:
+    """The fewest rows a ``test_size`` split (``train_test_split``'s rounding: the holdout gets
+    ``ceil(test_size * n)`` rows) turns into at least :data:`MIN_HOLDOUT_ROWS` holdout rows and
+    ``min_train`` training rows."""
+    n = min_train + MIN_HOLDOUT_ROWS
+    while math.ceil(test_size * n) < MIN_HOLDOUT_ROWS or n - math.ceil(test_size * n) < min_train:
+        n += 1
+    return n
+
+
+def check_split_size(
+    n_rows: int,
+    test_size: float,
+    source: str,
+    *,
+    min_train: int = MIN_TRAIN_ROWS,
+    why: str = "",
+    setting: str = "data.split.test_size",
+) -> None:
+    """Refuse a data set too small for the train/holdout split (and ``min_train`` training rows).
+
+    ``why`` says why ``min_train`` rows are needed; ``setting`` is the vintage.yaml key the hint names.
+
+    Raises:
+        DataError: naming the row count and the minimum.
+    """
+    need = min_rows(test_size, min_train)
+    if n_rows >= need:
+        return
+    raise DataError(
+        f"the data set {source} has {n_rows} row{'s' if n_rows != 1 else ''}, too few to split and train: "
+        f"at least {need} are needed (data.split.test_size {test_size:g} must leave "
+        f"{MIN_HOLDOUT_ROWS} holdout rows and {min_train} training rows{why})",
+        hint=f"use a larger data set, or change {setting} in vintage.yaml; nothing was trained",
+    )
+
+
+def _describe(mode: int) -> str:
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+_NOT_A_FILE_HINT = "point data.path at a CSV or Parquet file, or at a directory of Parquet files"
+
+
+def _parquet_dir(path: Path) -> list[Path]:
+    """Check that directory ``path`` is a Parquet data set: at least one Parquet file (magic ``PAR1``),
+    nothing else but the hidden or ``_``-prefixed files Parquet readers skip (``_SUCCESS``, ``.crc``).
+    Nothing but regular files is opened, so a FIFO or device inside cannot hang the read.
+
+    Raises:
+        DataError: naming the first entry that is not a Parquet file, or the empty directory.
+
+    Returns:
+        The Parquet files, in path order.
+    """
+    found: list[Path] = []
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        for name in sorted(f for f in files if not f.startswith((".", "_"))):
+            file = Path(root, name)
+            shown = file.relative_to(path).as_posix()
+            try:
+                mode = file.stat().st_mode
+                if not stat.S_ISREG(mode):
+                    raise DataError(
+                        f"data directory {path} holds {shown}, which is {_describe(mode)}",
+                        hint=_NOT_A_FILE_HINT,
+                    )
+                with file.open("rb") as fh:
+                    magic = fh.read(4)
+            except OSError as exc:
+                raise DataError(f"cannot read {shown} in data directory {path}: {first_line(exc)}") from exc
+            if magic != b"PAR1":
+                raise DataError(
+                    f"data path {path} is a directory but {shown} in it is not a Parquet file",
+                    hint=_NOT_A_FILE_HINT + " (only Parquet files in it)",
+                )
+            found.append(file)
+    if not found:
+        raise DataError(f"data path {path} is a directory with no Parquet files in it", hint=_NOT_A_FILE_HINT)
+    return found
+
+
+def data_kind(path: Path) -> str:
+    """``"csv"`` or ``"parquet"``: how the file (or directory of Parquet files) at ``path`` is read.
+
+    Only a regular file or a directory of Parquet files is accepted: a device (``/dev/zero``), a named
+    pipe or a socket would block or never end, so it is refused before anything is opened.
+
+    Raises:
+        DataError: the path is missing, of another kind, or has an unsupported suffix.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"data file not found: {path}", hint="check data.path in vintage.yaml") from None
+    except OSError as exc:
+        raise DataError(f"cannot read data path {path}: {first_line(exc)}") from exc
+    if stat.S_ISDIR(mode):
+        _parquet_dir(path)
+        return "parquet"
+    if not stat.S_ISREG(mode):
+        raise DataError(f"data path {path} is {_describe(mode)}, not a regular file", hint=_NOT_A_FILE_HINT)
     suffix = path.suffix.lower()
-    if path.is_dir() or suffix in _PARQUET:
+    if suffix in _PARQUET:
         return "parquet"
     if suffix in _CSV or not suffix:
         return "csv"
@@ -140,6 +257,54 @@ def _kind(path: Path) -> str:
         f"unsupported data file type {suffix!r} ({path.name})",
         hint="use a .csv (comma or semicolon separated) or a .parquet file",
     )
+
+
+def check_unique_columns(names: Sequence[object], path: Path) -> None:
+    """Refuse a header that names a column twice (pandas would read the second as ``x.1``, Spark as
+    ``x1``, and a model trained on it would see other data than the file says).
+
+    Raises:
+        DataError: naming every repeated column and its positions (counted from 1).
+    """
+    positions: dict[str, list[int]] = {}
+    for i, name in enumerate(names, start=1):
+        if str(name).strip():  # blank header cells are read as distinct 'Unnamed: i' columns
+            positions.setdefault(str(name), []).append(i)
+    repeated = {n: at for n, at in positions.items() if len(at) > 1}
+    if not repeated:
+        return
+    listed = ", ".join(f"{n!r} (columns {', '.join(map(str, at))})" for n, at in repeated.items())
+    raise DataError(
+        f"invalid data in {path.name}: duplicate column name{'s' if len(repeated) > 1 else ''} {listed}",
+        hint="give every column of the data file its own name; nothing was trained",
+    )
+
+
+def _parquet_dataset(path: Path) -> Any:
+    """The Parquet file or directory at ``path`` as a ``pyarrow.dataset`` (the files pandas reads), its
+    column names checked (:func:`check_unique_columns`)."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    try:
+        data = pads.dataset(str(path), format="parquet")
+    except pa.ArrowInvalid as exc:
+        if "duplicate field" not in str(exc):
+            raise
+        # pyarrow refuses to unify such a schema without naming the columns: find them in the files.
+        for file in _parquet_dir(path) if path.is_dir() else [path]:
+            check_unique_columns(pq.read_schema(file).names, path)
+        raise
+    check_unique_columns(data.schema.names, path)
+    return data
+
+
+def _csv_header(path: Path, sep: str) -> list[str]:
+    import pandas as pd
+
+    header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
+    return [str(c) for c in header.iloc[0]] if len(header) else []
 
 
 def _read_chunks(path: Path, required: list[str]) -> Iterator[pd.DataFrame]:
@@ -150,16 +315,17 @@ def _read_chunks(path: Path, required: list[str]) -> Iterator[pd.DataFrame]:
     """
     import pandas as pd
 
-    kind = _kind(path)
+    kind = data_kind(path)
     try:
         if kind == "csv":
-            yield from pd.read_csv(path, sep=sniff_separator(path), chunksize=SCAN_ROWS)
+            sep = sniff_separator(path)
+            check_unique_columns(_csv_header(path, sep), path)
+            yield from pd.read_csv(path, sep=sep, chunksize=SCAN_ROWS)
             return
         import pyarrow as pa
-        import pyarrow.dataset as pads
         import pyarrow.parquet as pq
 
-        data = pads.dataset(str(path), format="parquet")  # the files pandas.read_parquet reads, in order
+        data = _parquet_dataset(path)  # the files pandas.read_parquet reads, in order
         names = list(data.schema.names)
         columns = required if all(c in names for c in required) else names
         pending: list[pa.RecordBatch] = []
@@ -186,18 +352,21 @@ def read_table(path: Path) -> pd.DataFrame:
     of Parquet files, whole."""
     import pandas as pd
 
-    kind = _kind(path)
+    kind = data_kind(path)
     try:
         if kind == "parquet":
+            _parquet_dataset(path)  # checks the column names
             return pd.read_parquet(path)
-        return pd.read_csv(path, sep=sniff_separator(path))
+        sep = sniff_separator(path)
+        check_unique_columns(_csv_header(path, sep), path)
+        return pd.read_csv(path, sep=sep)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"cannot read data file {path.name}: {first_line(exc, 200)}") from exc
 
 
 def sniff_separator(path: Path) -> str:
     with path.open("r", encoding="utf-8", errors="replace") as fh:
-        header = fh.readline()
+        header = fh.readline(_HEADER_CHARS)
     counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
     return max(counts, key=lambda s: counts[s]) if any(counts.values()) else ","
 

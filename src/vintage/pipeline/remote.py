@@ -390,13 +390,9 @@ def register_step(ctx: StepContext) -> dict[str, Any]:
     )
     verb = "found" if v.reused else "registered"
     ctx.say(f"{_job_line(o)} {verb} {v.name} version {v.version} (alias {CANDIDATE})")
-    return {
-        "model_name": v.name,
-        "version": v.version,
-        "run_id": o.selected["run_id"],
-        "reused": v.reused,
-        "databricks": o.job,
-    }
+    from vintage.pipeline.build import registered_output
+
+    return {**registered_output(v, o.selected["run_id"]), "databricks": o.job}
 
 
 STEPS: dict[str, Callable[[StepContext], dict[str, Any]]] = {

@@ -101,23 +101,26 @@ def register(ctx: StepContext) -> dict[str, Any]:
         ctx.say(f"{version.name} version {version.version} already holds this model (alias {CANDIDATE})")
     else:
         ctx.say(f"registered {version.name} version {version.version} (alias {CANDIDATE})")
-    return {
-        "model_name": version.name,
-        "version": version.version,
-        "run_id": chosen.run_id,
-        "reused": version.reused,
-    }
+    from vintage.pipeline.build import registered_output
+
+    return registered_output(version, chosen.run_id)
 
 
 def release(ctx: StepContext) -> dict[str, Any]:
     """Write the release record (the original pipeline's image.json, with much more in it)."""
     trained, reg = ctx.output("train"), ctx.output("register")
     name, version = ctx.candidate()
+    # The run that produced the registered version: when this run's chosen run only reproduced an
+    # existing version, that version's own run (the reproducing run is listed as such).
+    chosen = trained.get("selected", {}).get("run_id")
+    source = reg.get("run_id") or chosen
+    reproduced = {"reproduced_by_run_id": chosen} if chosen and chosen != source else {}
     record = ctx.store.update_release(
         ctx.run_id,
         model_name=name,
         version=version,
-        mlflow_run_id=trained.get("selected", {}).get("run_id"),
+        mlflow_run_id=source,
+        **reproduced,
         metrics=trained.get("selected", {}).get("metrics", {}),
         selection_metric=trained.get("selection_key"),
         data_digest=trained.get("data_digest"),

@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from vintage.errors import ConfigError
+
 if TYPE_CHECKING:
     from vintage.config import Spec
 
@@ -41,9 +43,17 @@ def expand_grid(spec: Spec) -> list[GridPoint]:
 
     An estimator that takes ``random_state`` and was not given one gets the split seed, so the same
     seed always gives the same metrics.
+
+    Raises:
+        ConfigError: the grid has more points than ``training.max_grid_points`` (checked from the list
+            lengths before anything is expanded; :func:`~vintage.config.load_spec` already refuses such a
+            file, this guards a spec built another way).
     """
     from vintage.config.models import estimator_param_names, import_estimator
 
+    problem = spec.grid_cap_problem()
+    if problem:
+        raise ConfigError(problem, hint="the cap is training.max_grid_points in vintage.yaml")
     points: list[GridPoint] = []
     for est in spec.estimators:
         seeded = "random_state" in estimator_param_names(import_estimator(est.class_path))

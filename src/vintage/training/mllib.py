@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 SPARK_ARTIFACT = "spark-model"  # artifact path of the native Spark model in each run
 _FEATURES_COL = "features"
 _LABEL_COL = "label"
-_PARQUET = {".parquet", ".pq"}
 
 
 def mllib_param_names(class_path: str) -> set[str]:
@@ -73,14 +72,10 @@ def read_frame(spark: Any, data: DataSpec) -> Any:
     else:
         assert data.path is not None  # guaranteed by DataSpec
         path = data.path
-        if not path.exists():
-            raise DataError(f"data file not found: {path}", hint="check data.path in vintage.yaml")
-        fmt = "parquet" if path.is_dir() or path.suffix.lower() in _PARQUET else "csv"
-        sep = ","
-        if fmt == "csv":
-            from vintage.data.load import sniff_separator
+        from vintage.data.load import data_kind, sniff_separator
 
-            sep = sniff_separator(path)
+        fmt = data_kind(path)  # refuses a device, FIFO or socket before Spark opens it
+        sep = sniff_separator(path) if fmt == "csv" else ","
     try:
         reader = spark.read
         frame = (

@@ -107,6 +107,18 @@ def train_grid(
     test: Any = None
     init_args: tuple[Any, ...] = ()
     if not mllib:  # MLlib: Spark reads and splits the data; the driver never holds all of it
+        if spec.selection.cv:  # each of the K folds of the training part scores at least 2 rows
+            from vintage.data.load import check_split_size
+
+            folds = spec.selection.cv
+            check_split_size(
+                dataset.n_rows,
+                spec.data.split.test_size,
+                dataset.source,
+                min_train=2 * folds,
+                why=f" for selection.cv = {folds} folds of 2 rows",
+                setting="data.split.test_size or selection.cv",
+            )
         train, test = dataset.split(spec.data.split.test_size, spec.data.split.seed)
         init_args = (
             train,

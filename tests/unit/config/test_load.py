@@ -573,3 +573,70 @@ def test_the_commented_environments_example_in_vintage_yaml_loads(tmp_path: Path
     assert spec.environments["production"].approvers == ["alice", "bob"]
     assert spec.environments["staging"].workers == 2
     assert spec.environments["qa"].port == 8083
+
+
+# --- grid size cap ------------------------------------------------------------------------------
+
+
+def _values(n: int) -> str:
+    return "[" + ", ".join(str(i) for i in range(n)) + "]"
+
+
+def test_grid_over_the_default_cap_is_config_error_naming_size_cap_and_setting(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""\
+        estimator:
+          class: {ENET}
+          grid: {{alpha: {_values(101)}, l1_ratio: {_values(100)}}}
+        """,
+    )
+
+    err = config_error(path)
+
+    assert err.exit_code == 2
+    assert "the grid has 10,100 points" in err.headline
+    assert "training.max_grid_points = 10,000" in err.headline
+    assert "\n" not in err.headline
+
+
+def test_huge_grid_is_refused_from_list_lengths_without_expanding_it(tmp_path: Path) -> None:
+    # 10^12 points: expanding them would exhaust memory; counting them is instant.
+    path = write(
+        tmp_path,
+        f"""\
+        estimator:
+          class: {ENET}
+          grid: {{alpha: {_values(10_000)}, l1_ratio: {_values(10_000)}, tol: {_values(10_000)}}}
+        """,
+    )
+
+    err = config_error(path)
+
+    assert "the grid has 1,000,000,000,000 points" in err.headline
+    assert "estimator[0] ElasticNet: 1,000,000,000,000" in err.headline
+
+
+def test_grid_cap_counts_every_estimator_and_is_a_setting(tmp_path: Path) -> None:
+    text = f"""\
+        training: {{max_grid_points: CAP}}
+        estimator:
+          - class: {ENET}
+            grid: {{alpha: [0.1, 0.2, 0.3], l1_ratio: [0.1, 0.5]}}
+          - class: sklearn.linear_model.Ridge
+            grid: [{{alpha: 1.0}}, {{alpha: 2.0}}]
+        """
+    err = config_error(write(tmp_path, text.replace("CAP", "7")))
+    assert "the grid has 8 points" in err.headline
+    assert "estimator[0] ElasticNet: 6, estimator[1] Ridge: 2" in err.headline
+    assert "training.max_grid_points = 7" in err.headline
+
+    spec = load_spec(write(tmp_path, text.replace("CAP", "8")))
+    assert spec.grid_size() == 8
+    assert spec.training.max_grid_points == 8
+
+
+def test_grid_cap_must_be_positive(tmp_path: Path) -> None:
+    err = config_error(write(tmp_path, "training: {max_grid_points: 0}\n"))
+
+    assert "training.max_grid_points" in err.headline

@@ -169,3 +169,18 @@ def test_training_key_differs_when_data_split_or_library_change(changes: dict[st
 )
 def test_training_key_differs_when_params_or_class_change(point: GridPoint) -> None:
     assert key(point) != key()
+
+
+def test_expand_grid_refuses_a_grid_over_the_cap_before_expanding_it() -> None:
+    from vintage.errors import ConfigError
+
+    ok = spec({"class": ENET, "grid": {"alpha": [0.1, 0.2], "l1_ratio": [0.1, 0.2]}})
+    # A spec changed after validation (model_copy skips the validators) is still checked.
+    small_cap = ok.model_copy(update={"training": ok.training.model_copy(update={"max_grid_points": 3})})
+
+    with pytest.raises(ConfigError) as exc:
+        expand_grid(small_cap)
+
+    assert "the grid has 4 points" in exc.value.headline
+    assert "training.max_grid_points = 3" in exc.value.headline
+    assert len(expand_grid(ok)) == 4
