@@ -97,7 +97,7 @@ TRAIN_TIMEOUT_S = 600
 
 VINTAGE = "vintage"
 VINTAGE_KEY = "vintage + API key"
-BASELINE = "vintage (baseline)"
+BASELINE = "vintage @"
 MLFLOW = "mlflow"
 GRANIAN = "vintage on granian"
 CEILING_UVICORN = "ceiling (uvicorn)"
@@ -326,7 +326,7 @@ def free_port() -> int:
 
 
 def server_specs(
-    model_dir: Path, tracking_uri: str, key_file: Path, key: str, baseline_src: Path | None = None
+    model_dir: Path, tracking_uri: str, key_file: Path, key: str, baseline_src: list[Path] | None = None
 ) -> list[ServerSpec]:
     """The servers, in the order each repeat runs them (with ``baseline_src``, the same server from another
     source tree too, for a before/after comparison in one run)."""
@@ -370,15 +370,11 @@ def server_specs(
     uvi, gra = "uvicorn+httptools+uvloop", "granian (asgi)"
     plain, with_model = child_env(), child_env({"VINTAGE_MODEL_DIR": str(model_dir)})
     registry = child_env({"MLFLOW_TRACKING_URI": tracking_uri})
-    baseline = (
-        [
-            ServerSpec(
-                BASELINE, uvi, vintage, child_env({"PYTHONPATH": str(baseline_src)}), "/ready", BODY_ROWS
-            )
-        ]
-        if baseline_src is not None
-        else []
-    )
+    baseline = [
+        ServerSpec(f"{BASELINE} {src.resolve().parent.name}", uvi, vintage,
+                   child_env({"PYTHONPATH": str(src)}), "/ready", BODY_ROWS)
+        for src in baseline_src or []
+    ]  # fmt: skip
     return [
         ServerSpec(VINTAGE, uvi, vintage, plain, "/ready", BODY_ROWS),
         *baseline,
@@ -687,7 +683,8 @@ def run_all(args: argparse.Namespace, wrk: str, progress: Callable[[str], None])
         logs.mkdir()
         specs = server_specs(model_dir, tracking_uri, key_file, key, args.baseline_src)
         if args.servers:
-            specs = [s for s in specs if s.name in args.servers or s.name == MLFLOW]
+            keep = {*args.servers, MLFLOW}
+            specs = [s for s in specs if s.name in keep or s.name.startswith(BASELINE)]
         results = [ServerSamples(spec) for spec in specs]
         for i in range(args.repeat):
             progress(f"repeat {i + 1}/{args.repeat}")
@@ -877,14 +874,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--baseline-src",
         type=Path,
+        action="append",
         help="also run `python -m vintage.serving` from this src/ tree (e.g. a `git archive` of an older "
-        "commit), as the row 'vintage (baseline)': before and after side by side in one run",
+        "commit) as the row 'vintage @ <name of the directory holding src>': before and after side by "
+        "side in one run (repeatable)",
     )
     parser.add_argument(
         "--servers",
         nargs="+",
         metavar="NAME",
-        help="only these server rows (by name; the MLflow anchor always runs)",
+        help="only these server rows (by name; the MLflow anchor and --baseline-src rows always run)",
     )
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.duration < 1 or args.warmup < 0:

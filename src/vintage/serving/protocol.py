@@ -41,32 +41,44 @@ _431 = b"request header fields too large"
 _408 = b"request timeout"
 
 
+_IDLE, _HEADERS, _BODY, _APP = 0, 1, 2, 3  # what a connection is waiting for
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol plus header size and read deadlines (see the module docstring)."""
+    """HttpToolsProtocol plus header size and read deadlines (see the module docstring).
+
+    Deadlines cost no timer per request: a connection notes when its current phase began (one float), and one
+    sweeper per event loop checks every connection a few times a second (at most a quarter of the shortest
+    deadline late).
+    """
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self.limits: ConnectionLimits = getattr(config, "vintage_limits", None) or ConnectionLimits()
-        self._in_headers = False  # from a request's first byte to the end of its headers
+        self._phase = _HEADERS
+        self._since = 0.0
         self._header_bytes = 0
-        self._deadline: asyncio.TimerHandle | None = None
+        self._idle_close: asyncio.TimerHandle | None = None
         self._draining = False
 
     # -- connection -------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(self.limits.header_timeout_s)
+        self._phase, self._since = _HEADERS, self.loop.time()
+        _ensure_sweeper(self.loop, self.connections, self.limits)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._phase = _IDLE
+        if self._idle_close is not None:
+            self._idle_close.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._in_headers:
+        if self._phase == _HEADERS:
             self._header_bytes += len(data)
         super().data_received(data)
-        if self._in_headers and self._header_bytes > self.limits.max_header_bytes:
+        if self._phase == _HEADERS and self._header_bytes > self.limits.max_header_bytes:
             self._refuse(431, _431)
 
     # -- parser callbacks -------------------------------------------------------------------------------
@@ -74,21 +86,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         # counting starts with the next read: the one that began this request is bounded by the read size
         super().on_message_begin()
-        self._in_headers = True
-        self._header_bytes = 0
-        if self._deadline is None:
-            self._arm(self.limits.header_timeout_s)
+        self._phase, self._since, self._header_bytes = _HEADERS, self.loop.time(), 0
 
     def on_headers_complete(self) -> None:
-        self._in_headers = False
-        self._header_bytes = 0
-        self._arm(self.limits.body_timeout_s)
+        self._phase, self._since = _BODY, self.loop.time()
         super().on_headers_complete()
         if self._draining and self.cycle is not None:
             self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._phase = _APP  # no deadline while the app works (it has its own timeout) or the socket idles
         super().on_message_complete()
 
     # -- shutdown -------------------------------------------------------------------------------------------
@@ -98,33 +105,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         request already on its way is answered (with ``Connection: close``) instead of reset."""
         self._draining = True
         if self.cycle is None or self.cycle.response_complete:
-            if self._in_headers:  # a request is arriving: its response will close the connection
+            if self._phase == _HEADERS and self._header_bytes:  # a request is arriving
                 return
-            self._disarm()
-            self._deadline = self.loop.call_later(self.limits.drain_idle_s, self._close_idle)
+            self._idle_close = self.loop.call_later(self.limits.drain_idle_s, self._close_idle)
         else:
             self.cycle.keep_alive = False
 
     def _close_idle(self) -> None:
-        self._deadline = None
-        idle = (self.cycle is None or self.cycle.response_complete) and not self._in_headers
-        if idle and not self.transport.is_closing():
+        self._idle_close = None
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and not (self._phase == _HEADERS and self._header_bytes) and not self.transport.is_closing():
             self.transport.close()
 
     # -- deadlines --------------------------------------------------------------------------------------
 
-    def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expired)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+    def check_deadline(self, now: float) -> None:
+        """Called by the sweeper: answer 408 and close when the current phase took too long."""
+        if self._phase == _HEADERS:
+            limit = self.limits.header_timeout_s
+        elif self._phase == _BODY:
+            limit = self.limits.body_timeout_s
+        else:
+            return
+        if now - self._since > limit:
+            self._expired()
 
     def _expired(self) -> None:
-        self._deadline = None
-        if self.cycle is not None and not self.cycle.response_complete and not self._in_headers:
+        if self._phase == _BODY and self.cycle is not None and not self.cycle.response_complete:
             if self.cycle.response_started:
                 self.transport.close()  # the app is answering already: nothing more can be said
                 return
@@ -133,7 +140,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(408, _408)
 
     def _refuse(self, status: int, reason: bytes) -> None:
-        self._disarm()
+        self._phase = _IDLE
         if self.transport.is_closing():
             return
         self.transport.write(
@@ -141,4 +148,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             b"connection: close\r\n\r\n%s" % (status, reason.title(), len(reason), reason)
         )
         self.transport.close()
-        self.parser = None  # type: ignore[assignment]
+
+
+_SWEEPERS: dict[int, asyncio.Task[None]] = {}
+
+
+def _ensure_sweeper(loop: asyncio.AbstractEventLoop, connections: set[Any], limits: ConnectionLimits) -> None:
+    """One sweeper task per event loop (per server process)."""
+    key = id(connections)
+    task = _SWEEPERS.get(key)
+    if task is None or task.done():
+        every = max(0.05, min(1.0, min(limits.header_timeout_s, limits.body_timeout_s) / 4))
+        _SWEEPERS[key] = loop.create_task(_sweep(loop, connections, every))
+
+
+async def _sweep(loop: asyncio.AbstractEventLoop, connections: set[Any], every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        now = loop.time()
+        for conn in list(connections):
+            if isinstance(conn, GuardedHttpToolsProtocol):
+                conn.check_deadline(now)
