@@ -47,7 +47,6 @@ Decisions:
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from collections import Counter
@@ -71,14 +70,14 @@ from vintage.serving.payload_errors import empty as _empty
 from vintage.serving.payload_errors import kind as _kind
 from vintage.serving.payload_errors import names as _names
 from vintage.serving.payload_errors import show as _show
+from vintage.serving.payload_json import FORMAT_KEYS as _FORMAT_KEYS
+from vintage.serving.payload_json import load_json
 
 __all__ = ["Matrix", "PayloadError", "encode_predictions", "parse_request"]
 
 Matrix = npt.NDArray[np.float64]
 
 
-_FORMAT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
-_RECORD_KEYS = ("dataframe_records", "instances", "inputs")  # may hold a list of records
 _SPLIT_KEYS = frozenset({"columns", "data", "index"})
 _ACCEPTED = (
     'Accepted JSON bodies: {"dataframe_split": {"columns": [...], "data": [[...]]}}, '
@@ -104,9 +103,7 @@ def parse_request(body: bytes, content_type: str | None, columns: Sequence[str],
     schema = _schema(tuple(columns))
     if _media_type(content_type) == "text/csv":
         return _from_csv(body, schema, max_rows)
-    doc = _load_json(body)
-    if body.count(b":") != _keys(doc):  # a key may be there twice (or a string holds a colon)
-        _check_duplicates(body)
+    doc = load_json(body)
     maybe_bool = b"true" in body or b"false" in body
     return _from_document(doc, _Context(schema, max_rows, maybe_bool))
 
@@ -174,95 +171,6 @@ def _media_type(content_type: str | None) -> str:
 
 
 # --- JSON ----------------------------------------------------------------------------------------
-
-
-def _load_json(body: bytes) -> Any:
-    """orjson, then the standard library for what only it reads (NaN, Infinity, 1e999)."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        first = str(exc)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise PayloadError(400, "invalid_json", "the request body is not valid UTF-8") from None
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        raise PayloadError(
-            400, "invalid_json", f"the request body is not valid JSON: {_clip(first)}"
-        ) from None
-
-
-def _keys(doc: Any) -> int:
-    """How many keys orjson kept in the objects the formats read: the top level, the objects it holds
-    and the records of a record list. Any other object is refused or ignored (an ``index``), and
-    leaving its keys out only sends the body to the exact check."""
-    if type(doc) is not dict:
-        return 0
-    n = len(doc)
-    for name, value in doc.items():
-        if type(value) is dict:
-            n += len(value)
-        elif name in _RECORD_KEYS and type(value) is list and value and type(value[0]) is dict:
-            try:
-                # a list starting with a record that holds other things (strings, lists) is refused as
-                # bad_format whatever this counts for them
-                n += sum(map(len, value))
-            except TypeError:  # a number or null among the records (refused): leave it to the exact check
-                return 0
-    return n
-
-
-class _Duplicated(dict[str, Any]):
-    """A JSON object that named ``key`` more than once (the last value kept, as orjson does)."""
-
-    key: str
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) == len(pairs):
-        return obj
-    seen: set[str] = set()
-    marked = _Duplicated(obj)
-    for key, _ in pairs:
-        if key in seen:
-            marked.key = key
-            return marked
-        seen.add(key)
-    raise AssertionError("unreachable: fewer keys than pairs means a key repeats")  # pragma: no cover
-
-
-def _check_duplicates(body: bytes) -> None:
-    """Parse ``body`` (valid JSON) again, keeping duplicates; refuse one where a format reads it."""
-    try:
-        doc = json.loads(body.decode("utf-8"), object_pairs_hook=_pairs)
-    except (ValueError, RecursionError):  # orjson read it: only nesting deeper than Python's limit
-        raise PayloadError(400, "invalid_json", "the request body is nested too deeply") from None
-    if isinstance(doc, _Duplicated):
-        _duplicate(doc.key, "in the top-level object")
-    if not isinstance(doc, dict):
-        return
-    for name in _FORMAT_KEYS:  # the objects the formats read; any other object is refused or ignored
-        value = doc.get(name)
-        where = _show(name)
-        if isinstance(value, _Duplicated):
-            one_record = name in _RECORD_KEYS and not any(isinstance(v, list) for v in value.values())
-            _duplicate(value.key, f"in {where}, record 0" if one_record else f"in the {where} object")
-        if name in _RECORD_KEYS and isinstance(value, list):
-            for i, item in enumerate(value):
-                if isinstance(item, _Duplicated):
-                    _duplicate(item.key, f"in {where}, record {i}")
-
-
-def _duplicate(key: str, where: str) -> NoReturn:
-    raise PayloadError(
-        400,
-        "duplicate_key",
-        f"duplicate key {_show(key)} {where}: name each key once per object "
-        "(a JSON parser would silently keep only the last value)",
-    )
 
 
 def _from_document(doc: Any, ctx: _Context) -> Matrix:
