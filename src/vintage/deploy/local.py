@@ -562,15 +562,6 @@ def _verified(model_dir: Path, expected: str | None = None) -> str:
         raise DeployError(f"cannot deploy {model_dir.name}: {exc.headline}", hint=exc.hint) from exc
 
 
-def _error_message(body: bytes) -> str:
-    try:
-        data = json.loads(body)
-        message = data["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = body.decode("utf-8", errors="replace").strip()[:300] or "no message"
-    return redact(str(message))
-
-
 def _int(value: Any) -> int:
     try:
         return int(value)
