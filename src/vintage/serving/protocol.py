@@ -41,7 +41,8 @@ _431 = b"request header fields too large"
 _408 = b"request timeout"
 
 
-_IDLE, _HEADERS, _BODY, _APP = 0, 1, 2, 3  # what a connection is waiting for
+# what a connection is waiting for: _OPEN a first byte, _HEADERS the rest of a begun request's headers
+_IDLE, _OPEN, _HEADERS, _BODY, _APP = 0, 1, 2, 3, 4
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -65,7 +66,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._phase, self._since = _HEADERS, self.loop.time()
+        self._phase, self._since = _OPEN, self.loop.time()
         _ensure_sweeper(self.loop, self.connections, self.limits)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -105,7 +106,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         request already on its way is answered (with ``Connection: close``) instead of reset."""
         self._draining = True
         if self.cycle is None or self.cycle.response_complete:
-            if self._phase == _HEADERS and self._header_bytes:  # a request is arriving
+            if self._phase == _HEADERS:  # a request is arriving (its header deadline still holds)
                 return
             self._idle_close = self.loop.call_later(self.limits.drain_idle_s, self._close_idle)
         else:
@@ -114,14 +115,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _close_idle(self) -> None:
         self._idle_close = None
         idle = self.cycle is None or self.cycle.response_complete
-        if idle and not (self._phase == _HEADERS and self._header_bytes) and not self.transport.is_closing():
+        if idle and self._phase != _HEADERS and not self.transport.is_closing():
             self.transport.close()
 
     # -- deadlines --------------------------------------------------------------------------------------
 
     def check_deadline(self, now: float) -> None:
         """Called by the sweeper: answer 408 and close when the current phase took too long."""
-        if self._phase == _HEADERS:
+        if self._phase in (_OPEN, _HEADERS):
             limit = self.limits.header_timeout_s
         elif self._phase == _BODY:
             limit = self.limits.body_timeout_s
