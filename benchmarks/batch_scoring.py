@@ -8,7 +8,7 @@ What it does, in one run on this machine:
 
 1. Copies the repo's vintage.yaml into a temporary project, runs ``vintage train`` there (the default
    3-point ElasticNet grid) and materialises ``models:/winequality/1`` into a local model directory with
-   :func:`vintage.serving.materialize.materialize`: the directory ``vintage score`` and ``vintage serve``
+   :func:`vintage.model.materialize.materialize`: the directory ``vintage score`` and ``vintage serve``
    predict from.
 2. Draws ``--rows`` rows (default 1,000,000) with replacement from the packaged red wine data (all 12
    columns: the 11 features and ``quality``, which rides along as an extra column), seed 0, and writes
@@ -158,7 +158,7 @@ def child_env() -> dict[str, str]:
 
 def train_and_materialize(root: Path) -> Path:
     """Train the default workload in a fresh project under ``root``; the model directory of version 1."""
-    from vintage.serving.materialize import materialize
+    from vintage.model.materialize import materialize
 
     project = root / "project"
     project.mkdir()
@@ -239,10 +239,10 @@ def measure_spark(
 
     from vintage.compute.spark import session
     from vintage.config.models import SparkSpec
+    from vintage.model.load import load_model_dir
     from vintage.scoring import ScoreJob
     from vintage.scoring.spark import score_file as spark_score
     from vintage.scoring.spark_scorers import score_frame
-    from vintage.serving.model import load_model_dir
 
     spec = SparkSpec(master="local[2]")
     dst = root / "spark-scored.parquet"
@@ -316,9 +316,9 @@ def run_all(
     import mlflow.pyfunc
     import pyarrow.parquet as pq
 
+    from vintage.model.load import load_model_dir
     from vintage.scoring import ScoreJob
     from vintage.scoring.local import score_file, score_table
-    from vintage.serving.model import load_model_dir
 
     samples: dict[str, list[float]] = {n: [] for n in NAMES}
     with tempfile.TemporaryDirectory(prefix="vintage-bench-batch-") as tmp:

@@ -10,7 +10,7 @@ What it does, in one run on this machine:
    stops and says how to install it).
 2. Copies the repo's vintage.yaml into a temporary project directory, runs ``vintage train`` there (sqlite
    store in ``<dir>/.vintage/mlflow.db``) and materialises ``models:/winequality/1`` into a local model
-   directory with ``vintage.serving.materialize.materialize``.
+   directory with ``vintage.model.materialize.materialize``.
 3. Starts each server on its own free port on 127.0.0.1, in its own process group:
 
    * ``vintage``: ``python -m vintage.serving --model-dir DIR`` (the bare ASGI app on
@@ -114,7 +114,7 @@ MATERIALIZE_SCRIPT = """\
 import sys
 from pathlib import Path
 
-from vintage.serving.materialize import materialize
+from vintage.model.materialize import materialize
 
 print(materialize(sys.argv[1], Path(sys.argv[2]), tracking_uri=sys.argv[3]))
 """

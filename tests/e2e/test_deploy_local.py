@@ -24,7 +24,7 @@ from support.scoring import free_port
 from vintage import audit
 from vintage.deploy.local import LocalTarget
 from vintage.errors import DeployError
-from vintage.serving.digest import recorded, short
+from vintage.model.digest import recorded, short
 
 REPO = Path(__file__).resolve().parents[2]
 VINTAGE = str(Path(sys.executable).with_name("vintage"))
@@ -46,10 +46,10 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (proj / "vintage.yaml").write_text(yaml.safe_dump(spec))
     res = subprocess.run([VINTAGE, "train"], **run)  # type: ignore[call-overload]
     assert res.returncode == 0, res.stderr
-    from vintage.serving.materialize import materialize
+    from vintage.model.materialize import materialize
 
     uri = f"sqlite:///{proj / '.vintage' / 'mlflow.db'}"
-    from vintage.serving.digest import write_manifest
+    from vintage.model.digest import write_manifest
 
     broken = proj / "models" / "broken"
     broken.mkdir(parents=True)

@@ -24,8 +24,8 @@ import yaml
 from support.scoring import free_port, scoring_server
 from vintage import audit
 from vintage.errors import ServingError
+from vintage.model.digest import recorded, short, write_manifest
 from vintage.serving.admin import request as admin_request
-from vintage.serving.digest import recorded, short, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 VINTAGE = str(Path(sys.executable).with_name("vintage"))
@@ -67,7 +67,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     spec["estimator"]["grid"] = [{"alpha": 0.05, "l1_ratio": 0.5}]
     (proj / "vintage.yaml").write_text(yaml.safe_dump(spec))
     assert subprocess.run([VINTAGE, "train"], **run).returncode == 0  # type: ignore[call-overload]
-    from vintage.serving.materialize import materialize
+    from vintage.model.materialize import materialize
 
     uri = f"sqlite:///{proj / '.vintage' / 'mlflow.db'}"
     store = proj / ".vintage" / "models"

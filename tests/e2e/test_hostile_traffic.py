@@ -33,7 +33,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     vintage = str(Path(sys.executable).with_name("vintage"))
     res = subprocess.run([vintage, "train"], cwd=proj, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    from vintage.serving.materialize import materialize
+    from vintage.model.materialize import materialize
 
     uri = f"sqlite:///{proj / '.vintage' / 'mlflow.db'}"
     return materialize("models:/winequality/1", proj / ".vintage" / "models", tracking_uri=uri)

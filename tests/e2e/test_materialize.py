@@ -11,8 +11,8 @@ import pytest
 
 from vintage.data import packaged_path
 from vintage.errors import ServingError
-from vintage.serving.materialize import materialize
-from vintage.serving.model import VINTAGE_META, load_model_dir
+from vintage.model.load import VINTAGE_META, load_model_dir
+from vintage.model.materialize import materialize
 
 
 def _uri(project: Path) -> str:

@@ -26,7 +26,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     proj = tmp_path_factory.mktemp("score-project")
     shutil.copy(REPO / "vintage.yaml", proj / "vintage.yaml")
     subprocess.run([VINTAGE, "train"], cwd=proj, check=True, capture_output=True)
-    from vintage.serving.materialize import materialize
+    from vintage.model.materialize import materialize
 
     uri = f"sqlite:///{proj / '.vintage' / 'mlflow.db'}"
     model_dir = materialize("models:/winequality/1", proj / "models", tracking_uri=uri)

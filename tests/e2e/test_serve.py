@@ -19,7 +19,7 @@ import yaml
 from support.scoring import scoring_server
 from vintage.config import WINE_FEATURES
 from vintage.errors import ServingError
-from vintage.serving.digest import recorded, write_manifest
+from vintage.model.digest import recorded, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 VINTAGE = str(Path(sys.executable).parent / "vintage")
@@ -43,7 +43,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     }
     (proj / "vintage.yaml").write_text(yaml.safe_dump(spec))
     subprocess.run([VINTAGE, "train"], **env_run)  # type: ignore[call-overload]
-    from vintage.serving.materialize import materialize
+    from vintage.model.materialize import materialize
 
     uri = f"sqlite:///{proj / '.vintage' / 'mlflow.db'}"
     v1 = materialize("models:/winequality/1", proj / "models", tracking_uri=uri)

@@ -100,7 +100,7 @@ def test_mllib_grid_trains_registers_and_serves_without_spark(tmp_path, monkeypa
     rows = wine.drop(columns=["quality"]).sample(50, random_state=1).reset_index(drop=True)
     ours = np.asarray(pyfunc.predict(rows), dtype="float64")
 
-    from vintage.serving.model import load_model_dir
+    from vintage.model.load import load_model_dir
 
     loaded = load_model_dir(model_dir)
     assert loaded.predictor == "linear"

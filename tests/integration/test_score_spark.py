@@ -49,9 +49,9 @@ def connect(spark_master) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A trained project (small Spark partitions), its model dir, shuffled inputs and the local outputs."""
+    from vintage.model.materialize import materialize
     from vintage.scoring import ScoreJob
     from vintage.scoring.local import score_file
-    from vintage.serving.materialize import materialize
 
     root = tmp_path_factory.mktemp("spark-score")
     project = root / "project"

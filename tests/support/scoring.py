@@ -55,7 +55,7 @@ class Server:
 
     def swap(self, model_dir: Path) -> dict[str, Any]:
         """Swap to a materialised model directory (its recorded digest) over the admin channel."""
-        from vintage.serving.digest import recorded
+        from vintage.model.digest import recorded
 
         return self.admin("swap", path=str(model_dir), digest=recorded(model_dir))
 

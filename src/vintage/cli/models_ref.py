@@ -20,7 +20,7 @@ def local_model_dir(model: str, reader: str = "cli:serve") -> Path:
     ``models:/<model_name>/3``), an alias (``candidate`` -> ``models:/<model_name>@candidate``), a model
     and alias (``winequality@production`` -> ``models:/winequality@production``), or a
     ``models:/``/``runs:/`` URI. A registry model is downloaded once per version into
-    ``<state_dir>/models`` (see :func:`vintage.serving.materialize.materialize`).
+    ``<state_dir>/models`` (see :func:`vintage.model.materialize.materialize`).
 
     Args:
         model: What the user passed as ``--model``.
@@ -33,7 +33,7 @@ def local_model_dir(model: str, reader: str = "cli:serve") -> Path:
     """
     if Path(model).is_dir():
         return Path(model)
-    from vintage.serving.materialize import materialize
+    from vintage.model.materialize import materialize
     from vintage.tracking import resolve_target
 
     spec = state.load()

@@ -174,8 +174,8 @@ def status(json_out: JsonOpt = False) -> None:
 
     from rich.table import Table
 
+    from vintage.model.digest import short
     from vintage.pipeline.ops import status as env_status
-    from vintage.serving.digest import short
 
     found = env_status(state.load())
     tampered = [name for name, dep in found.items() if dep is not None and dep.tampered]

@@ -42,9 +42,9 @@ from vintage import audit
 from vintage.deploy.base import Deployment, DeployOutcome
 from vintage.errors import DeployError, VintageError
 from vintage.fsutil import write_private
+from vintage.model import digest as model_digest
 from vintage.redact import redact
 from vintage.serving import admin
-from vintage.serving import digest as model_digest
 
 READY_TIMEOUT_S = 60.0
 POLL_S = 0.02

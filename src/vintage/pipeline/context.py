@@ -106,7 +106,7 @@ def config_digest(spec: Spec) -> str:
 
 
 def materialize_version(ctx: StepContext, name: str, version: int) -> Path:
-    from vintage.serving.materialize import materialize
+    from vintage.model.materialize import materialize
 
     session = ctx.session()
     return materialize(f"models:/{name}/{version}", ctx.state_dir / "models", tracking_uri=session.target.uri)

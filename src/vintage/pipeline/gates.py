@@ -50,7 +50,7 @@ def _smoke(ctx: StepContext, name: str, version: int) -> dict[str, Any]:
     import numpy as np
 
     from vintage.data import load_dataset
-    from vintage.serving.model import load_model_dir
+    from vintage.model.load import load_model_dir
 
     status = ctx.target().status()
     if status is None:
@@ -190,7 +190,7 @@ def _holdout_score(ctx: StepContext, name: str, version: int, holdout: _SparkHol
     if holdout is not None:
         return holdout.score(name, version)
     from vintage.data import load_dataset
-    from vintage.serving.model import load_model_dir
+    from vintage.model.load import load_model_dir
 
     ds = load_dataset(ctx.spec.data)
     _, test = ds.split(ctx.spec.data.split.test_size, ctx.spec.data.split.seed)
@@ -251,9 +251,9 @@ class _SparkHoldout:
             GateRefused: the metric is not finite (the model predicts NaN/infinity).
         """
         from vintage.errors import SparkError, VintageError, first_line
+        from vintage.model.load import load_model_dir
         from vintage.scoring import PREDICTION
         from vintage.scoring.spark_scorers import choose_scorer, score_frame
-        from vintage.serving.model import load_model_dir
 
         ctx = self._ctx
         model_dir = materialize_version(ctx, name, version)

@@ -246,9 +246,9 @@ def rollback(spec: Spec, environment: str) -> tuple[int, int]:
         PipelineError: there is no earlier version in the alias history.
     """
     check_environment(spec, environment)
+    from vintage.model.materialize import materialize
     from vintage.registry import alias_history, move_alias
     from vintage.secrets.access import SecretReader
-    from vintage.serving.materialize import materialize
     from vintage.tracking import open_session
 
     reader = SecretReader.from_spec(

@@ -6,7 +6,7 @@ never pays for pyarrow or Spark. The local engine (:mod:`vintage.scoring.local`)
 through Arrow in chunks on this machine; the Spark engine (:mod:`vintage.scoring.spark`) reads the file
 with Spark and predicts in the executors' Python workers (``mapInArrow``), the model loaded once per worker.
 
-Every engine predicts with :func:`vintage.serving.model.load_model_dir` (the scoring server's loader),
+Every engine predicts with :func:`vintage.model.load.load_model_dir` (the scoring server's loader),
 so a row gets the same prediction from ``vintage score`` as from ``vintage serve``.
 """
 

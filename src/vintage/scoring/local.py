@@ -2,10 +2,10 @@
 
 Per chunk (``chunk_rows`` rows, 131,072 by default): the model's feature columns are copied into one
 float64 matrix in the model's column order, checked (no missing value, NaN or infinity), predicted with
-the scoring server's loader (:func:`vintage.serving.model.load_model_dir`), and the chunk is written out
+the scoring server's loader (:func:`vintage.model.load.load_model_dir`), and the chunk is written out
 with a ``prediction`` column appended. A plain linear model (the server's NumPy fast path) skips the
 matrix: its prediction is an ordered sum over the feature columns
-(:meth:`vintage.serving.model.LinearParams.terms`), the same formula, order and rounding as the scoring
+(:meth:`vintage.model.load.LinearParams.terms`), the same formula, order and rounding as the scoring
 server's and the Spark engine's SQL scorer, so all three agree bit for bit.
 Memory use depends on ``chunk_rows`` (and a Parquet file's row groups), not on the size of the file.
 
@@ -43,8 +43,8 @@ import pyarrow.parquet as pq
 
 from vintage.data.load import sniff_separator
 from vintage.errors import DataError, first_line
+from vintage.model.load import FloatArray, LinearParams, LoadedModel, load_model_dir
 from vintage.scoring import PREDICTION, ProgressSink, ScoreJob, ScoreResult, check_paths
-from vintage.serving.model import FloatArray, LinearParams, LoadedModel, load_model_dir
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -114,7 +114,7 @@ def predict_batch(
     and the prediction each cost less than a pass over main memory (128k-row slices ran 4x slower).
 
     Args:
-        model: The loaded model (:func:`vintage.serving.model.load_model_dir`).
+        model: The loaded model (:func:`vintage.model.load.load_model_dir`).
         plan: From the input's schema (column positions, model order).
         batch: Rows of the input.
         first_row: Number of data rows before this batch (for row numbers in errors).

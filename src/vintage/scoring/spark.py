@@ -1,7 +1,7 @@
 """The Spark batch-scoring engine: read the file with Spark, predict in the executors, write one file.
 
 1. Up front, on the driver (before Spark starts): the paths (:func:`vintage.scoring.check_paths`), the
-   model directory (:func:`vintage.serving.model.load_model_dir`, for its feature columns) and the input's
+   model directory (:func:`vintage.model.load.load_model_dir`, for its feature columns) and the input's
    header or Parquet schema against those features (the local engine's checks and messages).
 2. Spark reads the input (CSV: ``header``, the sniffed separator, every column as text, ``FAILFAST``;
    Parquet as is), adds a row index (``monotonically_increasing_id``: increasing within a partition, in
@@ -67,7 +67,7 @@ def score_file(job: ScoreJob, progress: ProgressSink | None = None) -> ScoreResu
     """
     from vintage.compute.spark import session
     from vintage.config.models import SparkSpec
-    from vintage.serving.model import load_model_dir
+    from vintage.model.load import load_model_dir
 
     started = time.perf_counter()
     in_fmt, out_fmt = check_paths(job.input, job.output, job.chunk_rows)

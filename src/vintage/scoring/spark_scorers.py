@@ -2,7 +2,7 @@
 
 - ``sql`` (:func:`linear_expression`): a plain linear model as one Spark SQL expression, evaluated by
   generated JVM code; no Python worker. The same ordered sum as the local engine and the scoring server
-  (:meth:`vintage.serving.model.LinearParams.terms`): bit-identical predictions.
+  (:meth:`vintage.model.load.LinearParams.terms`): bit-identical predictions.
 - ``arrow`` (:class:`_Scorer` through ``mapInArrow``): any model, in the executors' Python workers. The
   model directory's files travel as a broadcast (inside the function on Spark Connect) and each Python
   worker loads them once (:func:`cached_model`, a module-level cache keyed by the files' digest: Spark
@@ -27,7 +27,7 @@ from vintage.scoring import DEFAULT_CHUNK_ROWS, PREDICTION
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from vintage.serving.model import LinearParams, LoadedModel
+    from vintage.model.load import LinearParams, LoadedModel
 
 AUTO: Final = "auto"
 SQL: Final = "sql"
@@ -174,7 +174,7 @@ def cached_model(digest: str, files: Callable[[], dict[str, bytes]]) -> LoadedMo
     model = _MODELS.get(digest)
     if model is not None:
         return model
-    from vintage.serving.model import load_model_dir
+    from vintage.model.load import load_model_dir
 
     with tempfile.TemporaryDirectory(prefix="vintage-model-") as tmp:
         for name, data in files().items():

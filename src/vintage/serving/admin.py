@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from vintage.errors import ServingError, VintageError
+from vintage.model.digest import short
 from vintage.redact import redact
-from vintage.serving.digest import short
 
 log = logging.getLogger(__name__)
 

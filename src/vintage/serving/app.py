@@ -26,11 +26,11 @@ from typing import Any
 import orjson
 
 from vintage.errors import VintageError
+from vintage.model.digest import verify
+from vintage.model.load import LoadedModel, load_model_dir
 from vintage.serving.auth import ApiKeys
 from vintage.serving.control import ControlFile
-from vintage.serving.digest import verify
 from vintage.serving.metrics import Metrics
-from vintage.serving.model import LoadedModel, load_model_dir
 from vintage.serving.openapi import openapi_document
 from vintage.serving.payload import PayloadError, encode_predictions, parse_request
 

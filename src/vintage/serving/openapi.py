@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vintage.serving.model import ModelInfo
+    from vintage.model.load import ModelInfo
 
 _ERROR = {
     "type": "object",

@@ -29,12 +29,12 @@ import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from vintage.errors import ServingError, VintageError
-from vintage.serving import digest as model_digest
+from vintage.model import digest as model_digest
+from vintage.model.load import load_model_dir
 from vintage.serving.admin import AdminServer, Auditor
 from vintage.serving.app import ScoringApp, ServeConfig
 from vintage.serving.auth import ApiKeys, ScopeKeys
 from vintage.serving.control import ControlFile
-from vintage.serving.model import load_model_dir
 from vintage.serving.protocol import ConnectionLimits, GuardedHttpToolsProtocol
 
 log = logging.getLogger(__name__)

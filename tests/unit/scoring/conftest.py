@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from unit.serving.test_model import save
+from unit.model.test_load import save
 from vintage.data import packaged_path
 
 

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pytest
 
 from vintage.errors import ConfigError, DataError
+from vintage.model.load import LoadedModel, load_model_dir
 from vintage.scoring.local import _plan, predict_batch
 from vintage.scoring.spark_scorers import ARROW, SQL, choose_scorer
-from vintage.serving.model import LoadedModel, load_model_dir
 
 
 @pytest.fixture(scope="module")

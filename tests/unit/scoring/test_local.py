@@ -12,9 +12,9 @@ import pytest
 
 from vintage.data import packaged_path
 from vintage.errors import ConfigError, DataError
+from vintage.model.load import load_model_dir
 from vintage.scoring import ENGINES, ScoreJob, check_paths, get_engine
 from vintage.scoring.local import score_file, score_table
-from vintage.serving.model import load_model_dir
 
 UCI = packaged_path("red")
 

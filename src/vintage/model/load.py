@@ -6,7 +6,7 @@ reads the model directory itself:
 
 * ``MLmodel`` (YAML) gives the ``sklearn`` flavor (file name, serialization format), the input
   signature (column names and types, in order) and the input example.
-* ``vintage-model.json`` (optional, written by :func:`vintage.serving.materialize.materialize`) gives
+* ``vintage-model.json`` (optional, written by :func:`vintage.model.materialize.materialize`) gives
   the registered name, version and URI, and for plain linear models their coefficients. When those
   coefficients belong to the model file (same SHA-256) the model is served with NumPy alone:
   ``x @ coef + intercept``, without unpickling, so scikit-learn is never imported.
@@ -52,7 +52,7 @@ LINEAR_TYPES: Final = ("ElasticNet", "Lasso", "Ridge", "LinearRegression")
 RTOL: Final = 1e-12
 ATOL: Final = 1e-12
 
-_HINT_DIR = "materialize a registered model into a local directory first (vintage.serving.materialize)"
+_HINT_DIR = "materialize a registered model into a local directory first (vintage.model.materialize)"
 
 
 @dataclass(frozen=True)

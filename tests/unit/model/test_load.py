@@ -17,7 +17,7 @@ import yaml
 
 from vintage.data import packaged_path
 from vintage.errors import ServingError
-from vintage.serving.model import VINTAGE_META, file_sha256, load_model_dir
+from vintage.model.load import VINTAGE_META, file_sha256, load_model_dir
 
 FORMATS = ("cloudpickle", "pickle", "skops")
 REPO = Path(__file__).resolve().parents[3]
@@ -171,7 +171,7 @@ def _cold(path: Path) -> dict[str, Any]:
         import json, sys, time
         started = time.perf_counter()
         from pathlib import Path
-        from vintage.serving.model import load_model_dir
+        from vintage.model.load import load_model_dir
         model = load_model_dir(Path({str(path)!r}))
         pred = model.predict(model.example())
         seconds = time.perf_counter() - started

@@ -26,8 +26,8 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 
 from vintage.errors import ServingError, first_line
-from vintage.serving import digest as model_digest
-from vintage.serving.model import (
+from vintage.model import digest as model_digest
+from vintage.model.load import (
     MLMODEL,
     RTOL,
     VINTAGE_META,

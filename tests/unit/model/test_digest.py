@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vintage.errors import ServingError
-from vintage.serving.digest import MANIFEST, compute, recorded, short, verify, write_manifest
+from vintage.model.digest import MANIFEST, compute, recorded, short, verify, write_manifest
 
 
 @pytest.fixture
