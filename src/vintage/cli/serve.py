@@ -78,60 +78,35 @@ def serve(
         check_environment(state.load(), environment)
     if environment == "production" and api_key_file is None and api_key_scope is None:
         api_key_scope = "production/serving"
-    from vintage.serving.auth import OPEN_FLAG, check_exposure
+    from vintage.serving.auth import check_exposure
 
     check_exposure(
         host, api_key_file is not None or api_key_scope is not None, allow_unauthenticated_network_access
     )
-    key_args = _key_args(api_key_file, api_key_scope, environment)
+    from vintage.serving.launch import ServerCommand
+
+    settings = state.settings()
+    if api_key_scope is not None:  # refused before anything is materialised
+        from vintage.secrets.names import check_scope
+
+        check_scope(api_key_scope)
     model_dir = local_model_dir(model, reader="cli:serve")
-    argv = [
-        sys.executable,
-        "-m",
-        "vintage.serving",
-        "--model-dir",
-        str(model_dir),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--max-body-bytes",
-        str(int(max_body_mb * 1024 * 1024)),
-        "--max-rows",
-        str(max_rows),
-        "--timeout",
-        str(timeout),
-        "--workers",
-        str(workers),
-    ]
-    argv += key_args
-    if public_metadata:
-        argv.append("--public-metadata")
-    if allow_unauthenticated_network_access:
-        argv.append(OPEN_FLAG)
+    argv = ServerCommand(
+        model_dir,
+        host=host,
+        port=port,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_rows=max_rows,
+        timeout_s=timeout,
+        workers=workers,
+        environment=environment,
+        state_dir=settings.state_dir.resolve(),  # the audit trail of key reloads
+        api_key_file=api_key_file,
+        api_key_scope=api_key_scope,
+        secrets=settings.secrets.model_dump(mode="json") if api_key_scope else None,
+        public_metadata=public_metadata,
+        open_network=allow_unauthenticated_network_access,
+    ).argv(sys.executable)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)  # drop MLflow and typer: the server process starts lean
-
-
-def _key_args(key_file: Path | None, key_scope: str | None, environment: str | None) -> list[str]:
-    """Server options for the API keys (the server process reads the scope itself)."""
-    args = ["--environment", environment] if environment else []
-    settings = state.settings()
-    args += ["--state-dir", str(settings.state_dir.resolve())]  # the audit trail of key reloads
-    if key_file is not None:
-        return [*args, "--api-key-file", str(key_file)]
-    if key_scope is None:
-        return args
-    import json
-
-    from vintage.secrets.names import check_scope
-
-    check_scope(key_scope)
-    return [
-        *args,
-        "--api-key-scope",
-        key_scope,
-        "--secrets-json",
-        json.dumps(settings.secrets.model_dump(mode="json")),
-    ]
