@@ -1,20 +1,25 @@
-"""Start `python -m vintage.serving` as a real process on 127.0.0.1 and talk HTTP to it."""
+"""Start `python -m vintage.serving` as a real process on 127.0.0.1 and talk HTTP to it.
+
+The command line comes from :mod:`vintage.serving.launch` and the HTTP/admin calls from
+:mod:`vintage.serving.client`, as for the deploy target: the tests exercise the code that ships.
+"""
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vintage.serving.client import NotReadyError, Response, ServerClient, ServerUnavailableError
+from vintage.serving.launch import ServerCommand, start
+
+__all__ = ["Response", "Server", "free_port", "invoke", "scoring_server", "wait_ready"]
 
 
 def free_port() -> int:
@@ -25,19 +30,6 @@ def free_port() -> int:
 
 
 @dataclass
-class Response:
-    """Status, headers and body of one HTTP exchange."""
-
-    status: int
-    body: bytes
-    headers: dict[str, str]
-
-    def json(self) -> Any:
-        """The body parsed as JSON."""
-        return json.loads(self.body)
-
-
-@dataclass
 class Server:
     """A running scoring server."""
 
@@ -45,19 +37,21 @@ class Server:
     port: int
     log: Path
     admin_socket: Path | None = None
+    client: ServerClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = ServerClient(f"http://127.0.0.1:{self.port}", admin_socket=self.admin_socket)
 
     def admin(self, op: str, **fields: Any) -> dict[str, Any]:
         """One request over the server's admin channel (raises ServingError on a refusal)."""
-        from vintage.serving.admin import request
-
         assert self.admin_socket is not None, "start the server with model_store= for an admin channel"
-        return request(self.admin_socket, op, timeout=120, **fields)
+        return self.client.admin(op, timeout=120, **fields)
 
     def swap(self, model_dir: Path) -> dict[str, Any]:
         """Swap to a materialised model directory (its recorded digest) over the admin channel."""
         from vintage.model.digest import recorded
 
-        return self.admin("swap", path=str(model_dir), digest=recorded(model_dir))
+        return self.client.swap(model_dir, recorded(model_dir), timeout=120)
 
     def request(
         self,
@@ -67,15 +61,8 @@ class Server:
         headers: dict[str, str] | None = None,
         timeout: float = 30.0,
     ) -> Response:
-        """One request on a fresh connection."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            data = body.encode() if isinstance(body, str) else body
-            conn.request(method, path, body=data, headers=headers or {})
-            resp = conn.getresponse()
-            return Response(resp.status, resp.read(), {k.lower(): v for k, v in resp.getheaders()})
-        finally:
-            conn.close()
+        """One request on a fresh connection (the headers as given: no key is added)."""
+        return self.client.request(method, path, body, headers, timeout=timeout)
 
     def post_json(self, payload: Any, key: str | None = None, path: str = "/invocations") -> Response:
         """POST a JSON document, with a bearer key if given."""
@@ -101,32 +88,16 @@ def scoring_server(
     port = free_port()
     log = log_dir / f"serve-{port}.log"
     admin_socket = log_dir / f"admin-{port}.sock" if model_store is not None else None
-    if admin_socket is not None:
-        extra = (
-            *extra,
-            "--admin-socket",
-            str(admin_socket),
-            "--model-store",
-            str(model_store),
-            "--state-dir",
-            str(log_dir),
-        )
+    command = ServerCommand(
+        model_dir,
+        port=port,
+        admin_socket=admin_socket,
+        model_store=model_store,
+        state_dir=log_dir if model_store is not None else None,
+        extra=extra,
+    )
     with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vintage.serving",
-                "--model-dir",
-                str(model_dir),
-                "--port",
-                str(port),
-                *extra,
-            ],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
+        proc = start(command, stdout=fh, env=env)
     server = Server(proc, port, log, admin_socket)
     try:
         wait_ready(server)
@@ -141,21 +112,12 @@ def scoring_server(
                 proc.wait()
 
 
-def wait_ready(server: Server, timeout: float = 60.0) -> float:
-    """Poll /ready until 200; returns the seconds waited. Fails fast if the process died."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        if server.proc.poll() is not None:
-            raise RuntimeError(
-                f"server exited with {server.proc.returncode}: {server.log.read_text()[-2000:]}"
-            )
-        try:
-            if server.request("GET", "/ready", timeout=2).status == 200:
-                return time.perf_counter() - started
-        except OSError:
-            pass
-        time.sleep(0.02)
-    raise RuntimeError(f"server not ready after {timeout} s: {server.log.read_text()[-2000:]}")
+def wait_ready(server: Server, timeout: float = 60.0) -> None:
+    """Poll /ready until 200. Fails fast, with the log's end, if the process died."""
+    try:
+        server.client.wait_ready(timeout, exited=server.proc.poll)
+    except NotReadyError as exc:
+        raise RuntimeError(f"{exc.headline}: {server.log.read_text()[-2000:]}") from exc
 
 
 def invoke(url: str, payload: Any, key: str | None = None, timeout: float = 10.0) -> tuple[int, Any]:
@@ -163,17 +125,8 @@ def invoke(url: str, payload: Any, key: str | None = None, timeout: float = 10.0
 
     Status 0 when nothing answers (connection refused, reset).
     """
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(url + "/invocations", data=json.dumps(payload).encode(), method="POST")
-    req.add_header("Content-Type", "application/json")
-    if key:
-        req.add_header("Authorization", f"Bearer {key}")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-    except OSError:
+        resp = ServerClient(url, api_key=key).predict(payload, timeout=timeout)
+    except ServerUnavailableError:
         return 0, None
+    return resp.status, (resp.json() if resp.status < 400 else None)

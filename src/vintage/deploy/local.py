@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import http.client
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,12 +43,13 @@ from vintage.fsutil import write_private
 from vintage.model import digest as model_digest
 from vintage.redact import redact
 from vintage.serving import admin
+from vintage.serving.client import NotReadyError, ServerClient
+from vintage.serving.launch import ServerCommand, start
 
 READY_TIMEOUT_S = 60.0
 POLL_S = 0.02
 DRAIN_TIMEOUT_S = 30.0
 UNRESPONSIVE_GRACE_S = 5.0
-PROBE_TIMEOUT_S = 2.0
 SWAP_TIMEOUT_S = 300.0
 LOG_TAIL_LINES = 20
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "0.0.0.0", "", "::", "::1"})
@@ -108,6 +107,8 @@ class LocalTarget:
         self.model_store = Path(model_store).resolve() if model_store else self.state_dir / "models"
         self.url = f"http://{host}:{port}"
         self._probe_host = "127.0.0.1" if host in _LOOPBACK else host
+        url_host = f"[{self._probe_host}]" if ":" in self._probe_host else self._probe_host  # IPv6
+        self.client = ServerClient(f"http://{url_host}:{port}", admin_socket=self.admin_socket)
 
     # -- the DeployTarget protocol ----------------------------------------------------------------------
 
@@ -156,7 +157,7 @@ class LocalTarget:
         pid = self._running_pid()
         if pid is None:
             return None
-        healthy = self._probe("/ready")
+        healthy = self.client.ready()
         served = self._served()
         served_digest = served.get("digest") if served else None
         history = self.history()
@@ -249,7 +250,7 @@ class LocalTarget:
     def _swap(self, model_dir: Path, model_name: str, version: int, digest: str) -> None:
         what = f"{model_name} v{version}"
         try:
-            admin.request(self.admin_socket, "swap", path=str(model_dir), digest=digest)
+            self.client.swap(model_dir, digest)
         except admin.AdminUnavailableError as exc:
             raise DeployError(
                 f"the server for {self.environment} did not answer the swap to {what}: {exc.headline}",
@@ -288,33 +289,20 @@ class LocalTarget:
             raise self._port_taken()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)  # the admin socket inside is reachable by the deploying user only
-        cmd = [
-            sys.executable,
-            "-m",
-            "vintage.serving",
-            "--model-dir",
-            str(model_dir),
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-            "--workers",
-            str(self.workers),
-            "--model-digest",
-            digest,
-            "--admin-socket",
-            str(self.admin_socket),
-            "--model-store",
-            str(self.model_store),
-            "--environment",
-            self.environment,
-            "--state-dir",
-            str(self.state_dir),
-        ]
-        if self.public_metadata:
-            cmd.append("--public-metadata")
-        if self.key_scope:
-            cmd += ["--api-key-scope", self.key_scope, "--secrets-json", json.dumps(self.secrets)]
+        command = ServerCommand(
+            model_dir,
+            host=self.host,
+            port=self.port,
+            workers=self.workers,
+            model_digest=digest,
+            admin_socket=self.admin_socket,
+            model_store=self.model_store,
+            environment=self.environment,
+            state_dir=self.state_dir,
+            api_key_scope=self.key_scope,
+            secrets=self.secrets,
+            public_metadata=self.public_metadata,
+        )
         fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as log:
             offset = log.seek(0, os.SEEK_END)
@@ -324,15 +312,8 @@ class LocalTarget:
                 f"on {self.host}:{self.port}\n".encode()
             )
             log.flush()
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own session: survives the deploying process and its terminal
-                close_fds=True,
-                cwd=self.dir,
-            )
+            # its own session: survives the deploying process and its terminal
+            proc = start(command, stdout=log, cwd=self.dir, new_session=True)
         _children[proc.pid] = proc
         self._write_text(self.pid_file, f"{proc.pid}\n")
         failure = self._wait_ready(proc)
@@ -357,15 +338,11 @@ class LocalTarget:
 
     def _wait_ready(self, proc: subprocess.Popen[bytes]) -> str | None:
         """``None`` once ``/ready`` answers 200, else why not."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            code = proc.poll()
-            if code is not None:
-                return f"it exited with code {code}"
-            if self._probe("/ready"):
-                return None
-            time.sleep(POLL_S)
-        return f"it was not ready after {READY_TIMEOUT_S:.0f} s"
+        try:
+            self.client.wait_ready(READY_TIMEOUT_S, exited=proc.poll)
+        except NotReadyError as exc:
+            return exc.reason
+        return None
 
     def _port_taken(self, tail: list[str] | None = None) -> DeployError:
         return DeployError(
@@ -418,7 +395,7 @@ class LocalTarget:
         pid = self._running_pid()
         if pid is None:
             return None
-        if self._probe("/health"):
+        if self.client.health():
             return pid
         self._terminate(pid, UNRESPONSIVE_GRACE_S)
         self._forget_pid(pid)
@@ -449,36 +426,9 @@ class LocalTarget:
             with contextlib.suppress(FileNotFoundError):
                 self.pid_file.unlink()
 
-    # -- HTTP ------------------------------------------------------------------------------------------------
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        timeout: float = PROBE_TIMEOUT_S,
-    ) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection(self._probe_host, self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
-
-    def _probe(self, path: str) -> bool:
-        try:
-            return self._request("GET", path)[0] == 200
-        except (OSError, http.client.HTTPException):
-            return False
-
     def _served(self) -> dict[str, Any] | None:
         """What the server says it serves over its admin channel, or ``None`` when that does not answer."""
-        try:
-            return admin.request(self.admin_socket, "status", timeout=PROBE_TIMEOUT_S)
-        except VintageError:
-            return None
+        return self.client.served()
 
     # -- files -----------------------------------------------------------------------------------------------
 

@@ -45,12 +45,12 @@ def _predict(model: Any, frame: Any) -> Any:
 
 
 def _smoke(ctx: StepContext, name: str, version: int) -> dict[str, Any]:
-    import http.client
-
     import numpy as np
 
     from vintage.data import load_dataset
+    from vintage.errors import ServingError
     from vintage.model.load import load_model_dir
+    from vintage.serving.client import ServerClient, ServerUnavailableError
 
     status = ctx.target().status()
     if status is None:
@@ -59,20 +59,13 @@ def _smoke(ctx: StepContext, name: str, version: int) -> dict[str, Any]:
     # most HEAD_ROWS, checked in the config).
     rows = load_dataset(ctx.spec.data).head(ctx.spec.pipeline.smoke_rows)[list(ctx.spec.data.features)]
     body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))})
-    headers = {"Content-Type": "application/json"}
-    key = _api_key(ctx)
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    host = status.url.split("//", 1)[1]
-    conn = http.client.HTTPConnection(host, timeout=30)
     try:
-        conn.request("POST", "/invocations", body=body, headers=headers)
-        resp = conn.getresponse()
-        payload = resp.read()
-    except OSError as exc:
-        raise GateRefused(f"smoke test: {status.url} did not answer ({exc.__class__.__name__})") from exc
-    finally:
-        conn.close()
+        resp = ServerClient(status.url, api_key=_api_key(ctx)).predict(body, timeout=30)
+    except ServerUnavailableError as exc:
+        raise GateRefused(f"smoke test: {status.url} did not answer ({exc.cause})") from exc
+    except ServingError as exc:  # not a server URL
+        raise GateRefused(f"smoke test: {exc.headline}") from exc
+    payload = resp.body
     if resp.status != 200:
         raise GateRefused(f"smoke test: {status.url}/invocations answered {resp.status}: {payload[:200]!r}")
     try:
