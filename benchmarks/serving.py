@@ -330,11 +330,13 @@ def server_specs(
 ) -> list[ServerSpec]:
     """The servers, in the order each repeat runs them (with ``baseline_src``, the same server from another
     source tree too, for a before/after comparison in one run)."""
+    from vintage.serving.launch import ServerCommand
+
     py, granian, local = sys.executable, venv_tool("granian"), ["--host", "127.0.0.1"]
     quiet = ["--no-access-log", "--log-level", "warning"]
 
     def vintage(port: int) -> list[str]:
-        return [py, "-m", "vintage.serving", *local, "--port", str(port), "--model-dir", str(model_dir)]
+        return ServerCommand(model_dir, host="127.0.0.1", port=port).argv(py)
 
     def vintage_key(port: int) -> list[str]:
         return [*vintage(port), "--api-key-file", str(key_file)]
