@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from vintage import audit
+from vintage.deploy import process
 from vintage.deploy.base import Deployment, DeployOutcome
 from vintage.errors import DeployError, VintageError
 from vintage.fsutil import write_private
@@ -47,17 +47,12 @@ from vintage.serving.client import NotReadyError, ServerClient
 from vintage.serving.launch import ServerCommand, start
 
 READY_TIMEOUT_S = 60.0
-POLL_S = 0.02
 DRAIN_TIMEOUT_S = 30.0
 UNRESPONSIVE_GRACE_S = 5.0
 SWAP_TIMEOUT_S = 300.0
 LOG_TAIL_LINES = 20
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "0.0.0.0", "", "::", "::1"})
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Deployment))
-
-# Servers started by this process, by pid: polling them reaps them, so a stopped child never lingers as a
-# zombie that still looks alive to ``kill(pid, 0)``.
-_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class LocalTarget:
@@ -314,7 +309,7 @@ class LocalTarget:
             log.flush()
             # its own session: survives the deploying process and its terminal
             proc = start(command, stdout=log, cwd=self.dir, new_session=True)
-        _children[proc.pid] = proc
+        process.adopt(proc)
         self._write_text(self.pid_file, f"{proc.pid}\n")
         failure = self._wait_ready(proc)
         if failure is None:
@@ -385,7 +380,7 @@ class LocalTarget:
         pid = self._read_pid()
         if pid is None:
             return None
-        if _alive(pid) and _is_server(pid):
+        if process.alive(pid) and process.is_server(pid):
             return pid
         self._forget_pid(pid)
         return None
@@ -411,15 +406,7 @@ class LocalTarget:
 
     def _terminate(self, pid: int, grace_s: float) -> None:
         """SIGTERM the server (it drains, and stops its workers), then SIGKILL its process group."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-        if _wait_gone(pid, grace_s) and _group_gone(pid, 5.0):
-            return  # the server and every worker of its session are gone
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)  # the server leads its own session: its workers go too
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-        _wait_gone(pid, 5.0)
+        process.terminate(pid, grace_s)
 
     def _forget_pid(self, pid: int) -> None:
         if self._read_pid() == pid:
@@ -444,60 +431,6 @@ class LocalTarget:
         audit.record(
             self.state_dir, action, self.environment, outcome, environment=self.environment, detail=detail
         )
-
-
-def _group_gone(pgid: int, timeout: float) -> bool:
-    """Wait until no process of group ``pgid`` (the server's workers) is left."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone; a child of this process is reaped)."""
-    child = _children.get(pid)
-    if child is not None:
-        if child.poll() is None:
-            return True
-        del _children[pid]
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive, and never ours (see _is_server)
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): kill(0) is all we know
-    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
-
-
-def _is_server(pid: int) -> bool:
-    """True when ``pid`` runs ``vintage.serving`` (guards against a recycled pid; needs /proc)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return not Path("/proc/self").exists()  # no /proc (macOS): cannot tell, trust the pid file
-    return b"vintage.serving" in cmdline
-
-
-def _wait_gone(pid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(POLL_S)
-    return True
 
 
 def _verified(model_dir: Path, expected: str | None = None) -> str:
