@@ -6,7 +6,7 @@ target:
 ``deployments.json``
     every deployment, oldest first, in the local target's format plus ``container``, ``image`` and
     ``image_digest`` (written atomically);
-``keys/<container>/api-keys``
+``keys/<container>/keys``
     the API keys of a running container (environments with ``api_keys: true``): the directory is mode
     0500 and the file 0400, both owned by the image's user; the directory is bind-mounted read-only into
     that container and removed when the container stops. The keys never reach an environment variable,
@@ -47,6 +47,7 @@ from vintage.deploy.runtime import ContainerRuntime, RunSpec, labels_of, running
 from vintage.errors import DeployError, VintageError
 from vintage.fsutil import write_private
 from vintage.serving import digest as model_digest
+from vintage.serving.auth import OPEN_FLAG
 
 if TYPE_CHECKING:
     from typing import Self
@@ -58,12 +59,13 @@ POLL_S = 0.05
 PROBE_TIMEOUT_S = 2.0
 STOP_TIMEOUT_S = 30
 KEY_DIR_IN_CONTAINER = "/run/secrets/vintage"
-KEY_FILE = "api-keys"
+KEY_FILE = "keys"  # the image reads /run/secrets/vintage/keys (vintage image build)
 LABEL_ENV = "vintage.environment"
 LABEL_MODEL = "vintage.model"
 LABEL_VERSION = "vintage.version"
 LABEL_DIGEST = "vintage.digest"
 LABEL_PROJECT = "vintage.project"
+LABEL_OPTIONS = "vintage.serve-options"
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Deployment))
 
 
@@ -71,6 +73,7 @@ _FIELDS = frozenset(f.name for f in dataclasses.fields(Deployment))
 class _Image:
     reference: str
     digest: str | None
+    image_id: str | None = None
 
 
 class ContainerTarget:
@@ -256,7 +259,22 @@ class ContainerTarget:
             LABEL_VERSION: str(version),
             LABEL_DIGEST: digest,
             LABEL_PROJECT: self.project,
+            LABEL_OPTIONS: " ".join(self._serve_args()),
         }
+
+    def _serve_args(self) -> list[str]:
+        """The server's arguments (the image's command): where the keys are, or none; never a key."""
+        # Without keys: the server listens on 0.0.0.0 in the container's own network namespace and the
+        # runtime publishes it on 127.0.0.1 only, so only local users reach it (as with the local target).
+        keys = ["--api-key-file", f"{KEY_DIR_IN_CONTAINER}/{KEY_FILE}"]
+        args = keys if self.key_scope else [OPEN_FLAG]
+        if self.public_metadata:
+            args.append("--public-metadata")
+        return args
+
+    def _fits(self, info: dict[str, Any]) -> bool:
+        """A container was created with this environment's current options (keys, public metadata)."""
+        return labels_of(info).get(LABEL_OPTIONS) == " ".join(self._serve_args())
 
     def _deploy(
         self,
@@ -272,26 +290,36 @@ class ContainerTarget:
         last = history[-1] if history else None
         name = self.name_for(digest)
         live = self._live()
+        in_place = False
         if live is not None and live[0] == name:
-            if self._probe(self.port, "/ready"):
+            if self._fits(live[1]) and self._probe(self.port, "/ready"):
                 return self._unchanged(live[1], last, model_dir, model_name, version, digest)
-            self._discard(name)  # it serves this model but does not answer: replaced
-            live = None
+            in_place = True  # this model, but other options (API keys on/off) or not answering: replaced
         live_name = live[0] if live else None
         if live is None and not _port_free(self.port):
             raise self._port_taken()
         previous = (
             last if last is not None and live_name is not None and last.container == live_name else None
         )
-        existing = self.runtime.inspect(name) if reuse is not None else None
+        existing = None if in_place else self.runtime.inspect(name)
+        if existing is not None and not self._fits(existing):
+            self._discard(name)
+            existing = None
         if existing is not None and reuse is not None:
+            # a rollback: the container kept from before starts again, no build
             image = _Image(_image_ref(existing), reuse.image_digest)
             self._switch(name, live_name, create=None)
         else:
             image = self._image(model_dir, reuse)
-            labels = self._labels(model_name, version, digest)
-            self._precheck(name, image, labels, digest)
-            self._switch(name, live_name, create=(image, labels))
+            if existing is not None and _same_image(existing, image):
+                # this model served here before from this very image: it starts again, no pre-check
+                self._switch(name, live_name, create=None)
+            else:
+                labels = self._labels(model_name, version, digest)
+                self._precheck(name, image, labels, digest)
+                if in_place:
+                    self._discard(name)
+                self._switch(name, None if in_place else live_name, create=(image, labels))
         self._confirm(name, self.port, digest)
         self._prune(keep={n for n in (name, live_name) if n})
         current = Deployment(
@@ -351,7 +379,7 @@ class ContainerTarget:
         from vintage.image.build import build_image
 
         built = build_image(model_dir, builder="docker" if self.runtime.name == "docker" else None)
-        return _Image(built.reference, built.digest)
+        return _Image(built.reference, built.digest, built.image_id)
 
     def _precheck(self, name: str, image: _Image, labels: dict[str, str], digest: str) -> None:
         """Run the new image on a temporary loopback port until it is ready and serves ``digest``; the
@@ -403,12 +431,8 @@ class ContainerTarget:
 
     def _create(self, name: str, image: _Image, labels: dict[str, str], port: int) -> None:
         mounts: dict[str, str] = {}
-        args: list[str] = []
         if self.key_scope:
             mounts[str(self._write_keys(name, image.reference))] = KEY_DIR_IN_CONTAINER
-            args += ["--api-key-file", f"{KEY_DIR_IN_CONTAINER}/{KEY_FILE}"]
-        if self.public_metadata:
-            args.append("--public-metadata")
         self.runtime.run(
             RunSpec(
                 name=name,
@@ -418,7 +442,7 @@ class ContainerTarget:
                 mounts=mounts,
                 memory=self.memory,
                 pids_limit=self.pids_limit,
-                args=args,
+                args=self._serve_args(),
             )
         )
 
@@ -615,6 +639,12 @@ class ContainerTarget:
         audit.record(
             self.state_dir, action, self.environment, outcome, environment=self.environment, detail=detail
         )
+
+
+def _same_image(info: dict[str, Any], image: _Image) -> bool:
+    """A container was created from ``image`` (same image id)."""
+    found = str(info.get("Image") or "").removeprefix("sha256:")
+    return bool(found) and found == str(image.image_id or "").removeprefix("sha256:")
 
 
 def _image_ref(info: dict[str, Any]) -> str:

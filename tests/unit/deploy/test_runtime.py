@@ -18,7 +18,7 @@ def test_run_args_publish_on_loopback_only_read_only_with_limits() -> None:
             mounts={"/state/envs/staging/keys/c": "/run/secrets/vintage"},
             memory="1g",
             pids_limit=128,
-            args=["--api-key-file", "/run/secrets/vintage/api-keys"],
+            args=["--api-key-file", "/run/secrets/vintage/keys"],
         )
     )
     assert args[args.index("--publish") + 1] == "127.0.0.1:18081:8080"
@@ -30,7 +30,7 @@ def test_run_args_publish_on_loopback_only_read_only_with_limits() -> None:
     assert "vintage.environment=staging" in args
     assert not any(a.startswith(("--env", "-e")) for a in args)
     image_at = args.index("localhost/vintage-winequality:1")
-    assert args[image_at + 1 :] == ["--api-key-file", "/run/secrets/vintage/api-keys"]
+    assert args[image_at + 1 :] == ["--api-key-file", "/run/secrets/vintage/keys"]
 
 
 def test_no_memory_limit_when_none() -> None:
