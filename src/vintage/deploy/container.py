@@ -66,6 +66,7 @@ LABEL_VERSION = "vintage.version"
 LABEL_DIGEST = "vintage.digest"
 LABEL_PROJECT = "vintage.project"
 LABEL_OPTIONS = "vintage.serve-options"
+LABEL_ROLE = "vintage.role"
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Deployment))
 
 
@@ -388,7 +389,7 @@ class ContainerTarget:
         self._discard(check)
         try:
             port = _free_port()
-            self._create(check, image, {**labels, "vintage.role": "check"}, port)
+            self._create(check, image, {**labels, LABEL_ROLE: "check"}, port)
             self._wait_ready(check, port)
             self._confirm(check, port, digest)
         finally:
@@ -463,9 +464,14 @@ class ContainerTarget:
                 why = f"it exited with code {code}" if info else "it is gone"
                 break
             time.sleep(POLL_S)
+        more = (
+            "the pre-check container is removed"
+            if labels_of(self.runtime.inspect(name)).get(LABEL_ROLE) == "check"
+            else f"`{self.runtime.name} logs {name}` shows more"
+        )
         raise DeployError(
             f"the container {name} for {self.environment} did not start: {why}",
-            hint=f"its last log lines are below; `{self.runtime.name} logs {name}` shows more",
+            hint=f"its last log lines are below; {more}",
             details=self.runtime.logs(name),
         )
 
@@ -496,7 +502,7 @@ class ContainerTarget:
         """The running container serving this environment (not a pre-check one), with its ``inspect``."""
         for name in self._ours():
             info = self.runtime.inspect(name)
-            if running(info) and labels_of(info).get("vintage.role") != "check":
+            if running(info) and labels_of(info).get(LABEL_ROLE) != "check":
                 assert info is not None
                 return name, info
         return None
