@@ -71,7 +71,7 @@ class Project:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
+            env={**os.environ, "PYTHONPATH": str(REPO / "tests"), "COLUMNS": "250"},
         )
 
     def key(self, env: str) -> str:
@@ -91,12 +91,12 @@ class Project:
     def containers(self) -> dict[str, str]:
         """This project's containers, name -> state."""
         out = subprocess.run(
-            [*PODMAN, "ps", "-a", "--filter", f"label={self.label}", "--format", "{{.Names}} {{.State}}"],
+            [*PODMAN, "ps", "-a", "--filter", f"label={self.label}", "--format", "json"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-        return dict(line.split(maxsplit=1) for line in out.splitlines() if line.strip())
+        return {c["Names"][0]: c["State"] for c in json.loads(out or "[]")}
 
     def inspect(self, name: str) -> dict[str, Any]:
         out = subprocess.run(
@@ -273,7 +273,8 @@ def test_staging_as_a_container_keys_update_failed_start_smoke_rollback_status_s
     assert res.returncode == 0 and "stopped" in res.stderr
     assert project.status()["staging"] is None
     assert ("stop", "ok") in [
-        (e["action"], e["outcome"]) for e in json.loads(project.vintage("audit", "--json").stdout)
+        (e["action"], e["outcome"])
+        for e in json.loads(project.vintage("audit", "--json", "--limit", "1000").stdout)
     ]
     assert project.containers() == {}
     assert list((project.root / ".vintage" / "envs" / "staging" / "keys").iterdir()) == []
