@@ -88,6 +88,7 @@ class ContainerTarget:
         key_scope: Secret scope holding the API keys (``primary``, ``secondary``); ``None`` = no keys.
         secrets: The ``secrets`` settings of vintage.yaml (providers), as a plain mapping.
         public_metadata: Serve ``/version``, ``/metrics``, ``/openapi.json`` without the API key.
+        workers: Server worker processes in the container.
         memory: The container's memory limit (``"1g"``); ``None`` = no limit.
         pids_limit: The most processes the container may run.
 
@@ -107,6 +108,7 @@ class ContainerTarget:
         key_scope: str | None = None,
         secrets: dict[str, Any] | None = None,
         public_metadata: bool = False,
+        workers: int = 1,
         memory: str | None = "1g",
         pids_limit: int = 256,
     ) -> None:
@@ -116,6 +118,7 @@ class ContainerTarget:
         self.key_scope = key_scope
         self.secrets: dict[str, Any] = dict(secrets or {})
         self.public_metadata = public_metadata
+        self.workers = max(1, workers)
         self.memory = memory
         self.pids_limit = pids_limit
         self.dir = self.state_dir / "envs" / environment
@@ -137,6 +140,7 @@ class ContainerTarget:
             key_scope=spec.key_scope(environment),
             secrets=spec.secrets.model_dump(mode="json"),
             public_metadata=env.public_metadata,
+            workers=env.workers,
             memory=env.memory,
             pids_limit=env.pids_limit,
         )
@@ -271,6 +275,8 @@ class ContainerTarget:
         args = keys if self.key_scope else [OPEN_FLAG]
         if self.public_metadata:
             args.append("--public-metadata")
+        if self.workers > 1:
+            args += ["--workers", str(self.workers)]
         return args
 
     def _fits(self, info: dict[str, Any]) -> bool:
@@ -560,7 +566,12 @@ class ContainerTarget:
         return folder
 
     def _refresh_keys(self, name: str) -> None:
-        """Rewrite a running container's key file when the scope's keys changed, and SIGHUP its server."""
+        """Rewrite a running container's key file when the scope's keys changed, SIGHUP its server (it
+        re-reads the file; several workers are replaced one by one) and wait until the new key is taken.
+
+        Raises:
+            DeployError: the server did not take the new key in time.
+        """
         if not self.key_scope:
             return
         path = self.keys_dir / name / KEY_FILE
@@ -569,8 +580,29 @@ class ContainerTarget:
         except OSError:
             before = b""
         self._write_keys(name)
-        if path.read_bytes() != before:
-            self.runtime.signal(name, "HUP")
+        if path.read_bytes() == before:
+            return
+        self.runtime.signal(name, "HUP")
+        if self.public_metadata:
+            return  # /version answers any caller: nothing tells the new key from the old one
+        new = path.read_text(encoding="utf-8").split()
+        gone = [k for k in before.decode("utf-8", errors="replace").split() if k not in new]
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        passed = 0
+        # Several workers are replaced one by one, and the kernel spreads connections over them: the new
+        # key must be taken and the removed ones refused on many fresh connections in a row.
+        while passed < 4 * self.workers:
+            if time.monotonic() > deadline:
+                raise DeployError(
+                    f"the container {name} for {self.environment} did not take the new API keys",
+                    hint=f"`{self.runtime.name} logs {name}`; deploy again to retry",
+                )
+            ok = self._served(self.port, name) is not None and all(
+                self._status(self.port, "/version", k) == 401 for k in gone
+            )
+            passed = passed + 1 if ok else 0
+            if not ok:
+                time.sleep(POLL_S)
 
     def _drop_keys(self, name: str) -> None:
         folder = self.keys_dir / name
@@ -618,6 +650,12 @@ class ContainerTarget:
             return _get(port, path)[0] == 200
         except (OSError, http.client.HTTPException):
             return False
+
+    def _status(self, port: int, path: str, key: str) -> int | None:
+        try:
+            return _get(port, path, {"Authorization": f"Bearer {key}"})[0]
+        except (OSError, http.client.HTTPException):
+            return None
 
     def _served(self, port: int, name: str) -> dict[str, Any] | None:
         """``/version`` of the server (with the container's key), or ``None`` when it does not answer."""
