@@ -1,9 +1,10 @@
 """The container deploy target with the real builder (buildah), the real runtime (podman) and real HTTP:
 `vintage run` deploys staging as a container, the original pipeline's 10-row split-JSON request is
-answered with and without the key, the key is nowhere in the container's configuration, an update
-switches containers, a model that cannot start never replaces the serving one, a failed smoke test's
-rollback (the gate's `restore(previous)`) brings the previous container back, then `status`, `rollback`
-and `stop`. Every container a test starts is removed at teardown, by its project label, even on failure."""
+answered with and without the key, the key is nowhere in the container's configuration, a new key is
+taken by the next deploy, an update switches containers, a model that cannot start never replaces the
+serving one, a failed smoke test's rollback (the gate's `restore(previous)`) brings the previous container
+back, then `status`, `rollback` and `stop`. Every container a test starts is removed at teardown, by its
+project label, even on failure."""
 
 from __future__ import annotations
 
@@ -227,6 +228,15 @@ def test_staging_as_a_container_keys_update_failed_start_smoke_rollback_status_s
     assert current is not None and current.container == second
     again = target.deploy(Path(current.model_dir), current.model_name, current.version)
     assert again.action == "unchanged" and again.current.container == second
+
+    # -- a new key in the scope: the next deploy rewrites the file and the server takes it (SIGHUP) ---------
+    res = project.vintage("secrets", "put", "-s", "staging/serving", "-k", "primary", "--generate")
+    assert res.returncode == 0, res.stderr
+    old, key = key, project.key("staging")
+    again = target.deploy(Path(current.model_dir), current.model_name, current.version)
+    assert again.action == "unchanged" and again.current.container == second
+    assert http(project.port, "POST", "/invocations", ten_rows(), key=key)[0] == 200
+    assert http(project.port, "POST", "/invocations", ten_rows(), key=old)[0] == 401
 
     # -- a model that cannot start in the image never replaces the serving container --------------------
     project.write(estimator=BROKEN)

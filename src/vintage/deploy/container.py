@@ -315,19 +315,18 @@ class ContainerTarget:
         if existing is not None and reuse is not None:
             # a rollback: the container kept from before starts again, no build
             image = _Image(_image_ref(existing), reuse.image_digest)
-            self._switch(name, live_name, create=None)
+            self._switch(name, live_name, digest, create=None)
         else:
             image = self._image(model_dir, reuse)
             if existing is not None and _same_image(existing, image):
                 # this model served here before from this very image: it starts again, no pre-check
-                self._switch(name, live_name, create=None)
+                self._switch(name, live_name, digest, create=None)
             else:
                 labels = self._labels(model_name, version, digest)
                 self._precheck(name, image, labels, digest)
                 if in_place:
                     self._discard(name)
-                self._switch(name, None if in_place else live_name, create=(image, labels))
-        self._confirm(name, self.port, digest)
+                self._switch(name, None if in_place else live_name, digest, create=(image, labels))
         self._prune(keep={n for n in (name, live_name) if n})
         current = Deployment(
             environment=self.environment,
@@ -401,10 +400,12 @@ class ContainerTarget:
         finally:
             self._discard(check)
 
-    def _switch(self, name: str, old: str | None, create: tuple[_Image, dict[str, str]] | None) -> None:
+    def _switch(
+        self, name: str, old: str | None, digest: str, create: tuple[_Image, dict[str, str]] | None
+    ) -> None:
         """Stop ``old`` (kept for a rollback), then start ``name`` on the environment's port (a new
-        container from ``create``'s image, else the existing stopped one). If it does not become ready,
-        it is removed and ``old`` starts again."""
+        container from ``create``'s image, else the existing stopped one). If it does not become ready
+        and serve ``digest``, it is removed and ``old`` starts again."""
         if old is not None:
             self.runtime.stop(old, STOP_TIMEOUT_S)
             self._drop_keys(old)
@@ -416,6 +417,7 @@ class ContainerTarget:
                 self._write_keys(name)
                 self.runtime.start(name)
             self._wait_ready(name, self.port)
+            self._confirm(name, self.port, digest)
         except DeployError as exc:
             self._discard(name)
             if old is None:
@@ -470,14 +472,9 @@ class ContainerTarget:
                 why = f"it exited with code {code}" if info else "it is gone"
                 break
             time.sleep(POLL_S)
-        more = (
-            "the pre-check container is removed"
-            if labels_of(self.runtime.inspect(name)).get(LABEL_ROLE) == "check"
-            else f"`{self.runtime.name} logs {name}` shows more"
-        )
         raise DeployError(
             f"the container {name} for {self.environment} did not start: {why}",
-            hint=f"its last log lines are below; {more}",
+            hint="its last log lines are below (a container that fails to start is removed)",
             details=self.runtime.logs(name),
         )
 
