@@ -35,8 +35,10 @@ demo: install
 	$(BIN)/vintage run --auto-approve
 	$(BIN)/vintage status
 
+# PostgreSQL for the integration tests; buildah/podman/skopeo/registry for the image tests.
 system-deps:
 	@bash scripts/install-system-deps.sh
+	@bash scripts/install-container-deps.sh
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -97,6 +97,10 @@ class DeployError(VintageError):
     """An environment could not be started, swapped to a new model, stopped or rolled back."""
 
 
+class ImageError(VintageError):
+    """A container image could not be built, inspected or pushed (builder missing, registry unreachable)."""
+
+
 class PipelineError(VintageError):
     """A pipeline run failed (a step failed, a gate refused), was rejected, or cannot be resumed."""
 

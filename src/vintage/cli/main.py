@@ -14,6 +14,7 @@ from vintage.cli import (
     audit_cmd,
     config_cmd,
     databricks_cmd,
+    image_cmd,
     listing,
     pipeline_cmd,
     score,
@@ -53,6 +54,7 @@ app.command("audit")(audit_cmd.audit)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(secrets_cmd.app, name="secrets")
 app.add_typer(databricks_cmd.app, name="databricks")
+app.add_typer(image_cmd.app, name="image")
 
 
 def _version(value: bool) -> None:

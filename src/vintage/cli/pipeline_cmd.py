@@ -166,7 +166,7 @@ def _decide(run_id: str, stage_name: str, decision: str, comment: str, as_user: 
 
 
 def status(json_out: JsonOpt = False) -> None:
-    """What each environment serves: version, digest, URL, pid, health, since.
+    """What each environment serves: version, digest, URL, pid (or container and image), health, since.
 
     Exits 1 when a server serves another model than the one deployed to it (its digest differs).
     """
@@ -183,7 +183,7 @@ def status(json_out: JsonOpt = False) -> None:
         state.print_json({k: {**asdict(v), "tampered": v.tampered} if v else None for k, v in found.items()})
     else:
         table = Table(title="Environments", title_justify="left")
-        for col in ("environment", "model", "digest", "url", "pid", "health", "since"):
+        for col in ("environment", "model", "digest", "url", "pid / container", "health", "since"):
             table.add_column(col)
         for name, dep in found.items():
             if dep is None:
@@ -194,12 +194,17 @@ def status(json_out: JsonOpt = False) -> None:
             if dep.tampered:
                 health = "[bold red]SERVES ANOTHER MODEL[/]"
                 digest = f"[bold red]{short(dep.served_digest)}[/] (deployed {digest})"
+            process = str(dep.pid or "-")
+            if dep.container:
+                process = (
+                    f"{dep.container} (image {short(dep.image_digest) if dep.image_digest else dep.image})"
+                )
             table.add_row(
                 name,
                 f"{dep.model_name} v{dep.version}",
                 digest,
                 dep.url,
-                str(dep.pid or "-"),
+                process,
                 health,
                 dep.since,
             )

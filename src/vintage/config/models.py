@@ -387,7 +387,13 @@ ENVIRONMENT_STEPS: frozenset[str] = frozenset({"deploy", "smoke_test", "approval
 class EnvironmentSpec(_Strict):
     """One deployment environment (``staging``, ``production``, ...)."""
 
-    target: Literal["local"] = "local"
+    target: Literal["local", "container"] = "local"
+    runtime: Literal["podman", "docker"] = "podman"
+    """Container runtime of the ``container`` target."""
+    memory: str | None = Field(default="1g", pattern=r"^[0-9]+[bkmgBKMG]?$")
+    """Memory limit of the ``container`` target's container (``512m``, ``2g``; null: none)."""
+    pids_limit: Annotated[int, Field(ge=16, le=65536)] = 256
+    """Most processes in the ``container`` target's container."""
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8081
     workers: Annotated[int, Field(ge=1, le=64)] = 1

@@ -23,6 +23,9 @@ class Deployment:
         digest: content digest of the model directory deployed (``sha256:...``).
         served_digest: the digest the server reported when the status was taken (``None``: it did not
             answer); differs from ``digest`` when someone changed what the server runs.
+        container: the container serving it (container target), else ``None``.
+        image: the image reference that container runs (container target).
+        image_digest: that image's manifest digest (``sha256:...``), when known.
     """
 
     environment: str
@@ -35,6 +38,9 @@ class Deployment:
     healthy: bool = True
     digest: str | None = None
     served_digest: str | None = None
+    container: str | None = None
+    image: str | None = None
+    image_digest: str | None = None
 
     @property
     def tampered(self) -> bool:

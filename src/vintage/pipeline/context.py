@@ -83,8 +83,10 @@ class StepContext:
         """The deploy target of the stage's environment."""
         assert self.stage.environment is not None
         env = self.spec.environments[self.stage.environment]
-        if env.target != "local":
-            raise PipelineError(f"deploy target {env.target!r} is not available yet")
+        if env.target == "container":
+            from vintage.deploy.container import ContainerTarget
+
+            return ContainerTarget.from_spec(self.spec, self.stage.environment)
         from vintage.deploy.local import LocalTarget
 
         return LocalTarget(

@@ -186,6 +186,10 @@ def target(spec: Spec, environment: str) -> DeployTarget:
     """
     check_environment(spec, environment)
     env = spec.environments[environment]
+    if env.target == "container":
+        from vintage.deploy.container import ContainerTarget
+
+        return ContainerTarget.from_spec(spec, environment)
     from vintage.deploy.local import LocalTarget
 
     return LocalTarget(

@@ -1,0 +1,1 @@
+"""OCI images of a model: the lean scoring server and the materialised model on a Debian base."""
