@@ -46,7 +46,7 @@ from vintage.deploy.base import Deployment, DeployOutcome
 from vintage.deploy.runtime import ContainerRuntime, RunSpec, labels_of, running, user_ids
 from vintage.errors import DeployError, VintageError
 from vintage.fsutil import write_private
-from vintage.serving import digest as model_digest
+from vintage.model import digest as model_digest
 from vintage.serving.auth import OPEN_FLAG
 
 if TYPE_CHECKING:
