@@ -36,7 +36,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from vintage import audit
 from vintage.deploy.base import Deployment, DeployOutcome
@@ -45,6 +45,9 @@ from vintage.fsutil import write_private
 from vintage.redact import redact
 from vintage.serving import admin
 from vintage.serving import digest as model_digest
+
+if TYPE_CHECKING:
+    from vintage.config import Spec
 
 READY_TIMEOUT_S = 60.0
 POLL_S = 0.02
@@ -108,6 +111,21 @@ class LocalTarget:
         self.model_store = Path(model_store).resolve() if model_store else self.state_dir / "models"
         self.url = f"http://{host}:{port}"
         self._probe_host = "127.0.0.1" if host in _LOOPBACK else host
+
+    @classmethod
+    def from_spec(cls, spec: Spec, environment: str) -> Self:
+        """The target of ``environments.<environment>`` in vintage.yaml (``target: local``)."""
+        env = spec.environments[environment]
+        return cls(
+            environment,
+            spec.state_dir.resolve(),
+            host=env.host,
+            port=env.port,
+            workers=env.workers,
+            key_scope=spec.key_scope(environment),
+            secrets=spec.secrets.model_dump(mode="json"),
+            public_metadata=env.public_metadata,
+        )
 
     # -- the DeployTarget protocol ----------------------------------------------------------------------
 

@@ -37,11 +37,7 @@ class StepContext:
     stop: threading.Event | None = None
     _session: TrackingSession | None = field(default=None, repr=False)
     config_path: Path | None = None
-    """The config file the pipeline runs with (uploaded when the stage is submitted to Databricks)."""
-    on_databricks: bool = False
-    """The stage is submitted as a Databricks job run (``compute.engine: databricks``, it trains)."""
-    remote: Any = field(default=None, repr=False)
-    """What the stage's Databricks job did (:class:`vintage.pipeline.remote.RemoteOutcome`), once read."""
+    """The config file the pipeline runs with (uploaded when a stage backend runs the stage elsewhere)."""
 
     @property
     def state_dir(self) -> Path:
@@ -82,21 +78,9 @@ class StepContext:
     def target(self) -> DeployTarget:
         """The deploy target of the stage's environment."""
         assert self.stage.environment is not None
-        env = self.spec.environments[self.stage.environment]
-        if env.target != "local":
-            raise PipelineError(f"deploy target {env.target!r} is not available yet")
-        from vintage.deploy.local import LocalTarget
+        from vintage.pipeline.ops import target
 
-        return LocalTarget(
-            self.stage.environment,
-            self.state_dir,
-            host=env.host,
-            port=env.port,
-            workers=env.workers,
-            key_scope=self.spec.key_scope(self.stage.environment),
-            secrets=self.spec.secrets.model_dump(mode="json"),
-            public_metadata=env.public_metadata,
-        )
+        return target(self.spec, self.stage.environment)
 
 
 def config_digest(spec: Spec) -> str:

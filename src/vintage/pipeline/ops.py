@@ -179,25 +179,19 @@ def decide(
 
 
 def target(spec: Spec, environment: str) -> DeployTarget:
-    """The deploy target of an environment.
+    """The deploy target of an environment: its row of :data:`vintage.plugins.DEPLOY_TARGETS`, built with
+    ``from_spec(spec, environment)``.
 
     Raises:
-        ConfigError: unknown environment.
+        ConfigError: unknown environment or deploy target.
     """
     check_environment(spec, environment)
-    env = spec.environments[environment]
-    from vintage.deploy.local import LocalTarget
+    from vintage.plugins import DEPLOY_TARGETS
 
-    return LocalTarget(
-        environment,
-        spec.state_dir.resolve(),
-        host=env.host,
-        port=env.port,
-        workers=env.workers,
-        key_scope=spec.key_scope(environment),
-        secrets=spec.secrets.model_dump(mode="json"),
-        public_metadata=env.public_metadata,
+    found: DeployTarget = DEPLOY_TARGETS.load(spec.environments[environment].target).from_spec(
+        spec, environment
     )
+    return found
 
 
 @contextlib.contextmanager

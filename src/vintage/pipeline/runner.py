@@ -8,8 +8,8 @@
   two runs never deploy to one environment at once. ``lock_behavior: sequential`` waits;
   ``run_latest`` lets the newest waiting run go and marks older waiting runs ``superseded``.
 - The approval step stops the run in ``waiting_approval`` (exit 3) without holding any lock.
-- With ``compute.engine: databricks`` the stage that trains is submitted as a Databricks job run
-  (:mod:`vintage.pipeline.remote`); its steps record what the job did, later stages run here.
+- Each stage runs through its stage backend (:mod:`vintage.pipeline.backends`, chosen from
+  :data:`vintage.plugins.STAGE_BACKENDS`): the runner knows none by name.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from vintage import audit
 from vintage.errors import Interrupted, PipelineError, VintageError, WaitingApproval, first_line
-from vintage.pipeline import remote
+from vintage.pipeline import backends
 from vintage.pipeline import state as st
-from vintage.pipeline.steps import STEPS, StepContext, config_digest
+from vintage.pipeline.steps import StepContext, config_digest
 
 if TYPE_CHECKING:
     from vintage.config import Spec
@@ -172,7 +172,7 @@ class Runner:
             config_path=self.config_path,
         )
         try:
-            ctx.on_databricks = remote.stage_on_databricks(self.spec, stage)
+            backend = backends.for_stage(self.spec, stage)
             with contextlib.ExitStack() as locks:
                 locked = False
                 for step in stage.steps:
@@ -181,7 +181,7 @@ class Runner:
                     if step in LOCKING_STEPS and stage.environment and not locked:
                         locks.enter_context(self._env_lock(run_id, stage.environment))
                         locked = True
-                    self._step(ctx, step)
+                    self._step(ctx, step, backend)
         except WaitingApproval:
             self.store.set_stage(run_id, stage.name, st.WAITING, "waiting for approval")
             raise
@@ -195,7 +195,7 @@ class Runner:
             raise
         self.store.set_stage(run_id, stage.name, st.SUCCEEDED)
 
-    def _step(self, ctx: StepContext, step: str) -> None:
+    def _step(self, ctx: StepContext, step: str, backend: backends.StageBackend) -> None:
         run = self.store.run(ctx.run_id)
         current = next(s for s in run.stage(ctx.stage.name).steps if s.name == step)
         if current.status == st.SUCCEEDED:
@@ -211,8 +211,7 @@ class Runner:
         ctx.say = capture
         started = time.monotonic()
         try:
-            run_step = remote.STEPS.get(step, STEPS[step]) if ctx.on_databricks else STEPS[step]
-            output = run_step(ctx)
+            output = backend.run_step(ctx, step)
         except WaitingApproval as exc:
             self.store.set_step(ctx.run_id, ctx.stage.name, step, st.WAITING, log=exc.headline)
             raise
