@@ -8,7 +8,8 @@ import math
 from typing import Any
 
 from vintage import audit
-from vintage.errors import PipelineError, WaitingApproval
+from vintage.errors import ApprovalRejected, PipelineError, WaitingApproval
+from vintage.metrics import from_sums, holdout_metrics
 from vintage.pipeline import state as st
 from vintage.pipeline.context import StepContext, here, materialize_version
 
@@ -198,15 +199,7 @@ def _holdout_score(ctx: StepContext, name: str, version: int, holdout: _SparkHol
     import numpy as np
 
     pred = np.asarray(_predict(model, test), dtype="float64").reshape(-1)
-    y = test[ds.target].to_numpy(dtype="float64")
-    metric = ctx.spec.selection.metric
-    if metric == "rmse":
-        return float(np.sqrt(np.mean((y - pred) ** 2)))
-    if metric == "mae":
-        return float(np.mean(np.abs(y - pred)))
-    ss_res = float(np.sum((y - pred) ** 2))
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    return 1.0 - ss_res / ss_tot if ss_tot else 0.0
+    return holdout_metrics(test[ds.target], pred)[ctx.spec.selection.metric]
 
 
 def _mllib_run(ctx: StepContext) -> bool:
@@ -267,9 +260,8 @@ class _SparkHoldout:
             err = sf.col(f"`{target}`") - sf.col(PREDICTION)
             row = scored.agg(
                 sf.count(sf.lit(1)).alias("n"),
-                sf.avg(err * err).alias("mse"),
-                sf.avg(sf.abs(err)).alias("mae"),
-                sf.sum(err * err).alias("ss_res"),
+                sf.sum(err * err).alias("sse"),
+                sf.sum(sf.abs(err)).alias("sae"),
                 sf.var_pop(sf.col(f"`{target}`")).alias("var"),
             ).collect()[0]
         except VintageError:
@@ -285,13 +277,8 @@ class _SparkHoldout:
                 "champion gate: the Spark holdout is empty",
                 hint="raise data.split.test_size or use more data",
             )
-        if metric == "rmse":
-            score = math.sqrt(row["mse"])
-        elif metric == "mae":
-            score = float(row["mae"])
-        else:
-            ss_tot = float(row["var"]) * row["n"]
-            score = 1.0 - float(row["ss_res"]) / ss_tot if ss_tot else 0.0
+        n = int(row["n"])
+        score = from_sums(n, float(row["sse"]), float(row["sae"]), float(row["var"]) * n)[metric]
         if not math.isfinite(score):
             raise GateRefused(f"champion gate: {name} v{version}'s holdout {metric} is not finite ({score})")
         return score
@@ -351,7 +338,7 @@ def approval(ctx: StepContext) -> dict[str, Any]:
         )
         last = None
     if last is not None and last["decision"] == "rejected":
-        raise PipelineError(
+        raise ApprovalRejected(
             f"{ctx.stage.name} was rejected by {last['actor']}: {last['comment'] or 'no comment'}"
         )
     if (

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vintage import audit
-from vintage.errors import Interrupted, PipelineError, VintageError, WaitingApproval, first_line
+from vintage.errors import (
+    ApprovalRejected,
+    Interrupted,
+    PipelineError,
+    VintageError,
+    WaitingApproval,
+    first_line,
+)
 from vintage.pipeline import backends
 from vintage.pipeline import state as st
 from vintage.pipeline.steps import StepContext, config_digest
@@ -186,7 +193,7 @@ class Runner:
             self.store.set_stage(run_id, stage.name, st.WAITING, "waiting for approval")
             raise
         except VintageError as exc:
-            status = st.REJECTED if "was rejected by" in exc.headline else st.FAILED
+            status = st.REJECTED if isinstance(exc, ApprovalRejected) else st.FAILED
             self.store.set_stage(run_id, stage.name, status, exc.headline)
             self.say(f"[{stage.name}] {status}: {exc.headline}")
             raise
