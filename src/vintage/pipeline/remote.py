@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from vintage import audit
 from vintage.errors import ConfigError, PipelineError, TrackingError, first_line
+from vintage.pipeline.outputs import RegisterOutput, Selected, StepOutput, TrainOutput, ValidateOutput
 
 if TYPE_CHECKING:
     from vintage.config import Spec
@@ -128,7 +129,7 @@ class DatabricksBackend:
             return LocalBackend.from_spec(spec, stage)
         return cls()
 
-    def run_step(self, ctx: StepContext, step: str) -> dict[str, Any]:
+    def run_step(self, ctx: StepContext, step: str) -> StepOutput:
         if step in STEPS:
             return STEPS[step](ctx, self._outcome(ctx))
         from vintage.pipeline.steps import STEPS as LOCAL_STEPS
@@ -417,31 +418,31 @@ def _job_line(o: RemoteOutcome) -> str:
     return f"Databricks run {o.job['databricks_run_id']}"
 
 
-def validate_step(ctx: StepContext, o: RemoteOutcome) -> dict[str, Any]:
+def validate_step(ctx: StepContext, o: RemoteOutcome) -> ValidateOutput:
     """The job validated the data (its stage starts with validate)."""
     ctx.say(f"data validated in {_job_line(o)}: digest {o.data_digest}")
-    return {"digest": o.data_digest, "databricks": o.job}
+    return ValidateOutput(digest=o.data_digest, databricks=o.job)
 
 
-def train_step(ctx: StepContext, o: RemoteOutcome) -> dict[str, Any]:
+def train_step(ctx: StepContext, o: RemoteOutcome) -> TrainOutput:
     """The job trained the grid and chose a run: the same output as a local ``train``."""
     key = o.selection_key
     ctx.say(
         f"{_job_line(o)} trained {o.runs} grid point(s) ({o.failed} failed, engine {o.engine or '?'}); "
         f"chosen {o.selected['name']}, {key} = {o.selected['metrics'].get(key, float('nan')):.4f}"
     )
-    return {
-        "parent_run_id": o.parent_run_id,
-        "data_digest": o.data_digest,
-        "selection_key": key,
-        "runs": o.runs,
-        "failed": o.failed,
-        "selected": o.selected,
-        "databricks": o.job,
-    }
+    return TrainOutput(
+        parent_run_id=o.parent_run_id,
+        data_digest=o.data_digest,
+        selection_key=key,
+        runs=o.runs,
+        failed=o.failed,
+        selected=Selected.model_validate(o.selected),
+        databricks=o.job,
+    )
 
 
-def register_step(ctx: StepContext, o: RemoteOutcome) -> dict[str, Any]:
+def register_step(ctx: StepContext, o: RemoteOutcome) -> RegisterOutput:
     """The job registered the chosen run (alias ``candidate``); recorded in the local audit trail too."""
     from vintage.registry import CANDIDATE
 
@@ -456,12 +457,10 @@ def register_step(ctx: StepContext, o: RemoteOutcome) -> dict[str, Any]:
     )
     verb = "found" if v.reused else "registered"
     ctx.say(f"{_job_line(o)} {verb} {v.name} version {v.version} (alias {CANDIDATE})")
-    from vintage.pipeline.build import registered_output
-
-    return {**registered_output(v, o.selected["run_id"]), "databricks": o.job}
+    return RegisterOutput.of(v, o.selected["run_id"]).model_copy(update={"databricks": o.job})
 
 
-STEPS: dict[str, Callable[[StepContext, RemoteOutcome], dict[str, Any]]] = {
+STEPS: dict[str, Callable[[StepContext, RemoteOutcome], StepOutput]] = {
     "validate": validate_step,
     "train": train_step,
     "register": register_step,

@@ -32,6 +32,8 @@ from vintage.errors import (
 )
 from vintage.pipeline import backends
 from vintage.pipeline import state as st
+from vintage.pipeline.model_registry import ModelRegistry
+from vintage.pipeline.outputs import StepOutput
 from vintage.pipeline.steps import StepContext, config_digest
 
 if TYPE_CHECKING:
@@ -42,7 +44,12 @@ LOCKING_STEPS = frozenset({"deploy", "smoke_test", "champion_gate", "promote"})
 
 
 class Runner:
-    """Runs one pipeline run (new or resumed) of a spec."""
+    """Runs one pipeline run (new or resumed) of a spec.
+
+    Args:
+        registry: The model registry the steps use (default: the tracking store's); tests pass an
+            in-memory one. Deploy targets come from :data:`vintage.plugins.DEPLOY_TARGETS`.
+    """
 
     def __init__(
         self,
@@ -52,8 +59,10 @@ class Runner:
         say: Callable[[str], None] = lambda _: None,
         stop: threading.Event | None = None,
         config_path: Path | None = None,
+        registry: ModelRegistry | None = None,
     ) -> None:
         self.spec = spec
+        self.registry = registry
         self.project_dir = project_dir
         self.config_path = config_path
         self.store = st.StateStore(spec.state_dir.resolve())
@@ -177,6 +186,7 @@ class Runner:
             self.say,
             self.stop,
             config_path=self.config_path,
+            models=self.registry,
         )
         try:
             backend = backends.for_stage(self.spec, stage)
@@ -218,7 +228,7 @@ class Runner:
         ctx.say = capture
         started = time.monotonic()
         try:
-            output = backend.run_step(ctx, step)
+            result = backend.run_step(ctx, step)
         except WaitingApproval as exc:
             self.store.set_step(ctx.run_id, ctx.stage.name, step, st.WAITING, log=exc.headline)
             raise
@@ -235,6 +245,7 @@ class Runner:
             raise
         finally:
             ctx.say = say
+        output = result.to_json() if isinstance(result, StepOutput) else dict(result)
         output["seconds"] = round(time.monotonic() - started, 3)
         self.store.set_step(
             ctx.run_id, ctx.stage.name, step, st.SUCCEEDED, output=output, log="\n".join(lines)
