@@ -74,3 +74,15 @@ def test_the_loopback_rule_is_the_local_targets() -> None:
         EnvironmentSpec(host="0.0.0.0")
     with DEPLOY_TARGETS.override("elsewhere", object):
         assert EnvironmentSpec(target="elsewhere", host="0.0.0.0").host == "0.0.0.0"
+
+
+def test_a_config_naming_an_unknown_target_is_a_config_error_with_the_key_path(project: Path) -> None:
+    from vintage.config import load_spec
+
+    config = project / "vintage.yaml"
+    config.write_text(config.read_text() + "environments:\n  staging: {target: kubernetes}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_spec(config)
+    assert exc.value.headline == (
+        f"{config}: environments.staging.target: unknown deploy target 'kubernetes'; known: local"
+    )
