@@ -101,6 +101,9 @@ class InMemoryRegistry:
         self.history.setdefault((name, alias), []).append(entry)
         return previous
 
+    def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]:
+        return list(self.history.get((name, alias), []))
+
     def materialize(self, name: str, version: int, store: Path) -> Path:
         if not any(v.version == version for v in self.versions.get(name, [])):
             raise RegistryError(f"{name} has no version {version}")

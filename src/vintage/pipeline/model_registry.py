@@ -42,6 +42,10 @@ class ModelRegistry(Protocol):
         """Point ``alias`` at ``version`` (recorded in its history); the version it pointed at before."""
         ...
 
+    def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]:
+        """Moves of ``alias``, oldest first: ``{"version", "previous", ...}``."""
+        ...
+
     def materialize(self, name: str, version: int, store: Path) -> Path:
         """The model directory of ``name`` v``version`` under ``store`` (fetched once, digest-checked)."""
         ...
@@ -80,6 +84,11 @@ class MlflowRegistry:
         from vintage.registry import move_alias
 
         return move_alias(self._session().client, name, alias, version, actor=actor, reason=reason)
+
+    def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]:
+        from vintage.registry import alias_history
+
+        return alias_history(self._session().client, name, alias)
 
     def materialize(self, name: str, version: int, store: Path) -> Path:
         from vintage.serving.materialize import materialize

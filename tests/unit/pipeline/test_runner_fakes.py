@@ -290,3 +290,35 @@ def test_a_target_that_fails_to_deploy_fails_the_stage_and_promotes_nothing(
         runner.execute(run_id)
     assert ("wine", "staging") not in registry.aliases
     assert runner.store.run(run_id).stage("staging").status == st.FAILED
+
+
+def test_status_stop_and_rollback_reach_the_environments_target_through_the_table(
+    project: Path, world: World, registry: InMemoryRegistry
+) -> None:
+    spec = _spec(project)
+    for n in (1, 2):
+        runner, run_id = _start(spec, project, registry, run_id=f"mlrun-{n}", key=f"k{n}")
+        runner.execute(run_id, only="build")
+        runner.execute(run_id, only="staging")
+    assert registry.aliases[("wine", "staging")] == 2
+
+    assert ops.rollback(spec, "staging", registry=registry) == (2, 1)
+
+    served = ops.status(spec)["staging"]
+    assert served is not None and served.version == 1
+    assert registry.aliases[("wine", "staging")] == 1
+    assert registry.history[("wine", "staging")][-1]["reason"] == "rollback from v2"
+    assert ops.stop(spec, "staging") is True
+    assert ops.status(spec) == {"staging": None, "production": None}
+
+
+def test_rollback_without_an_earlier_version_is_refused(
+    project: Path, world: World, registry: InMemoryRegistry
+) -> None:
+    spec = _spec(project)
+    runner, run_id = _start(spec, project, registry)
+    runner.execute(run_id, only="build")
+    runner.execute(run_id, only="staging")
+    with pytest.raises(PipelineError, match="no earlier version of wine was promoted to staging"):
+        ops.rollback(spec, "staging", registry=registry)
+    assert world.calls == [("staging", "started", 1)]
