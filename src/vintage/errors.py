@@ -17,7 +17,8 @@ with ``raise ... from exc`` so the original stays available under ``--verbose``.
      ├── SparkError              Spark could not be started or reached, or a Spark job failed
      ├── DeployError             an environment could not be started, swapped, stopped or rolled back
      ├── PipelineError           a pipeline run failed, was rejected or cannot be resumed
-     │    └── WaitingApproval    exit 3: the run stopped at an approval gate (not a failure)
+     │    ├── WaitingApproval    exit 3: the run stopped at an approval gate (not a failure)
+     │    └── ApprovalRejected   an approver rejected the stage (the stage and run are ``rejected``)
      └── SecretError             a secret is missing, the store cannot be opened or the key is wrong
           └── SecretAccessError  a reader asked for a scope of another environment
 """
@@ -112,6 +113,10 @@ class WaitingApproval(PipelineError):  # noqa: N818 - a state, not a failure
     """The run reached an approval gate and stopped; ``vintage approve`` then ``vintage resume`` go on."""
 
     exit_code = EXIT_WAITING_APPROVAL
+
+
+class ApprovalRejected(PipelineError):  # noqa: N818 - a decision, not a failure of vintage
+    """An approver rejected the stage at its approval gate: the stage is ``rejected``, not ``failed``."""
 
 
 class SecretError(VintageError):

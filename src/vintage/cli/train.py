@@ -12,6 +12,7 @@ from vintage.cli.signals import stop_on_signals
 if TYPE_CHECKING:
     from vintage.config import Spec
     from vintage.pipeline import BuildResult
+    from vintage.pipeline.backends import StageBackend
     from vintage.training import PointRun, TrainingReport
 
 
@@ -41,11 +42,12 @@ def train(
 
     from vintage.errors import SelectionError
     from vintage.pipeline import run_build
-    from vintage.pipeline.remote import submits_to_databricks
+    from vintage.pipeline.backends import for_training
 
     spec = _with_compute(state.load(), engine, master)
-    if submits_to_databricks(spec):
-        _train_on_databricks(spec, n_jobs, json_out)
+    backend = for_training(spec)
+    if not backend.runs_here:
+        _train_elsewhere(spec, backend, n_jobs, json_out)
         return
     console, errc = state.out(), state.err()
     trained: list[TrainingReport] = []
@@ -128,6 +130,7 @@ def _with_compute(spec: Spec, engine: str | None, master: str | None) -> Spec:
 
     from vintage.config.models import ComputeSpec
     from vintage.errors import ConfigError
+    from vintage.plugins import COMPUTE_ENGINES
 
     compute = spec.compute.model_dump()
     if engine is not None:
@@ -142,42 +145,39 @@ def _with_compute(spec: Spec, engine: str | None, master: str | None) -> Spec:
         where = ".".join(str(p) for p in err["loc"])
         raise ConfigError(
             f"--engine/--master: compute.{where}: {err['msg']}",
-            hint="engines: local, spark, databricks; masters: local[N], spark://host:port, sc://host:port",
+            hint=f"engines: {', '.join(COMPUTE_ENGINES.names())}; masters: local[N], spark://host:port, "
+            "sc://host:port",
         ) from None
     return spec.model_copy(update={"compute": checked})
 
 
-def _train_on_databricks(spec: Spec, n_jobs: int | None, json_out: bool) -> None:
-    """Submit the training stage as a Databricks job run; show what it registered."""
+def _train_elsewhere(spec: Spec, backend: StageBackend, n_jobs: int | None, json_out: bool) -> None:
+    """Submit the training stage to its stage backend (a Databricks job run); show what it registered."""
     import secrets as pyrandom
     from datetime import UTC, datetime
 
     from vintage.config import resolve_config_path
-    from vintage.pipeline import remote
-    from vintage.tracking import open_session
+    from vintage.pipeline.backends import RemoteBackend
 
     errc = state.err()
 
     def say(line: str) -> None:
         errc.print(line, markup=False, highlight=False)
 
-    stage = remote.train_stage(spec)
-    remote.check_config(spec)
-    if n_jobs is not None:
-        say("warning: --n-jobs is ignored: the grid runs as Spark tasks on the Databricks job cluster")
     run_id = f"train-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{pyrandom.token_hex(3)}"
-    reader = state.secret_reader("cli:databricks", spec=spec)
+    reader = state.secret_reader(f"cli:{backend.NAME}", spec=spec)
     config_text = resolve_config_path(state.STATE.config).read_text(encoding="utf-8")
+    assert isinstance(backend, RemoteBackend), backend.NAME
     with stop_on_signals() as stop:
-        job = remote.submit(
-            spec, stage.name, run_id, config_text=config_text, secrets=reader, say=say, stop=stop
+        outcome = backend.submit_build(
+            spec, run_id=run_id, config_text=config_text, secrets=reader, say=say, stop=stop, n_jobs=n_jobs
         )
-    outcome = remote.read_outcome(open_session(spec, resolve=reader.resolve), spec, run_id, job)
+    job = outcome.job
     if json_out:
         state.print_json(
             {
-                "engine": "databricks",
-                "databricks": job,
+                "engine": backend.NAME,
+                backend.NAME: job,
                 "pipeline_run_id": run_id,
                 "tracking_uri": outcome.tracking_uri,
                 "selection_metric": outcome.selection_key,
@@ -192,9 +192,8 @@ def _train_on_databricks(spec: Spec, n_jobs: int | None, json_out: bool) -> None
     console = state.out()
     sel, ver, key = outcome.selected, outcome.version, outcome.selection_key
     console.print(
-        f"Databricks run {job['databricks_run_id']} ({job.get('run_page_url') or 'no run page'}) trained "
-        f"{outcome.runs} run(s) ({outcome.failed} failed) with engine {outcome.engine or '?'}; "
-        f"tracking: {outcome.tracking_uri}",
+        f"{outcome.where} trained {outcome.runs} run(s) ({outcome.failed} failed) with engine "
+        f"{outcome.engine or '?'}; tracking: {outcome.tracking_uri}",
         markup=False,
     )
     value = sel["metrics"].get(key, float("nan"))

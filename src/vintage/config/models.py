@@ -14,7 +14,17 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from vintage.plugins import COMPUTE_ENGINES, DEPLOY_TARGETS, SECRET_PROVIDERS, Table
 
 WINE_FEATURES: tuple[str, ...] = (
     "fixed acidity",
@@ -303,7 +313,18 @@ def check_secret_refs(value: object, where: str) -> None:
             check_secret_refs(v, where)
 
 
-ProviderName = Literal["env", "local", "databricks"]
+def _in(table: Table) -> AfterValidator:
+    """A config value that must name a row of ``table`` (the plug-in tables of :mod:`vintage.plugins`)."""
+
+    def check(value: str) -> str:
+        if value not in table:
+            raise ValueError(table.unknown(value))
+        return value
+
+    return AfterValidator(check)
+
+
+ProviderName = Annotated[str, _in(SECRET_PROVIDERS)]
 
 
 class DatabricksSecretsSpec(_Strict):
@@ -318,7 +339,7 @@ class SecretsSpec(_Strict):
     """Secret providers, in lookup order for ``${secret:...}`` references."""
 
     providers: Annotated[list[ProviderName], Field(min_length=1)] = Field(
-        default_factory=lambda: list[ProviderName](("env", "local"))
+        default_factory=lambda: ["env", "local"]
     )
     databricks: DatabricksSecretsSpec = DatabricksSecretsSpec()
 
@@ -372,7 +393,7 @@ class DatabricksComputeSpec(_Strict):
 class ComputeSpec(_Strict):
     """Where training (and batch scoring) run: this machine, a Spark cluster, or Databricks job clusters."""
 
-    engine: Literal["local", "spark", "databricks"] = "local"
+    engine: Annotated[str, _in(COMPUTE_ENGINES)] = "local"
     spark: SparkSpec = SparkSpec()
     databricks: DatabricksComputeSpec = DatabricksComputeSpec()
 
@@ -384,10 +405,14 @@ StepName = Literal[
 ENVIRONMENT_STEPS: frozenset[str] = frozenset({"deploy", "smoke_test", "approval", "promote"})
 
 
+LOOPBACK: frozenset[str] = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 class EnvironmentSpec(_Strict):
     """One deployment environment (``staging``, ``production``, ...)."""
 
-    target: Literal["local", "container"] = "local"
+    target: Annotated[str, _in(DEPLOY_TARGETS)] = "local"
+    """A row of :data:`vintage.plugins.DEPLOY_TARGETS`."""
     runtime: Literal["podman", "docker"] = "podman"
     """Container runtime of the ``container`` target."""
     memory: str | None = Field(default="1g", pattern=r"^[0-9]+[bkmgBKMG]?$")
@@ -408,10 +433,13 @@ class EnvironmentSpec(_Strict):
 
     @field_validator("host")
     @classmethod
-    def _loopback(cls, value: str) -> str:
-        if value not in ("127.0.0.1", "localhost", "::1"):
+    def _loopback(cls, value: str, info: ValidationInfo) -> str:
+        # The embedded target serves on this machine only; other targets check their own hosts.
+        # (``target`` is declared first, so it is validated before ``host``.)
+        if info.data.get("target") == "local" and value not in LOOPBACK:
             raise ValueError(
-                "the local target binds loopback only (127.0.0.1); use a kubernetes target to expose it"
+                "the local target binds loopback only (127.0.0.1); "
+                "another deploy target (environments.<env>.target) is needed to expose it"
             )
         return value
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, Self
+
+if TYPE_CHECKING:
+    from vintage.config import Spec
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,18 @@ class DeployOutcome:
 
 
 class DeployTarget(Protocol):
-    """One environment's deploy target."""
+    """One environment's deploy target.
+
+    An implementation is a class named in :data:`vintage.plugins.DEPLOY_TARGETS` (the row's name is what
+    ``environments.<env>.target`` says); the pipeline and the CLI build it with :meth:`from_spec`.
+    """
 
     TYPE: str
+
+    @classmethod
+    def from_spec(cls, spec: Spec, environment: str) -> Self:
+        """The target of ``environments.<environment>`` (the environment exists in ``spec``)."""
+        ...
 
     def deploy(self, model_dir: Path, model_name: str, version: int) -> DeployOutcome:
         """Serve ``model_dir``: start the server if none runs, else hot-swap with zero downtime.

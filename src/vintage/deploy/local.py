@@ -33,7 +33,7 @@ import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from vintage import audit
 from vintage.deploy import process
@@ -45,6 +45,9 @@ from vintage.redact import redact
 from vintage.serving import admin
 from vintage.serving.client import NotReadyError, ServerClient
 from vintage.serving.launch import ServerCommand, start
+
+if TYPE_CHECKING:
+    from vintage.config import Spec
 
 READY_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 30.0
@@ -104,6 +107,21 @@ class LocalTarget:
         self._probe_host = "127.0.0.1" if host in _LOOPBACK else host
         url_host = f"[{self._probe_host}]" if ":" in self._probe_host else self._probe_host  # IPv6
         self.client = ServerClient(f"http://{url_host}:{port}", admin_socket=self.admin_socket)
+
+    @classmethod
+    def from_spec(cls, spec: Spec, environment: str) -> Self:
+        """The target of ``environments.<environment>`` in vintage.yaml (``target: local``)."""
+        env = spec.environments[environment]
+        return cls(
+            environment,
+            spec.state_dir.resolve(),
+            host=env.host,
+            port=env.port,
+            workers=env.workers,
+            key_scope=spec.key_scope(environment),
+            secrets=spec.secrets.model_dump(mode="json"),
+            public_metadata=env.public_metadata,
+        )
 
     # -- the DeployTarget protocol ----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vintage.data import load_dataset
 from vintage.errors import Interrupted, SelectionError
@@ -140,18 +140,3 @@ def run_build(
     session.client.set_tag(report.parent_run_id, "vintage.registered_version", str(version.version))
     session.client.set_tag(report.parent_run_id, "vintage.outcome", "registered")
     return BuildResult(report, selected, version, session.target.display, spec.selection.selection_key)
-
-
-def registered_output(version: RegisteredVersion, chosen_run_id: str) -> dict[str, Any]:
-    """The register step's output: ``run_id`` is the run that produced the version; when the chosen run
-    only reproduced an existing version, it is kept apart as ``reproduced_by_run_id``."""
-    source = version.source_run_id or chosen_run_id
-    out: dict[str, Any] = {
-        "model_name": version.name,
-        "version": version.version,
-        "run_id": source,
-        "reused": version.reused,
-    }
-    if source != chosen_run_id:
-        out["reproduced_by_run_id"] = chosen_run_id
-    return out

@@ -10,10 +10,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vintage.errors import PipelineError
 from vintage.pipeline import state as st
+from vintage.pipeline.model_registry import MlflowRegistry, ModelRegistry
+from vintage.pipeline.outputs import RegisterOutput, StepOutput
 from vintage.secrets.access import SecretReader
 
 if TYPE_CHECKING:
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     from vintage.config.models import StageSpec
     from vintage.deploy.base import DeployTarget
     from vintage.tracking import TrackingSession
+
+OutputT = TypeVar("OutputT", bound=StepOutput)
 
 
 @dataclass
@@ -37,11 +41,16 @@ class StepContext:
     stop: threading.Event | None = None
     _session: TrackingSession | None = field(default=None, repr=False)
     config_path: Path | None = None
-    """The config file the pipeline runs with (uploaded when the stage is submitted to Databricks)."""
-    on_databricks: bool = False
-    """The stage is submitted as a Databricks job run (``compute.engine: databricks``, it trains)."""
-    remote: Any = field(default=None, repr=False)
-    """What the stage's Databricks job did (:class:`vintage.pipeline.remote.RemoteOutcome`), once read."""
+    """The config file the pipeline runs with (uploaded when a stage backend runs the stage elsewhere)."""
+    models: ModelRegistry | None = field(default=None, repr=False)
+    """The model registry (``None``: the tracking store's, :class:`MlflowRegistry`)."""
+
+    @property
+    def registry(self) -> ModelRegistry:
+        """The model registry the steps use."""
+        if self.models is None:
+            self.models = MlflowRegistry(self.session)
+        return self.models
 
     @property
     def state_dir(self) -> Path:
@@ -66,39 +75,30 @@ class StepContext:
         return self._session
 
     def output(self, step: str) -> dict[str, Any]:
-        """Output of an earlier succeeded step of this run."""
+        """Output of an earlier succeeded step of this run, as stored (``{}``: none)."""
         return self.store.run(self.run_id).output(step)
+
+    def result(self, kind: type[OutputT]) -> OutputT | None:
+        """Output of the earlier succeeded ``kind.STEP`` step of this run, validated (``None``: none)."""
+        found = self.output(kind.STEP)
+        return kind.from_json(found) if found else None
 
     def candidate(self) -> tuple[str, int]:
         """The model name and version this run registered."""
-        reg = self.output("register")
-        if not reg:
+        reg = self.result(RegisterOutput)
+        if reg is None:
             raise PipelineError(
                 f"run {self.run_id} has no registered candidate yet",
                 hint="the build stage (steps train, register) must succeed first",
             )
-        return str(reg["model_name"]), int(reg["version"])
+        return reg.model_name, reg.version
 
     def target(self) -> DeployTarget:
         """The deploy target of the stage's environment."""
         assert self.stage.environment is not None
-        env = self.spec.environments[self.stage.environment]
-        if env.target == "container":
-            from vintage.deploy.container import ContainerTarget
+        from vintage.pipeline.ops import target
 
-            return ContainerTarget.from_spec(self.spec, self.stage.environment)
-        from vintage.deploy.local import LocalTarget
-
-        return LocalTarget(
-            self.stage.environment,
-            self.state_dir,
-            host=env.host,
-            port=env.port,
-            workers=env.workers,
-            key_scope=self.spec.key_scope(self.stage.environment),
-            secrets=self.spec.secrets.model_dump(mode="json"),
-            public_metadata=env.public_metadata,
-        )
+        return target(self.spec, self.stage.environment)
 
 
 def config_digest(spec: Spec) -> str:
@@ -108,10 +108,8 @@ def config_digest(spec: Spec) -> str:
 
 
 def materialize_version(ctx: StepContext, name: str, version: int) -> Path:
-    from vintage.model.materialize import materialize
-
-    session = ctx.session()
-    return materialize(f"models:/{name}/{version}", ctx.state_dir / "models", tracking_uri=session.target.uri)
+    """The model directory of ``name`` v``version`` in the state directory's model store."""
+    return ctx.registry.materialize(name, version, ctx.state_dir / "models")
 
 
 def here(ctx: StepContext, step: str) -> dict[str, Any]:

@@ -8,9 +8,11 @@ import math
 from typing import Any
 
 from vintage import audit
-from vintage.errors import PipelineError, WaitingApproval
+from vintage.errors import ApprovalRejected, PipelineError, WaitingApproval
+from vintage.metrics import from_sums, holdout_metrics
 from vintage.pipeline import state as st
 from vintage.pipeline.context import StepContext, here, materialize_version
+from vintage.pipeline.outputs import ApprovalOutput, ChampionOutput, SmokeTestOutput
 
 
 class GateRefused(PipelineError):  # noqa: N818 - reads as what happened
@@ -22,7 +24,7 @@ def _api_key(ctx: StepContext) -> str | None:
     return ctx.secrets.get(f"{scope}/primary") if scope else None
 
 
-def smoke_test(ctx: StepContext) -> dict[str, Any]:
+def smoke_test(ctx: StepContext) -> SmokeTestOutput:
     """POST the first rows of the data set as split JSON (as the original notebooks did); expect finite
     predictions equal to the registry model's own. A failure rolls the environment back."""
     name, version = ctx.candidate()
@@ -36,7 +38,7 @@ def smoke_test(ctx: StepContext) -> dict[str, Any]:
         f"{ctx.stage.environment}: smoke test passed "
         f"({result['rows']} rows, max diff {result['max_diff']:.2e})"
     )
-    return result
+    return SmokeTestOutput.model_validate(result)
 
 
 def _predict(model: Any, frame: Any) -> Any:
@@ -111,13 +113,11 @@ def _roll_back(ctx: StepContext, deployed: dict[str, Any], reason: str) -> None:
     ctx.say(f"{ctx.stage.environment}: rolled back ({reason[:80]}); serving {what}")
 
 
-def champion_gate(ctx: StepContext) -> dict[str, Any]:
+def champion_gate(ctx: StepContext) -> ChampionOutput:
     """Fail-closed: the candidate must not be worse than the current ``production`` model on the same
     holdout by more than ``pipeline.champion_tolerance`` (on the selection metric)."""
-    from vintage.registry import alias_version
-
     name, version = ctx.candidate()
-    champion = alias_version(ctx.session().client, name, "production")
+    champion = ctx.registry.alias_version(name, "production")
     sel = ctx.spec.selection
     holdout = _SparkHoldout(ctx) if _mllib_run(ctx) else None
     cand_score = _holdout_score(ctx, name, version, holdout)
@@ -148,7 +148,8 @@ def champion_gate(ctx: StepContext) -> dict[str, Any]:
             )
             forced = ctx.options.get("force_promote_reason")
             if not forced:
-                ctx.store.update_release(ctx.run_id, champion=result | {"verdict": "refused"})
+                refused = ChampionOutput.model_validate(result | {"verdict": "refused"})
+                ctx.store.update_release(ctx.run_id, champion=refused.to_json())
                 if here(ctx, "deploy"):  # the refused candidate must not keep serving this environment
                     _roll_back(ctx, here(ctx, "deploy"), reason)
                 raise GateRefused(
@@ -167,7 +168,8 @@ def champion_gate(ctx: StepContext) -> dict[str, Any]:
             ctx.say(f"WARNING: {reason}; promoted anyway (--force-promote: {forced})")
         else:
             result["verdict"] = "not worse"
-    ctx.store.update_release(ctx.run_id, champion=result)
+    output = ChampionOutput.model_validate(result)
+    ctx.store.update_release(ctx.run_id, champion=output.to_json())
     ctx.say(
         f"champion gate: {result['verdict']} (candidate v{version} {sel.metric} {cand_score:.4f}"
         + (
@@ -176,30 +178,21 @@ def champion_gate(ctx: StepContext) -> dict[str, Any]:
             else ")"
         )
     )
-    return result
+    return output
 
 
 def _holdout_score(ctx: StepContext, name: str, version: int, holdout: _SparkHoldout | None = None) -> float:
     if holdout is not None:
         return holdout.score(name, version)
     from vintage.data import load_dataset
-    from vintage.model.load import load_model_dir
 
     ds = load_dataset(ctx.spec.data)
     _, test = ds.split(ctx.spec.data.split.test_size, ctx.spec.data.split.seed)
-    model = load_model_dir(materialize_version(ctx, name, version))
+    model = ctx.registry.load_model(name, version, ctx.state_dir / "models")
     import numpy as np
 
     pred = np.asarray(_predict(model, test), dtype="float64").reshape(-1)
-    y = test[ds.target].to_numpy(dtype="float64")
-    metric = ctx.spec.selection.metric
-    if metric == "rmse":
-        return float(np.sqrt(np.mean((y - pred) ** 2)))
-    if metric == "mae":
-        return float(np.mean(np.abs(y - pred)))
-    ss_res = float(np.sum((y - pred) ** 2))
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    return 1.0 - ss_res / ss_tot if ss_tot else 0.0
+    return holdout_metrics(test[ds.target], pred)[ctx.spec.selection.metric]
 
 
 def _mllib_run(ctx: StepContext) -> bool:
@@ -260,9 +253,8 @@ class _SparkHoldout:
             err = sf.col(f"`{target}`") - sf.col(PREDICTION)
             row = scored.agg(
                 sf.count(sf.lit(1)).alias("n"),
-                sf.avg(err * err).alias("mse"),
-                sf.avg(sf.abs(err)).alias("mae"),
-                sf.sum(err * err).alias("ss_res"),
+                sf.sum(err * err).alias("sse"),
+                sf.sum(sf.abs(err)).alias("sae"),
                 sf.var_pop(sf.col(f"`{target}`")).alias("var"),
             ).collect()[0]
         except VintageError:
@@ -278,19 +270,14 @@ class _SparkHoldout:
                 "champion gate: the Spark holdout is empty",
                 hint="raise data.split.test_size or use more data",
             )
-        if metric == "rmse":
-            score = math.sqrt(row["mse"])
-        elif metric == "mae":
-            score = float(row["mae"])
-        else:
-            ss_tot = float(row["var"]) * row["n"]
-            score = 1.0 - float(row["ss_res"]) / ss_tot if ss_tot else 0.0
+        n = int(row["n"])
+        score = from_sums(n, float(row["sse"]), float(row["sae"]), float(row["var"]) * n)[metric]
         if not math.isfinite(score):
             raise GateRefused(f"champion gate: {name} v{version}'s holdout {metric} is not finite ({score})")
         return score
 
 
-def approval(ctx: StepContext) -> dict[str, Any]:
+def approval(ctx: StepContext) -> ApprovalOutput:
     """Wait for ``vintage approve`` (or take ``--auto-approve``, loudly). Approvals expire."""
     from datetime import UTC, datetime, timedelta
 
@@ -317,7 +304,7 @@ def approval(ctx: StepContext) -> dict[str, Any]:
             ctx.run_id, approvals={ctx.stage.name: {"by": actor, "auto": True, "time": st.now()}}
         )
         ctx.say(f"WARNING: {ctx.stage.name} auto-approved (--auto-approve): no human reviewed this release")
-        return {"decision": "approved", "by": actor, "auto": True}
+        return ApprovalOutput(decision="approved", by=actor, auto=True)
     last = decisions[-1] if decisions else None
     now = datetime.now(UTC)
     if last is not None and last["decision"] == "approved":
@@ -333,18 +320,15 @@ def approval(ctx: StepContext) -> dict[str, Any]:
                     }
                 },
             )
-            return {
-                "decision": "approved",
-                "by": last["actor"],
-                "time": last["time"],
-                "comment": last["comment"],
-            }
+            return ApprovalOutput(
+                decision="approved", by=last["actor"], time=last["time"], comment=last["comment"]
+            )
         ctx.store.add_approval(
             ctx.run_id, ctx.stage.name, "expired", "vintage", "approval older than the ttl"
         )
         last = None
     if last is not None and last["decision"] == "rejected":
-        raise PipelineError(
+        raise ApprovalRejected(
             f"{ctx.stage.name} was rejected by {last['actor']}: {last['comment'] or 'no comment'}"
         )
     if (

@@ -15,6 +15,7 @@ from vintage.pipeline import state as st
 if TYPE_CHECKING:
     from vintage.config import Spec
     from vintage.deploy.base import Deployment, DeployTarget
+    from vintage.pipeline.model_registry import ModelRegistry
 
 
 def _store(spec: Spec) -> st.StateStore:
@@ -179,29 +180,19 @@ def decide(
 
 
 def target(spec: Spec, environment: str) -> DeployTarget:
-    """The deploy target of an environment.
+    """The deploy target of an environment: its row of :data:`vintage.plugins.DEPLOY_TARGETS`, built with
+    ``from_spec(spec, environment)``.
 
     Raises:
-        ConfigError: unknown environment.
+        ConfigError: unknown environment or deploy target.
     """
     check_environment(spec, environment)
-    env = spec.environments[environment]
-    if env.target == "container":
-        from vintage.deploy.container import ContainerTarget
+    from vintage.plugins import DEPLOY_TARGETS
 
-        return ContainerTarget.from_spec(spec, environment)
-    from vintage.deploy.local import LocalTarget
-
-    return LocalTarget(
-        environment,
-        spec.state_dir.resolve(),
-        host=env.host,
-        port=env.port,
-        workers=env.workers,
-        key_scope=spec.key_scope(environment),
-        secrets=spec.secrets.model_dump(mode="json"),
-        public_metadata=env.public_metadata,
+    found: DeployTarget = DEPLOY_TARGETS.load(spec.environments[environment].target).from_spec(
+        spec, environment
     )
+    return found
 
 
 @contextlib.contextmanager
@@ -239,8 +230,10 @@ def stop(spec: Spec, environment: str) -> bool:
         return target(spec, environment).stop()
 
 
-def rollback(spec: Spec, environment: str) -> tuple[int, int]:
+def rollback(spec: Spec, environment: str, registry: ModelRegistry | None = None) -> tuple[int, int]:
     """Serve the previous version of an environment again and move its alias back (both recorded).
+
+    ``registry``: the model registry (default: the tracking store's, opened with the environment's secrets).
 
     Returns:
         (from_version, to_version).
@@ -250,16 +243,17 @@ def rollback(spec: Spec, environment: str) -> tuple[int, int]:
         PipelineError: there is no earlier version in the alias history.
     """
     check_environment(spec, environment)
-    from vintage.model.materialize import materialize
-    from vintage.registry import alias_history, move_alias
-    from vintage.secrets.access import SecretReader
-    from vintage.tracking import open_session
+    if registry is None:
+        from vintage.pipeline.model_registry import MlflowRegistry
+        from vintage.secrets.access import SecretReader
+        from vintage.tracking import open_session
 
-    reader = SecretReader.from_spec(
-        spec.secrets, spec.state_dir.resolve(), reader=f"rollback:{environment}", environment=environment
-    )
-    session = open_session(spec, create_experiment=False, resolve=reader.resolve)
-    history = alias_history(session.client, spec.model_name, environment)
+        reader = SecretReader.from_spec(
+            spec.secrets, spec.state_dir.resolve(), reader=f"rollback:{environment}", environment=environment
+        )
+        session = open_session(spec, create_experiment=False, resolve=reader.resolve)
+        registry = MlflowRegistry(lambda: session)
+    history = registry.alias_history(spec.model_name, environment)
     if not history or history[-1].get("previous") is None:
         raise PipelineError(
             f"no earlier version of {spec.model_name} was promoted to {environment}; nothing to roll back to",
@@ -267,14 +261,9 @@ def rollback(spec: Spec, environment: str) -> tuple[int, int]:
         )
     current, previous = int(history[-1]["version"]), int(history[-1]["previous"])
     with env_lock(spec, environment):
-        model_dir = materialize(
-            f"models:/{spec.model_name}/{previous}",
-            Path(spec.state_dir.resolve()) / "models",
-            tracking_uri=session.target.uri,
-        )
+        model_dir = registry.materialize(spec.model_name, previous, Path(spec.state_dir.resolve()) / "models")
         target(spec, environment).deploy(model_dir, spec.model_name, previous)
-        moved_from = move_alias(
-            session.client,
+        moved_from = registry.move_alias(
             spec.model_name,
             environment,
             previous,

@@ -27,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from vintage import audit
 from vintage.errors import ConfigError, PipelineError, TrackingError, first_line
+from vintage.pipeline.outputs import RegisterOutput, Selected, StepOutput, TrainOutput, ValidateOutput
 
 if TYPE_CHECKING:
     from vintage.config import Spec
     from vintage.config.models import StageSpec
+    from vintage.pipeline.backends import StageBackend
     from vintage.pipeline.context import StepContext
     from vintage.registry import RegisteredVersion
     from vintage.secrets.access import SecretReader
@@ -97,6 +99,93 @@ def train_stage(spec: Spec) -> StageSpec:
             stage_on_databricks(spec, stage)  # refuses a stage with environment steps
             return stage
     raise ConfigError("no pipeline stage has a train step to run on Databricks")
+
+
+# ---------------------------------------------------------------------------------- the stage backend
+
+
+class DatabricksBackend:
+    """The ``databricks`` row of :data:`vintage.plugins.STAGE_BACKENDS`: the stage that trains is submitted
+    once as a job run; its steps ``validate``, ``train``, ``register`` record what the job did, the
+    others (``release``) run here."""
+
+    NAME = "databricks"
+    runs_here = False
+
+    def __init__(self) -> None:
+        self.outcome: RemoteOutcome | None = None
+
+    @classmethod
+    def from_spec(cls, spec: Spec, stage: StageSpec) -> StageBackend:
+        """This backend when ``stage`` is submitted from here; inside the job (or for a stage that does not
+        train) the local one.
+
+        Raises:
+            ConfigError: the stage also holds environment steps.
+        """
+        if not stage_on_databricks(spec, stage):
+            from vintage.pipeline.backends import LocalBackend
+
+            return LocalBackend.from_spec(spec, stage)
+        return cls()
+
+    def run_step(self, ctx: StepContext, step: str) -> StepOutput:
+        if step in STEPS:
+            return STEPS[step](ctx, self._outcome(ctx))
+        from vintage.pipeline.steps import STEPS as LOCAL_STEPS
+
+        return LOCAL_STEPS[step](ctx)
+
+    def _outcome(self, ctx: StepContext) -> RemoteOutcome:
+        """Submit the stage once; the other steps of the stage read the same outcome.
+
+        A step of this stage that already succeeded (a resume after the process died between two steps)
+        names the job that ran: its outcome is read again rather than the stage submitted a second time.
+        """
+        if self.outcome is None:
+            job = _finished_job(ctx)
+            if job is None:
+                job = submit(
+                    ctx.spec,
+                    ctx.stage.name,
+                    ctx.run_id,
+                    config_text=config_text(ctx),
+                    secrets=ctx.secrets,
+                    say=ctx.say,
+                    stop=ctx.stop,
+                )
+                ctx.store.update_release(ctx.run_id, databricks=job)
+            else:
+                ctx.say(
+                    f"Databricks run {job['databricks_run_id']} already ran this stage; reading its outcome"
+                )
+            self.outcome = read_outcome(ctx.session(), ctx.spec, ctx.run_id, job)
+        return self.outcome
+
+    def submit_build(
+        self,
+        spec: Spec,
+        *,
+        run_id: str,
+        config_text: str,
+        secrets: SecretReader,
+        say: Say,
+        stop: threading.Event | None = None,
+        n_jobs: int | None = None,
+    ) -> RemoteOutcome:
+        """``vintage train``: submit the training stage as run ``run_id``; what the job registered.
+
+        Raises:
+            ConfigError, DatabricksJobError, PipelineError, TrackingError, Interrupted.
+        """
+        from vintage.tracking import open_session
+
+        stage = train_stage(spec)
+        check_config(spec)
+        if n_jobs is not None:
+            say("warning: --n-jobs is ignored: the grid runs as Spark tasks on the Databricks job cluster")
+        job = submit(spec, stage.name, run_id, config_text=config_text, secrets=secrets, say=say, stop=stop)
+        return read_outcome(open_session(spec, resolve=secrets.resolve), spec, run_id, job)
 
 
 # ---------------------------------------------------------------------------------------------- submit
@@ -188,6 +277,7 @@ class RemoteOutcome:
     """What the job's stage did, read back from the shared tracking store and registry."""
 
     job: dict[str, Any]
+    """``databricks_run_id``, ``task_run_id``, ``run_page_url``, ``result_state``."""
     parent_run_id: str
     data_digest: str
     engine: str
@@ -197,6 +287,12 @@ class RemoteOutcome:
     selected: dict[str, Any]
     version: RegisteredVersion
     tracking_uri: str
+
+    @property
+    def where(self) -> str:
+        """``Databricks run <id> (<run page>)``: where the stage ran, for one line of output."""
+        page = self.job.get("run_page_url") or "no run page"
+        return f"Databricks run {self.job['databricks_run_id']} ({page})"
 
 
 def read_outcome(session: TrackingSession, spec: Spec, run_id: str, job: dict[str, Any]) -> RemoteOutcome:
@@ -308,32 +404,6 @@ def config_text(ctx: StepContext) -> str:
     )
 
 
-def _outcome(ctx: StepContext) -> RemoteOutcome:
-    """Submit the stage once; the other steps of the stage read the same outcome.
-
-    A step of this stage that already succeeded (a resume after the process died between two steps)
-    names the job that ran: its outcome is read again rather than the stage submitted a second time.
-    """
-    if ctx.remote is None:
-        job = _finished_job(ctx)
-        if job is None:
-            job = submit(
-                ctx.spec,
-                ctx.stage.name,
-                ctx.run_id,
-                config_text=config_text(ctx),
-                secrets=ctx.secrets,
-                say=ctx.say,
-                stop=ctx.stop,
-            )
-            ctx.store.update_release(ctx.run_id, databricks=job)
-        else:
-            ctx.say(f"Databricks run {job['databricks_run_id']} already ran this stage; reading its outcome")
-        ctx.remote = read_outcome(ctx.session(), ctx.spec, ctx.run_id, job)
-    outcome: RemoteOutcome = ctx.remote
-    return outcome
-
-
 def _finished_job(ctx: StepContext) -> dict[str, Any] | None:
     from vintage.pipeline.context import here
 
@@ -348,37 +418,34 @@ def _job_line(o: RemoteOutcome) -> str:
     return f"Databricks run {o.job['databricks_run_id']}"
 
 
-def validate_step(ctx: StepContext) -> dict[str, Any]:
+def validate_step(ctx: StepContext, o: RemoteOutcome) -> ValidateOutput:
     """The job validated the data (its stage starts with validate)."""
-    o = _outcome(ctx)
     ctx.say(f"data validated in {_job_line(o)}: digest {o.data_digest}")
-    return {"digest": o.data_digest, "databricks": o.job}
+    return ValidateOutput(digest=o.data_digest, databricks=o.job)
 
 
-def train_step(ctx: StepContext) -> dict[str, Any]:
+def train_step(ctx: StepContext, o: RemoteOutcome) -> TrainOutput:
     """The job trained the grid and chose a run: the same output as a local ``train``."""
-    o = _outcome(ctx)
     key = o.selection_key
     ctx.say(
         f"{_job_line(o)} trained {o.runs} grid point(s) ({o.failed} failed, engine {o.engine or '?'}); "
         f"chosen {o.selected['name']}, {key} = {o.selected['metrics'].get(key, float('nan')):.4f}"
     )
-    return {
-        "parent_run_id": o.parent_run_id,
-        "data_digest": o.data_digest,
-        "selection_key": key,
-        "runs": o.runs,
-        "failed": o.failed,
-        "selected": o.selected,
-        "databricks": o.job,
-    }
+    return TrainOutput(
+        parent_run_id=o.parent_run_id,
+        data_digest=o.data_digest,
+        selection_key=key,
+        runs=o.runs,
+        failed=o.failed,
+        selected=Selected.model_validate(o.selected),
+        databricks=o.job,
+    )
 
 
-def register_step(ctx: StepContext) -> dict[str, Any]:
+def register_step(ctx: StepContext, o: RemoteOutcome) -> RegisterOutput:
     """The job registered the chosen run (alias ``candidate``); recorded in the local audit trail too."""
     from vintage.registry import CANDIDATE
 
-    o = _outcome(ctx)
     v = o.version
     audit.record(
         ctx.state_dir,
@@ -390,12 +457,10 @@ def register_step(ctx: StepContext) -> dict[str, Any]:
     )
     verb = "found" if v.reused else "registered"
     ctx.say(f"{_job_line(o)} {verb} {v.name} version {v.version} (alias {CANDIDATE})")
-    from vintage.pipeline.build import registered_output
-
-    return {**registered_output(v, o.selected["run_id"]), "databricks": o.job}
+    return RegisterOutput.of(v, o.selected["run_id"]).model_copy(update={"databricks": o.job})
 
 
-STEPS: dict[str, Callable[[StepContext], dict[str, Any]]] = {
+STEPS: dict[str, Callable[[StepContext, RemoteOutcome], StepOutput]] = {
     "validate": validate_step,
     "train": train_step,
     "register": register_step,

@@ -8,8 +8,8 @@
   two runs never deploy to one environment at once. ``lock_behavior: sequential`` waits;
   ``run_latest`` lets the newest waiting run go and marks older waiting runs ``superseded``.
 - The approval step stops the run in ``waiting_approval`` (exit 3) without holding any lock.
-- With ``compute.engine: databricks`` the stage that trains is submitted as a Databricks job run
-  (:mod:`vintage.pipeline.remote`); its steps record what the job did, later stages run here.
+- Each stage runs through its stage backend (:mod:`vintage.pipeline.backends`, chosen from
+  :data:`vintage.plugins.STAGE_BACKENDS`): the runner knows none by name.
 """
 
 from __future__ import annotations
@@ -22,10 +22,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vintage import audit
-from vintage.errors import Interrupted, PipelineError, VintageError, WaitingApproval, first_line
-from vintage.pipeline import remote
+from vintage.errors import (
+    ApprovalRejected,
+    Interrupted,
+    PipelineError,
+    VintageError,
+    WaitingApproval,
+    first_line,
+)
+from vintage.pipeline import backends
 from vintage.pipeline import state as st
-from vintage.pipeline.steps import STEPS, StepContext, config_digest
+from vintage.pipeline.model_registry import ModelRegistry
+from vintage.pipeline.outputs import StepOutput
+from vintage.pipeline.steps import StepContext, config_digest
 
 if TYPE_CHECKING:
     from vintage.config import Spec
@@ -35,7 +44,12 @@ LOCKING_STEPS = frozenset({"deploy", "smoke_test", "champion_gate", "promote"})
 
 
 class Runner:
-    """Runs one pipeline run (new or resumed) of a spec."""
+    """Runs one pipeline run (new or resumed) of a spec.
+
+    Args:
+        registry: The model registry the steps use (default: the tracking store's); tests pass an
+            in-memory one. Deploy targets come from :data:`vintage.plugins.DEPLOY_TARGETS`.
+    """
 
     def __init__(
         self,
@@ -45,8 +59,10 @@ class Runner:
         say: Callable[[str], None] = lambda _: None,
         stop: threading.Event | None = None,
         config_path: Path | None = None,
+        registry: ModelRegistry | None = None,
     ) -> None:
         self.spec = spec
+        self.registry = registry
         self.project_dir = project_dir
         self.config_path = config_path
         self.store = st.StateStore(spec.state_dir.resolve())
@@ -170,9 +186,10 @@ class Runner:
             self.say,
             self.stop,
             config_path=self.config_path,
+            models=self.registry,
         )
         try:
-            ctx.on_databricks = remote.stage_on_databricks(self.spec, stage)
+            backend = backends.for_stage(self.spec, stage)
             with contextlib.ExitStack() as locks:
                 locked = False
                 for step in stage.steps:
@@ -181,12 +198,12 @@ class Runner:
                     if step in LOCKING_STEPS and stage.environment and not locked:
                         locks.enter_context(self._env_lock(run_id, stage.environment))
                         locked = True
-                    self._step(ctx, step)
+                    self._step(ctx, step, backend)
         except WaitingApproval:
             self.store.set_stage(run_id, stage.name, st.WAITING, "waiting for approval")
             raise
         except VintageError as exc:
-            status = st.REJECTED if "was rejected by" in exc.headline else st.FAILED
+            status = st.REJECTED if isinstance(exc, ApprovalRejected) else st.FAILED
             self.store.set_stage(run_id, stage.name, status, exc.headline)
             self.say(f"[{stage.name}] {status}: {exc.headline}")
             raise
@@ -195,7 +212,7 @@ class Runner:
             raise
         self.store.set_stage(run_id, stage.name, st.SUCCEEDED)
 
-    def _step(self, ctx: StepContext, step: str) -> None:
+    def _step(self, ctx: StepContext, step: str, backend: backends.StageBackend) -> None:
         run = self.store.run(ctx.run_id)
         current = next(s for s in run.stage(ctx.stage.name).steps if s.name == step)
         if current.status == st.SUCCEEDED:
@@ -211,8 +228,7 @@ class Runner:
         ctx.say = capture
         started = time.monotonic()
         try:
-            run_step = remote.STEPS.get(step, STEPS[step]) if ctx.on_databricks else STEPS[step]
-            output = run_step(ctx)
+            result = backend.run_step(ctx, step)
         except WaitingApproval as exc:
             self.store.set_step(ctx.run_id, ctx.stage.name, step, st.WAITING, log=exc.headline)
             raise
@@ -229,6 +245,7 @@ class Runner:
             raise
         finally:
             ctx.say = say
+        output = result.to_json() if isinstance(result, StepOutput) else dict(result)
         output["seconds"] = round(time.monotonic() - started, 3)
         self.store.set_step(
             ctx.run_id, ctx.stage.name, step, st.SUCCEEDED, output=output, log="\n".join(lines)

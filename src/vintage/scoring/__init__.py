@@ -1,7 +1,8 @@
 """Batch scoring: a model over a whole CSV or Parquet file, one engine per way of running it.
 
-An engine is a function ``score_file(job, progress=None) -> ScoreResult`` named in :data:`ENGINES` as
-``"module:function"`` and imported only when asked for (:func:`get_engine`), so ``vintage --help``
+An engine is a function ``score_file(job, progress=None) -> ScoreResult`` named in the plug-in table
+:data:`vintage.plugins.SCORING_ENGINES` as ``"module:function"`` and imported only when asked for
+(:func:`get_engine`), so ``vintage --help``
 never pays for pyarrow or Spark. The local engine (:mod:`vintage.scoring.local`) streams the file
 through Arrow in chunks on this machine; the Spark engine (:mod:`vintage.scoring.spark`) reads the file
 with Spark and predicts in the executors' Python workers (``mapInArrow``), the model loaded once per worker.
@@ -12,13 +13,13 @@ so a row gets the same prediction from ``vintage score`` as from ``vintage serve
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from vintage.errors import ConfigError, DataError
+from vintage.plugins import SCORING_ENGINES
 
 if TYPE_CHECKING:
     from vintage.config.models import SparkSpec
@@ -28,14 +29,6 @@ PREDICTION: Final = "prediction"
 PARQUET_SUFFIXES: Final = frozenset({".parquet", ".pq"})
 CSV_INPUT_SUFFIXES: Final = frozenset({".csv", ".txt", ".tsv"})
 CSV_OUTPUT_SUFFIXES: Final = frozenset({".csv"})
-
-# Engine name -> "module:function". Resolved lazily by get_engine().
-ENGINES: dict[str, str] = {
-    "local": "vintage.scoring.local:score_file",
-    "spark": "vintage.scoring.spark:score_file",
-}
-# Engines the CLI offers that are not implemented yet (name -> what to say).
-PLANNED: dict[str, str] = {}
 
 
 class ProgressSink(Protocol):
@@ -93,21 +86,12 @@ Engine = Callable[[ScoreJob, ProgressSink | None], ScoreResult]
 
 
 def get_engine(name: str) -> Engine:
-    """The ``score_file`` function of engine ``name``, imported now.
+    """The ``score_file`` function of engine ``name`` (:data:`vintage.plugins.SCORING_ENGINES`), imported now.
 
     Raises:
-        ConfigError: the engine is unknown or not available yet.
+        ConfigError: the engine is unknown.
     """
-    if name in PLANNED:
-        raise ConfigError(
-            f"{PLANNED[name]} (--engine {name})", hint="use --engine local (the default) for now"
-        )
-    target = ENGINES.get(name)
-    if target is None:
-        known = ", ".join(sorted([*ENGINES, *PLANNED]))
-        raise ConfigError(f"unknown scoring engine {name!r}", hint=f"choose one of: {known}")
-    module, _, function = target.partition(":")
-    engine: Engine = getattr(importlib.import_module(module), function)
+    engine: Engine = SCORING_ENGINES.load(name)
     return engine
 
 

@@ -19,38 +19,26 @@ from typing import TYPE_CHECKING, Any
 
 from vintage import audit, redact
 from vintage.errors import ConfigError, SecretAccessError, SecretError, VintageError
+from vintage.plugins import SECRET_PROVIDERS
 from vintage.secrets.base import Provider
 from vintage.secrets.names import REF_PATTERN, RENAME_HINT, SecretRef
 
 if TYPE_CHECKING:
     from vintage.config.models import SecretsSpec
 
-PROVIDER_NAMES = ("env", "local", "databricks")
+PROVIDER_NAMES = SECRET_PROVIDERS.names()
 
 
 def open_provider(name: str, state_dir: Path, spec: SecretsSpec | None = None) -> Provider:
-    """One provider by name.
+    """One provider by name: its row of :data:`vintage.plugins.SECRET_PROVIDERS`, built with ``from_spec``.
 
     Raises:
         SecretError: unknown provider name.
     """
-    if name == "local":
-        from vintage.secrets.local import LocalStore
-
-        return LocalStore(state_dir)
-    if name == "env":
-        from vintage.secrets.env import EnvProvider
-
-        return EnvProvider()
-    if name == "databricks":
-        from vintage.secrets.databricks import DatabricksProvider
-
-        db = spec.databricks if spec is not None else None
-        provider: Provider = DatabricksProvider(
-            host=db.host if db else None, profile=db.profile if db else None
-        )
-        return provider
-    raise SecretError(f"unknown secret provider {name!r}; expected one of: {', '.join(PROVIDER_NAMES)}")
+    if name not in SECRET_PROVIDERS:
+        raise SecretError(SECRET_PROVIDERS.unknown(name))
+    provider: Provider = SECRET_PROVIDERS.load(name).from_spec(spec, state_dir)
+    return provider
 
 
 class SecretReader:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, Self
 
 from vintage.errors import SecretError
 from vintage.secrets.names import Scope
+
+if TYPE_CHECKING:
+    from vintage.config.models import SecretsSpec
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,11 @@ class Provider(Protocol):
 
     name: str
     writable: bool
+
+    @classmethod
+    def from_spec(cls, spec: SecretsSpec | None, state_dir: Path) -> Self:
+        """The provider as vintage.yaml's ``secrets`` settings configure it (``None``: the defaults)."""
+        ...
 
     def list_scopes(self) -> list[ScopeInfo]: ...
 

@@ -22,7 +22,8 @@ import binascii
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar
 
 from vintage.errors import ConfigError, SecretError, VintageError, first_line
 from vintage.secrets.base import ScopeInfo, SecretInfo, no_key, no_scope
@@ -30,6 +31,8 @@ from vintage.secrets.names import Scope, check_key, check_scope
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
+
+    from vintage.config.models import SecretsSpec
 
 HTTP_TIMEOUT_S = 5.0
 """Timeout of one HTTP request (connect and read)."""
@@ -98,6 +101,12 @@ class DatabricksProvider:
         self.host = host
         self.profile = profile
         self._ws: Any = client
+
+    @classmethod
+    def from_spec(cls, spec: SecretsSpec | None, state_dir: Path) -> Self:
+        """The workspace of ``secrets.databricks`` (host, profile); the token comes from databricks-sdk."""
+        db = spec.databricks if spec is not None else None
+        return cls(host=db.host if db else None, profile=db.profile if db else None)
 
     # ------------------------------------------------------------------------------------------------
     # The SDK client

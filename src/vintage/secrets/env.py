@@ -16,10 +16,15 @@ belongs to, so the environment check is made on the variable itself.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 from vintage.errors import SecretError
 from vintage.secrets.base import ScopeInfo, SecretInfo, read_only
 from vintage.secrets.names import Scope
+
+if TYPE_CHECKING:
+    from vintage.config.models import SecretsSpec
 
 PREFIX = "VINTAGE_SECRET__"
 
@@ -50,6 +55,11 @@ class EnvProvider:
 
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         self._environ = environ
+
+    @classmethod
+    def from_spec(cls, spec: SecretsSpec | None, state_dir: Path) -> Self:
+        """Reads this process's environment (nothing to configure)."""
+        return cls()
 
     @property
     def environ(self) -> dict[str, str]:

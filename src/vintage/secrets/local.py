@@ -44,12 +44,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from vintage.errors import ConfigError, SecretError
 from vintage.fsutil import write_private
 from vintage.secrets.base import ScopeInfo, SecretInfo, no_key, no_scope
 from vintage.secrets.names import Scope
+
+if TYPE_CHECKING:
+    from vintage.config.models import SecretsSpec
 
 FORMAT = "vintage-secrets/2"
 LEGACY_FORMAT = "vintage-secrets/1"  # no MAC, no generation: read as is, sealed on the next write
@@ -144,6 +147,11 @@ class LocalStore:
 
     name = "local"
     writable = True
+
+    @classmethod
+    def from_spec(cls, spec: SecretsSpec | None, state_dir: Path) -> Self:
+        """The store of ``state_dir`` (``secrets/`` in it)."""
+        return cls(state_dir)
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir

@@ -18,7 +18,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 from vintage.errors import Interrupted, TrainingError, first_line
 from vintage.training.fit import FitResult, fit_point, init_worker
@@ -26,6 +26,7 @@ from vintage.training.fit import FitResult, fit_point, init_worker
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from vintage.config import Spec
     from vintage.training.grid import GridPoint
 
 _PRELOAD = ["vintage.training.fit", "pandas", "sklearn.metrics", "sklearn.model_selection"]
@@ -70,6 +71,19 @@ class LocalExecutor:
         self._futures: dict[Future[FitResult], GridPoint] = {}
         self._starter: threading.Thread | None = None
         self._submit_error: BaseException | None = None
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: Spec,
+        points: Sequence[GridPoint],
+        init_args: tuple[Any, ...],
+        *,
+        n_jobs: int | None,
+        protect: Sequence[str],
+    ) -> Self:
+        """``n_jobs`` or ``training.n_jobs`` processes (default: every core this process may use)."""
+        return cls(points, init_args, n_jobs or spec.training.n_jobs or default_jobs(), protect=protect)
 
     @property
     def n_jobs(self) -> int:
@@ -274,4 +288,16 @@ def _check(stop: threading.Event) -> None:
     if stop.is_set():
         raise Interrupted(
             "training interrupted; unfinished runs are marked KILLED and nothing was registered"
+        )
+
+
+class WholeStages:
+    """``compute.engine: databricks``: grids do not train in this process; the stage that trains runs
+    as a Databricks job run (the ``databricks`` stage backend), which trains on the cluster's Spark."""
+
+    @classmethod
+    def from_spec(cls, spec: Spec, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TrainingError(
+            f"the {spec.compute.engine} engine runs whole stages as job runs, not grids in this process",
+            hint="use compute.engine local or spark here",
         )

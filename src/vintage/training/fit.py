@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from vintage.config.models import import_estimator
 from vintage.errors import first_line
+from vintage.metrics import METRICS, holdout_metrics
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from vintage.training.grid import GridPoint
 
-METRICS = ("rmse", "mae", "r2")
+__all__ = ["METRICS", "FitResult", "fit_point", "init_worker", "score"]
 
 
 @dataclass
@@ -90,18 +91,14 @@ def fit_point(point: GridPoint) -> FitResult:
 
 
 def score(y_true: Any, y_pred: Any) -> dict[str, float]:
-    """Holdout metrics. Non-finite predictions are an error, not a metric."""
+    """Holdout metrics (:func:`vintage.metrics.holdout_metrics`). Non-finite predictions are an error,
+    not a metric."""
     import numpy as np
-    from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
     pred = np.asarray(y_pred, dtype="float64")
     if not np.isfinite(pred).all():
         raise ValueError("the model predicted NaN or infinite values on the holdout")
-    return {
-        "rmse": float(root_mean_squared_error(y_true, pred)),
-        "mae": float(mean_absolute_error(y_true, pred)),
-        "r2": float(r2_score(y_true, pred)),
-    }
+    return holdout_metrics(y_true, pred)
 
 
 def _cross_validate(model: Any, x: Any, y: Any, folds: int, seed: int) -> dict[str, float]:

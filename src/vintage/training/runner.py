@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vintage.errors import ConfigError, TrainingError, first_line
 from vintage.secrets.access import SecretReader, has_refs
 from vintage.training import track
-from vintage.training.executor import LocalExecutor, default_jobs
 from vintage.training.grid import GridPoint, expand_grid, training_key
 
 if TYPE_CHECKING:
@@ -74,6 +73,20 @@ class GridExecutor(Protocol):
     def results(self, stop: threading.Event | None = None) -> Iterator[FitResult]: ...
 
     def close(self, kill: bool = False) -> None: ...
+
+
+class ComputeEngine(Protocol):
+    """A row of :data:`vintage.plugins.COMPUTE_ENGINES` (``compute.engine``): builds the executor."""
+
+    def from_spec(
+        self,
+        spec: Spec,
+        points: Sequence[GridPoint],
+        init_args: tuple[Any, ...],
+        *,
+        n_jobs: int | None,
+        protect: Sequence[str],
+    ) -> GridExecutor: ...
 
 
 def train_grid(
@@ -141,19 +154,11 @@ def train_grid(
 
         executor = MllibExecutor(fit_points, spec.data, spec.compute.spark)
         library_version = f"pyspark-{pyspark.__version__}"
-    elif spec.compute.engine == "spark":
-        from vintage.training.spark import SparkExecutor
-
-        executor = SparkExecutor(fit_points, init_args, spec.compute.spark, protect=protect)
-    elif spec.compute.engine == "local":
-        executor = LocalExecutor(
-            fit_points, init_args, n_jobs or spec.training.n_jobs or default_jobs(), protect=protect
-        )
     else:
-        raise TrainingError(
-            f"the {spec.compute.engine} engine runs whole stages as job runs, not grids in this process",
-            hint="use compute.engine local or spark here",
-        )
+        from vintage.plugins import COMPUTE_ENGINES
+
+        engine: ComputeEngine = COMPUTE_ENGINES.load(spec.compute.engine)
+        executor = engine.from_spec(spec, fit_points, init_args, n_jobs=n_jobs, protect=protect)
     start_ms = track.now_ms()
     executor.start()
     try:

@@ -13,13 +13,14 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from vintage.errors import Interrupted, SparkError, first_line
 from vintage.training.fit import FitResult
 from vintage.training.grid import GridPoint
 
 if TYPE_CHECKING:
+    from vintage.config import Spec
     from vintage.config.models import SparkSpec
 
 SCHEMA = "index long, result binary, executor string"
@@ -84,6 +85,19 @@ class SparkExecutor:
         self._protect = tuple(protect)
         self._session: Any = None
         self.executors: dict[int, str] = {}  # grid index -> "executor-id/pid" (where each point ran)
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: Spec,
+        points: Sequence[GridPoint],
+        init_args: tuple[Any, ...],
+        *,
+        n_jobs: int | None,
+        protect: Sequence[str],
+    ) -> Self:
+        """Tasks on ``compute.spark`` (``n_jobs`` does not apply: Spark schedules one task per point)."""
+        return cls(points, init_args, spec.compute.spark, protect=protect)
 
     @property
     def n_jobs(self) -> int:

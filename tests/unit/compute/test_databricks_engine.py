@@ -83,9 +83,11 @@ def test_a_resumed_stage_reads_the_finished_job_again_instead_of_resubmitting(
     monkeypatch.setattr(remote, "submit", no_submit)
     monkeypatch.setattr(remote, "read_outcome", fake_read)
     said: list[str] = []
-    ctx = StepContext(spec, project, store, "r1", stage, {}, said.append, on_databricks=True)
+    ctx = StepContext(spec, project, store, "r1", stage, {}, said.append)
     ctx._session = object()  # type: ignore[assignment]
+    backend = remote.DatabricksBackend.from_spec(spec, stage)
+    assert isinstance(backend, remote.DatabricksBackend)
     with pytest.raises(remote.PipelineError, match="stop here"):
-        remote.train_step(ctx)
+        backend.run_step(ctx, "train")
     assert read == [job]
     assert said == ["Databricks run 7 already ran this stage; reading its outcome"]

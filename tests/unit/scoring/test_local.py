@@ -13,7 +13,8 @@ import pytest
 from vintage.data import packaged_path
 from vintage.errors import ConfigError, DataError
 from vintage.model.load import load_model_dir
-from vintage.scoring import ENGINES, ScoreJob, check_paths, get_engine
+from vintage.plugins import SCORING_ENGINES
+from vintage.scoring import ScoreJob, check_paths, get_engine
 from vintage.scoring.local import score_file, score_table
 
 UCI = packaged_path("red")
@@ -261,7 +262,7 @@ def test_bad_paths(red, tmp_path, src_name, dst_name, error, needle):
 
 def test_engines_resolve_lazily():
     assert get_engine("local") is score_file
-    assert ENGINES["local"] == "vintage.scoring.local:score_file"
+    assert SCORING_ENGINES.row("local") == "vintage.scoring.local:score_file"
     assert get_engine("spark").__module__ == "vintage.scoring.spark"
     with pytest.raises(ConfigError, match="unknown scoring engine 'gpu'"):
         get_engine("gpu")
