@@ -172,12 +172,15 @@ def status(json_out: JsonOpt = False) -> None:
     """
     from dataclasses import asdict
 
+    from rich.markup import escape
     from rich.table import Table
 
+    from vintage.errors import VintageError
     from vintage.model.digest import short
     from vintage.pipeline.ops import status as env_status
 
-    found = env_status(state.load())
+    failed: dict[str, VintageError] = {}
+    found = env_status(state.load(), errors=failed)
     tampered = [name for name, dep in found.items() if dep is not None and dep.tampered]
     if json_out:
         state.print_json({k: {**asdict(v), "tampered": v.tampered} if v else None for k, v in found.items()})
@@ -187,7 +190,8 @@ def status(json_out: JsonOpt = False) -> None:
             table.add_column(col)
         for name, dep in found.items():
             if dep is None:
-                table.add_row(name, "-", "-", "-", "-", "stopped", "-")
+                health = "[red]unknown[/]" if name in failed else "stopped"
+                table.add_row(name, "-", "-", "-", "-", health, "-")
                 continue
             health = "[green]ready[/]" if dep.healthy else "[red]not answering[/]"
             digest = short(dep.digest)
@@ -217,7 +221,11 @@ def status(json_out: JsonOpt = False) -> None:
             f"{dep.model_name} v{dep.version} ({short(dep.digest)}); redeploy it: vintage run (or vintage "
             f"rollback {name}), and check the audit trail: vintage audit --action serve."
         )
-    if tampered:
+    for name, exc in failed.items():
+        state.err().print(f"[bold red]error:[/] {escape(f'{name}: {exc.headline}')}", highlight=False)
+        if exc.hint:
+            state.err().print(f"  hint: {exc.hint}", markup=False)
+    if tampered or failed:
         raise typer.Exit(1)
 
 
@@ -316,7 +324,7 @@ def _endpoints() -> None:
     console = state.out()
     row = load_dataset(spec.data).head(1)[list(spec.data.features)]  # never the whole data set
     body = json.dumps({"dataframe_split": json.loads(row.to_json(orient="split", index=False))})
-    for name, dep in env_status(spec).items():
+    for name, dep in env_status(spec, errors={}).items():
         if dep is None:
             continue
         console.print(f"{name}: {dep.model_name} v{dep.version} at {dep.url}", markup=False)

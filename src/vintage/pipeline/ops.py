@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vintage import audit
-from vintage.errors import ConfigError, PipelineError
+from vintage.errors import ConfigError, PipelineError, VintageError
 from vintage.pipeline import state as st
 
 if TYPE_CHECKING:
@@ -215,9 +215,24 @@ def env_lock(spec: Spec, environment: str, timeout: float = 600.0) -> Iterator[N
         raise PipelineError(f"environment {environment} stayed locked for {timeout:.0f} s") from None
 
 
-def status(spec: Spec) -> dict[str, Deployment | None]:
-    """What each environment serves now."""
-    return {name: target(spec, name).status() for name in spec.environments}
+def status(spec: Spec, errors: dict[str, VintageError] | None = None) -> dict[str, Deployment | None]:
+    """What each environment serves now.
+
+    Args:
+        errors: When given, an environment whose target cannot answer (e.g. a ``container`` environment on a
+            machine without its runtime) maps to ``None`` here and its error is put in ``errors``, so one
+            environment does not hide the others; without it the first such error is raised.
+    """
+    found: dict[str, Deployment | None] = {}
+    for name in spec.environments:
+        try:
+            found[name] = target(spec, name).status()
+        except VintageError as exc:
+            if errors is None:
+                raise
+            errors[name] = exc
+            found[name] = None
+    return found
 
 
 def stop(spec: Spec, environment: str) -> bool:

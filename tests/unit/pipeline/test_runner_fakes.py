@@ -322,3 +322,28 @@ def test_rollback_without_an_earlier_version_is_refused(
     with pytest.raises(PipelineError, match="no earlier version of wine was promoted to staging"):
         ops.rollback(spec, "staging", registry=registry)
     assert world.calls == [("staging", "started", 1)]
+
+
+def test_status_of_one_unreachable_target_does_not_hide_the_other_environments(
+    project: Path, world: World, registry: InMemoryRegistry
+) -> None:
+    spec = _spec(project)
+    runner, run_id = _start(spec, project, registry)
+    runner.execute(run_id, only="build")
+    runner.execute(run_id, only="staging")
+
+    def broken(cls: type, spec: Spec, environment: str) -> Any:
+        raise DeployError("the container target needs podman, which is not installed")
+
+    from vintage.plugins import DEPLOY_TARGETS
+
+    with DEPLOY_TARGETS.override("broken", type("Broken", (), {"from_spec": classmethod(broken)})):
+        production = spec.environments["production"]
+        spec.environments["production"] = production.model_copy(update={"target": "broken"})
+        with pytest.raises(DeployError):
+            ops.status(spec)
+        errors: dict[str, Any] = {}
+        found = ops.status(spec, errors=errors)
+    assert found["staging"] is not None and found["staging"].version == 1
+    assert found["production"] is None
+    assert list(errors) == ["production"] and "podman" in errors["production"].headline
