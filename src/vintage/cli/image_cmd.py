@@ -38,8 +38,9 @@ def build(
     """
     from vintage.cli.models_ref import local_model_dir
     from vintage.image.build import build_image, resolve_builder
+    from vintage.image.tools import require
 
-    resolve_builder(builder)  # a typo fails before the model is downloaded
+    require(resolve_builder(builder))  # a typo or a missing builder fails before the model is downloaded
     model_dir = local_model_dir(model, reader="cli:image")
     state.err().print(f"building the image of {model_dir.name} (the first build also builds the base)...")
     image = build_image(model_dir, tag=tag, builder=builder)
