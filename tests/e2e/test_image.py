@@ -327,3 +327,58 @@ def test_build_of_an_unknown_version_says_so(project):
     assert proc.returncode == 1
     assert proc.stderr.startswith("error:")
     assert "99" in proc.stderr.splitlines()[0]
+
+
+def test_linear_image_has_no_scikit_learn_nor_mlflow(built):
+    names = "('sklearn', 'scipy', 'mlflow', 'pandas')"
+    probe = f"import importlib.util as u; print([m for m in {names} if u.find_spec(m)])"
+    out = _run(
+        "podman",
+        "run",
+        "--rm",
+        "--read-only",
+        "--entrypoint",
+        "python3",
+        str(built["reference"]),
+        "-c",
+        probe,
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_estimator_model_image_carries_scikit_learn(tmp_path, rows):
+    """A RandomForest cannot take the NumPy fast path: its image has scikit-learn (and what it needs)."""
+    import yaml
+
+    from vintage.serving.model import load_model_dir
+
+    proj = tmp_path / "rf"
+    proj.mkdir()
+    spec = yaml.safe_load((REPO / "vintage.yaml").read_text())
+    spec["estimator"] = {
+        "class": "sklearn.ensemble.RandomForestRegressor",
+        "params": {"n_estimators": 10},
+        "grid": [{}],
+    }
+    (proj / "vintage.yaml").write_text(yaml.safe_dump(spec))
+    subprocess.run([VINTAGE, "train"], cwd=proj, check=True, capture_output=True)
+    proc = subprocess.run(
+        [VINTAGE, "image", "build", "--model", "1", "--tag", "rf-e2e", "--json"],
+        cwd=proj,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    image = json.loads(proc.stdout)
+    try:
+        assert image["predictor"] == "estimator"
+        model = load_model_dir(proj / ".vintage" / "models" / "winequality-v1")
+        frame = pd.DataFrame(rows["dataframe_split"]["data"], columns=rows["dataframe_split"]["columns"])
+        want = model.predict(frame[list(model.info.columns)].to_numpy(dtype="float64")).tolist()
+        with container(image["reference"], cmd=("--allow-unauthenticated-network-access",)) as (name, url):
+            wait_ready(name, url)
+            status, body = invoke(url, rows)
+        assert status == 200
+        assert body["predictions"] == pytest.approx(want, rel=1e-12)
+    finally:
+        _run("podman", "rmi", image["reference"], check=False)

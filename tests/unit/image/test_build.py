@@ -127,14 +127,14 @@ def test_packages_scikit_learn_only_when_the_model_needs_it() -> None:
     linear = runtime.packages_for("linear", "cloudpickle")
     assert "scikit-learn" not in linear and "mlflow" not in linear and "pandas" not in linear
     assert {"uvicorn", "numpy", "orjson", "httptools", "uvloop"} <= set(linear)
-    assert {"scikit-learn", "scipy", "cloudpickle"} <= set(runtime.packages_for("estimator", "cloudpickle"))
+    assert {"scikit-learn", "cloudpickle"} <= set(runtime.packages_for("estimator", "cloudpickle"))
     assert "skops" in runtime.packages_for("estimator", "skops")
 
 
 def test_every_runtime_package_is_in_the_lock_file() -> None:
     lock = runtime.lock_file().read_text()
-    for fmt in runtime.BY_FORMAT:
-        runtime.pinned(lock, runtime.packages_for("estimator", fmt))  # raises if one is missing
+    for fmt in runtime.BY_FORMAT:  # raises if one is missing
+        runtime.pinned(lock, runtime.closure(lock, runtime.packages_for("estimator", fmt)))
 
 
 def test_mirrors_from_deb822_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,3 +179,25 @@ def test_a_directory_that_was_not_materialised_is_refused(tmp_path: Path) -> Non
         pytest.skip("buildah is not installed")
     with pytest.raises(ServingError, match="no content manifest"):
         build.build_image(tmp_path)
+
+
+def test_closure_follows_the_lock_files_via_comments() -> None:
+    lock = (
+        "a==1 \\\n    --hash=sha256:1\n    # via vintage (pyproject.toml)\n"
+        "b==1 \\\n    --hash=sha256:2\n    # via\n    #   a\n    #   z\n"
+        "c==1 \\\n    --hash=sha256:3\n    # via b\n"
+        "d==1 \\\n    --hash=sha256:4\n    # via z\n"
+    )
+    assert runtime.closure(lock, ["a"]) == {"a", "b", "c"}
+    with pytest.raises(ImageError, match="no pinned version of q"):
+        runtime.closure(lock, ["q"])
+
+
+def test_scikit_learn_brings_what_it_imports() -> None:
+    lock = runtime.lock_file().read_text()
+    linear = runtime.closure(lock, runtime.packages_for("linear", "cloudpickle"))
+    assert {"click", "h11"} <= linear  # uvicorn's
+    assert not linear & {"scikit-learn", "scipy", "mlflow", "pandas", "pyarrow"}
+    estimator = runtime.closure(lock, runtime.packages_for("estimator", "cloudpickle"))
+    assert {"scikit-learn", "scipy", "joblib", "narwhals", "cloudpickle"} <= estimator
+    assert not estimator & {"mlflow", "pandas", "pyarrow", "pyspark"}
