@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -382,3 +383,94 @@ def test_estimator_model_image_carries_scikit_learn(tmp_path, rows):
         assert body["predictions"] == pytest.approx(want, rel=1e-12)
     finally:
         _run("podman", "rmi", image["reference"], check=False)
+
+
+@pytest.fixture(scope="session")
+def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A docker daemon of our own (socket and data in a temp dir; no bridge, no iptables), stopped by PID.
+
+    Skipped when dockerd is not installed: the docker builder is optional (buildah is the default)."""
+    exe = shutil.which("dockerd")
+    if exe is None:
+        pytest.skip("dockerd is not installed (apt-get install docker.io): the docker builder is optional")
+    root = Path(tempfile.mkdtemp(prefix="vintage-dockerd-", dir="/tmp"))  # short: socket paths are limited
+    sock = root / "docker.sock"
+    log = (root / "dockerd.log").open("wb")
+    argv = [exe, "--host", f"unix://{sock}", "--data-root", str(root / "data")]
+    argv += ["--exec-root", str(root / "exec"), "--pidfile", str(root / "dockerd.pid")]
+    argv += ["--bridge=none", "--iptables=false", "--ip6tables=false"]
+    proc = subprocess.Popen(
+        argv,
+        stdout=log,
+        stderr=log,
+    )
+    env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(["docker", "version"], env=env, capture_output=True).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"dockerd did not start: {(root / 'dockerd.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield env
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_docker_builder_keeps_the_healthcheck_and_pushes(project, dockerd, registry, keys_file, key):
+    proc = subprocess.run(
+        [VINTAGE, "image", "build", "--model", "1", "--builder", "docker", "--tag", "docker-e2e", "--json"],
+        cwd=project,
+        env=dockerd,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr
+    image = json.loads(proc.stdout)
+    ref = image["reference"]
+    assert image["builder"] == "docker"
+    assert image["labels"]["vintage.model.name"] == "winequality"
+    doc = json.loads(
+        subprocess.run(["docker", "image", "inspect", ref], env=dockerd, capture_output=True).stdout
+    )
+    health = doc[0]["Config"]["Healthcheck"]["Test"]
+    assert health[0] == "CMD" and "/ready" in health[-1]
+
+    name = f"vintage-e2e-{uuid.uuid4().hex[:10]}"
+    run = ["docker", "run", "-d", "--name", name, "--network", "none", "--read-only", "--tmpfs", "/tmp"]
+    run += ["-v", f"{keys_file}:/run/secrets/vintage/keys:ro", ref]
+    subprocess.run(run, env=dockerd, check=True, capture_output=True)
+    try:  # no published port without a bridge: the health check itself, inside the container
+        deadline = time.monotonic() + 60
+        while subprocess.run(
+            ["docker", "exec", name, *health[1:]], env=dockerd, capture_output=True
+        ).returncode:
+            assert time.monotonic() < deadline, "the container never got ready"
+            time.sleep(0.2)
+        uid = subprocess.run(
+            ["docker", "exec", name, "id", "-u"], env=dockerd, capture_output=True, text=True
+        )
+        assert uid.stdout.strip() == str(UID)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], env=dockerd, capture_output=True)
+
+    push = subprocess.run(
+        [VINTAGE, "image", "push", ref, "--registry", registry, "--builder", "docker", "--json"],
+        env=dockerd,
+        capture_output=True,
+        text=True,
+    )
+    assert push.returncode == 0, push.stderr
+    pushed = json.loads(push.stdout)
+    inspect = json.loads(
+        _run("skopeo", "inspect", "--tls-verify=false", f"docker://{pushed['reference']}").stdout
+    )
+    assert inspect["Digest"] == pushed["digest"]
+    assert inspect["Labels"]["vintage.model.digest"] == image["model_digest"]

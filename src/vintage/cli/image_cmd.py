@@ -62,12 +62,18 @@ def build(
 def push(
     image: Annotated[str, typer.Argument(help="Local image reference (from vintage image build).")],
     registry: Annotated[str, typer.Option(help="Registry HOST:PORT, e.g. 127.0.0.1:5000.")],
+    builder: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the image is: buildah (containers storage, the default) or docker (the daemon)."
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Push an image to a registry (TLS verified, except on 127.0.0.1/localhost)."""
     from vintage.image.push import push_image
 
-    pushed = push_image(image, registry)
+    pushed = push_image(image, registry, builder=builder)
     if json_out:
         state.print_json(pushed.to_json())
         return

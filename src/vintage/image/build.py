@@ -59,6 +59,7 @@ class BuiltImage:
         image_id: the builder's image id (``sha256:`` of the config).
         digest: ``sha256:`` of the image manifest in local storage: the reproducible one (a registry
             stores compressed layers, so its digest differs; :func:`vintage.image.push.push_image` says it).
+            A docker daemon has no manifest before a push: there it is the image id.
         model_digest: the model directory's content digest (``sha256:...``).
         size_bytes: the image's size, all layers uncompressed.
         labels: the image labels (``org.opencontainers.image.*`` and ``vintage.*``).
