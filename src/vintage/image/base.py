@@ -172,9 +172,10 @@ def ensure_base(builder: str) -> str:
 
 
 def _build(builder: str, ref: str, context: Path) -> None:
-    from vintage.image.build import build_argv
+    from vintage.image.build import build_argv, drop_intermediates
 
     tools.run(build_argv(builder, ref, context), f"cannot import the base image {ref}")
+    drop_intermediates(builder, ref)
 
 
 def _exists(builder: str, ref: str) -> bool:

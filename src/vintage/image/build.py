@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -213,7 +214,9 @@ def build_image(model_dir: Path, *, tag: str | None = None, builder: str | None 
         )
     finally:
         shutil.rmtree(context, ignore_errors=True)
-    return _inspect(builder, reference, model_digest, base_ref, model.predictor)
+    image = _inspect(builder, reference, model_digest, base_ref, model.predictor)
+    drop_intermediates(builder, reference)
+    return image
 
 
 def containerfile(base_ref: str, model_digest: str, labels: dict[str, str]) -> str:
@@ -297,6 +300,23 @@ def _inspect(builder: str, reference: str, model_digest: str, base_ref: str, pre
         entrypoint=tuple(config.get("Entrypoint") or ()),
         cmd=tuple(config.get("Cmd") or ()),
     )
+
+
+def drop_intermediates(builder: str, reference: str) -> None:
+    """Remove the untagged images that ``--layers`` left, one per instruction (the image keeps its layers).
+
+    The last ``FROM <id>`` of the image's history is its direct parent; removing it removes its untagged
+    ancestors too, down to the base image's tag. Nothing to do for docker, or when already gone.
+    """
+    if builder != "buildah":
+        return
+    doc = json.loads(tools.run(["buildah", "inspect", "--type", "image", reference], "cannot inspect"))
+    history = ((doc.get("OCIv1") or {}).get("history")) or []
+    parents = [str(h.get("comment") or "").split(" ", 1) for h in history]
+    ids = [p[1] for p in parents if len(p) == 2 and p[0] == "FROM" and re.fullmatch(r"[0-9a-f]{12,64}", p[1])]
+    if ids:
+        exe = tools.require("buildah")
+        subprocess.run([exe, "rmi", ids[-1]], capture_output=True, check=False, stdin=subprocess.DEVNULL)
 
 
 def _manifest_size(doc: dict[str, Any]) -> int:
