@@ -474,3 +474,33 @@ def test_docker_builder_keeps_the_healthcheck_and_pushes(project, dockerd, regis
     )
     assert inspect["Digest"] == pushed["digest"]
     assert inspect["Labels"]["vintage.model.digest"] == image["model_digest"]
+
+
+def test_a_model_that_needs_the_training_code_fails_the_build(tmp_path):
+    """The pickle names a class of the training code (tests/support): it loads here, not in the image."""
+    import yaml
+
+    proj = tmp_path / "custom"
+    proj.mkdir()
+    spec = yaml.safe_load((REPO / "vintage.yaml").read_text())
+    spec["estimator"] = {
+        "class": "support.smoke_breaker.NanOnTenRows",
+        "params": {"random_state": 42},
+        "grid": [{"alpha": 0.1, "l1_ratio": 0.1}],
+    }
+    (proj / "vintage.yaml").write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    subprocess.run([VINTAGE, "train"], cwd=proj, env=env, check=True, capture_output=True)
+    proc = subprocess.run(
+        [VINTAGE, "image", "build", "--model", "1", "--tag", "custom-e2e"],
+        cwd=proj,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert "error: the image cannot load its model: " in proc.stderr
+    assert "No module named 'support'" in proc.stderr
+    assert "hint:" in proc.stderr
+    gone = _run("podman", "image", "exists", "localhost/vintage-winequality:custom-e2e", check=False)
+    assert gone.returncode == 1  # no broken image left behind

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from vintage.errors import ConfigError
+from vintage.errors import ConfigError, ImageError
 from vintage.image import base, runtime, tools
 
 BUILDERS: Final = ("buildah", "docker")
@@ -155,17 +155,22 @@ def default_cmd() -> list[str]:
     return ["--api-key-file", KEYS_FILE]
 
 
-def build_image(model_dir: Path, *, tag: str | None = None, builder: str | None = None) -> BuiltImage:
+def build_image(
+    model_dir: Path, *, tag: str | None = None, builder: str | None = None, verify: bool = True
+) -> BuiltImage:
     """Build the image of the materialised model in ``model_dir``.
 
     Args:
         model_dir: a model directory materialised by vintage (it holds its content manifest).
         tag: a tag or a whole reference (default ``v<version>-<model digest>``).
         builder: ``buildah`` (default) or ``docker``.
+        verify: load the model inside the finished image (:func:`check_loads`); False only for tests that
+            need an image whose server cannot start.
 
     Raises:
         ServingError: the directory is not a materialised model, or its files changed since.
-        ImageError: the builder is missing or fails, the packages cannot be installed.
+        ImageError: the builder is missing or fails, the packages cannot be installed, the model does not
+            load inside the image.
         ConfigError: bad tag or builder name.
     """
     from vintage import __version__
@@ -210,12 +215,14 @@ def build_image(model_dir: Path, *, tag: str | None = None, builder: str | None 
         tools.run(
             build_argv(builder, reference, context, annotations=labels),
             f"cannot build the image {reference}",
-            hint=f"see the {builder} output above; the build context is the model plus the vintage package",
+            hint=f"the last lines {builder} printed are listed above",
         )
     finally:
         shutil.rmtree(context, ignore_errors=True)
     image = _inspect(builder, reference, model_digest, base_ref, model.predictor)
     drop_intermediates(builder, reference)
+    if verify:
+        check_loads(builder, reference)
     return image
 
 
@@ -299,6 +306,51 @@ def _inspect(builder: str, reference: str, model_digest: str, base_ref: str, pre
         predictor=predictor,
         entrypoint=tuple(config.get("Entrypoint") or ()),
         cmd=tuple(config.get("Cmd") or ()),
+    )
+
+
+_LOAD_CHECK: Final = f"""
+import sys
+from pathlib import Path
+try:
+    from vintage.serving.model import load_model_dir
+    load_model_dir(Path({MODEL_DIR!r}))
+except BaseException as exc:
+    print(getattr(exc, "headline", None) or f"{{type(exc).__name__}}: {{exc}}")
+    sys.exit(1)
+"""
+
+
+def check_loads(builder: str, reference: str) -> None:
+    """Load the model inside the image, as its user, the way the server will (no server started).
+
+    A model that loads on the build machine may not in the image: its pickle can name a module that only the
+    build machine has. Such an image is untagged again and the build fails.
+
+    Raises:
+        ImageError: the model does not load in the image.
+    """
+    exe = tools.require(builder)
+    python = ["/usr/bin/python3", "-c", _LOAD_CHECK]
+    if builder == "docker":
+        argv = [exe, "run", "--rm", "--network", "none", "--read-only", "--entrypoint", python[0], reference]
+        proc = subprocess.run([*argv, *python[1:]], capture_output=True, text=True, check=False)
+    else:
+        ctr = tools.run([exe, "from", "--pull-never", "--quiet", reference], f"cannot start {reference}")
+        try:
+            argv = [exe, "run", "--isolation", "chroot", "--user", USER, ctr, "--", *python]
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+        finally:
+            subprocess.run([exe, "rm", ctr], capture_output=True, check=False)
+    if proc.returncode == 0:
+        return
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    rmi = [exe, "rmi", reference] if builder == "buildah" else [exe, "image", "rm", reference]
+    subprocess.run(rmi, capture_output=True, check=False)
+    raise ImageError(
+        f"the image cannot load its model: {lines[0] if lines else f'exit code {proc.returncode}'}",
+        hint="the image holds the model, vintage and scikit-learn's stack only: a pickle that needs another "
+        "module (a class defined in the training code) cannot be served from an image",
     )
 
 
