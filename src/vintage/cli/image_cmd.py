@@ -43,7 +43,7 @@ def build(
     require(resolve_builder(builder))  # a typo or a missing builder fails before the model is downloaded
     model_dir = local_model_dir(model, reader="cli:image")
     state.err().print(f"building the image of {model_dir.name} (the first build also builds the base)...")
-    image = build_image(model_dir, tag=tag, builder=builder)
+    image = build_image(model_dir, tag=tag, builder=builder, verify=True)
     if json_out:
         state.print_json(image.to_json())
         return

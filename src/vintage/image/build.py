@@ -156,7 +156,7 @@ def default_cmd() -> list[str]:
 
 
 def build_image(
-    model_dir: Path, *, tag: str | None = None, builder: str | None = None, verify: bool = True
+    model_dir: Path, *, tag: str | None = None, builder: str | None = None, verify: bool = False
 ) -> BuiltImage:
     """Build the image of the materialised model in ``model_dir``.
 
@@ -164,13 +164,14 @@ def build_image(
         model_dir: a model directory materialised by vintage (it holds its content manifest).
         tag: a tag or a whole reference (default ``v<version>-<model digest>``).
         builder: ``buildah`` (default) or ``docker``.
-        verify: load the model inside the finished image (:func:`check_loads`); False only for tests that
-            need an image whose server cannot start.
+        verify: load the model inside the finished image (:func:`check_loads`), as ``vintage image build``
+            does; a deploy target that starts the image and waits for ``/ready`` before switching finds the
+            same failure itself.
 
     Raises:
         ServingError: the directory is not a materialised model, or its files changed since.
         ImageError: the builder is missing or fails, the packages cannot be installed, the model does not
-            load inside the image.
+            load inside the image (``verify``).
         ConfigError: bad tag or builder name.
     """
     from vintage import __version__
