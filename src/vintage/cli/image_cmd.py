@@ -38,11 +38,12 @@ def build(
     """
     from vintage.cli.models_ref import local_model_dir
     from vintage.image.build import build_image, resolve_builder
+    from vintage.image.tools import require
 
-    resolve_builder(builder)  # a typo fails before the model is downloaded
+    require(resolve_builder(builder))  # a typo or a missing builder fails before the model is downloaded
     model_dir = local_model_dir(model, reader="cli:image")
     state.err().print(f"building the image of {model_dir.name} (the first build also builds the base)...")
-    image = build_image(model_dir, tag=tag, builder=builder)
+    image = build_image(model_dir, tag=tag, builder=builder, verify=True)
     if json_out:
         state.print_json(image.to_json())
         return
@@ -61,12 +62,18 @@ def build(
 def push(
     image: Annotated[str, typer.Argument(help="Local image reference (from vintage image build).")],
     registry: Annotated[str, typer.Option(help="Registry HOST:PORT, e.g. 127.0.0.1:5000.")],
+    builder: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the image is: buildah (containers storage, the default) or docker (the daemon)."
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Push an image to a registry (TLS verified, except on 127.0.0.1/localhost)."""
     from vintage.image.push import push_image
 
-    pushed = push_image(image, registry)
+    pushed = push_image(image, registry, builder=builder)
     if json_out:
         state.print_json(pushed.to_json())
         return

@@ -32,6 +32,11 @@ _HOOKS: Final = (
     'rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*',
     f'echo "{USER}:x:{UID}:{UID}:vintage scoring server:/nonexistent:/usr/sbin/nologin" >> "$1"/etc/passwd',
     f'echo "{USER}:x:{UID}:" >> "$1"/etc/group',
+    # Debian's .pyc files record the source's mtime, which the builder's --timestamp 0 resets: they would be
+    # stale in the image, and a read-only server would recompile the standard library at every start. Hash
+    # based ones stay valid (a few test files that do not compile are left as source, hence `|| true`).
+    'chroot "$1" /usr/bin/python3.11 -m compileall -q -f --invalidation-mode unchecked-hash '
+    "/usr/lib/python3.11 || true",
 )
 RECIPE_VERSION: Final = 1
 _SOURCES: Final = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
@@ -167,9 +172,10 @@ def ensure_base(builder: str) -> str:
 
 
 def _build(builder: str, ref: str, context: Path) -> None:
-    from vintage.image.build import build_argv
+    from vintage.image.build import build_argv, drop_intermediates
 
     tools.run(build_argv(builder, ref, context), f"cannot import the base image {ref}")
+    drop_intermediates(builder, ref)
 
 
 def _exists(builder: str, ref: str) -> bool:

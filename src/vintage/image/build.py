@@ -24,12 +24,13 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from vintage.errors import ConfigError
+from vintage.errors import ConfigError, ImageError
 from vintage.image import base, runtime, tools
 
 BUILDERS: Final = ("buildah", "docker")
@@ -59,6 +60,7 @@ class BuiltImage:
         image_id: the builder's image id (``sha256:`` of the config).
         digest: ``sha256:`` of the image manifest in local storage: the reproducible one (a registry
             stores compressed layers, so its digest differs; :func:`vintage.image.push.push_image` says it).
+            A docker daemon has no manifest before a push: there it is the image id.
         model_digest: the model directory's content digest (``sha256:...``).
         size_bytes: the image's size, all layers uncompressed.
         labels: the image labels (``org.opencontainers.image.*`` and ``vintage.*``).
@@ -153,17 +155,23 @@ def default_cmd() -> list[str]:
     return ["--api-key-file", KEYS_FILE]
 
 
-def build_image(model_dir: Path, *, tag: str | None = None, builder: str | None = None) -> BuiltImage:
+def build_image(
+    model_dir: Path, *, tag: str | None = None, builder: str | None = None, verify: bool = False
+) -> BuiltImage:
     """Build the image of the materialised model in ``model_dir``.
 
     Args:
         model_dir: a model directory materialised by vintage (it holds its content manifest).
         tag: a tag or a whole reference (default ``v<version>-<model digest>``).
         builder: ``buildah`` (default) or ``docker``.
+        verify: load the model inside the finished image (:func:`check_loads`), as ``vintage image build``
+            does; a deploy target that starts the image and waits for ``/ready`` before switching finds the
+            same failure itself.
 
     Raises:
         ServingError: the directory is not a materialised model, or its files changed since.
-        ImageError: the builder is missing or fails, the packages cannot be installed.
+        ImageError: the builder is missing or fails, the packages cannot be installed, the model does not
+            load inside the image (``verify``).
         ConfigError: bad tag or builder name.
     """
     from vintage import __version__
@@ -208,11 +216,15 @@ def build_image(model_dir: Path, *, tag: str | None = None, builder: str | None 
         tools.run(
             build_argv(builder, reference, context, annotations=labels),
             f"cannot build the image {reference}",
-            hint=f"see the {builder} output above; the build context is the model plus the vintage package",
+            hint=f"the last lines {builder} printed are listed above",
         )
     finally:
         shutil.rmtree(context, ignore_errors=True)
-    return _inspect(builder, reference, model_digest, base_ref, model.predictor)
+    image = _inspect(builder, reference, model_digest, base_ref, model.predictor)
+    drop_intermediates(builder, reference)
+    if verify:
+        check_loads(builder, reference)
+    return image
 
 
 def containerfile(base_ref: str, model_digest: str, labels: dict[str, str]) -> str:
@@ -296,6 +308,68 @@ def _inspect(builder: str, reference: str, model_digest: str, base_ref: str, pre
         entrypoint=tuple(config.get("Entrypoint") or ()),
         cmd=tuple(config.get("Cmd") or ()),
     )
+
+
+_LOAD_CHECK: Final = f"""
+import sys
+from pathlib import Path
+try:
+    from vintage.serving.model import load_model_dir
+    load_model_dir(Path({MODEL_DIR!r}))
+except BaseException as exc:
+    print(getattr(exc, "headline", None) or f"{{type(exc).__name__}}: {{exc}}")
+    sys.exit(1)
+"""
+
+
+def check_loads(builder: str, reference: str) -> None:
+    """Load the model inside the image, as its user, the way the server will (no server started).
+
+    A model that loads on the build machine may not in the image: its pickle can name a module that only the
+    build machine has. Such an image is untagged again and the build fails.
+
+    Raises:
+        ImageError: the model does not load in the image.
+    """
+    exe = tools.require(builder)
+    python = ["/usr/bin/python3", "-c", _LOAD_CHECK]
+    if builder == "docker":
+        argv = [exe, "run", "--rm", "--network", "none", "--read-only", "--entrypoint", python[0], reference]
+        proc = subprocess.run([*argv, *python[1:]], capture_output=True, text=True, check=False)
+    else:
+        ctr = tools.run([exe, "from", "--pull-never", "--quiet", reference], f"cannot start {reference}")
+        try:
+            argv = [exe, "run", "--isolation", "chroot", "--user", USER, ctr, "--", *python]
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+        finally:
+            subprocess.run([exe, "rm", ctr], capture_output=True, check=False)
+    if proc.returncode == 0:
+        return
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    rmi = [exe, "rmi", reference] if builder == "buildah" else [exe, "image", "rm", reference]
+    subprocess.run(rmi, capture_output=True, check=False)
+    raise ImageError(
+        f"the image cannot load its model: {lines[0] if lines else f'exit code {proc.returncode}'}",
+        hint="the image holds the model, vintage and scikit-learn's stack only: a pickle that needs another "
+        "module (a class defined in the training code) cannot be served from an image",
+    )
+
+
+def drop_intermediates(builder: str, reference: str) -> None:
+    """Remove the untagged images that ``--layers`` left, one per instruction (the image keeps its layers).
+
+    The last ``FROM <id>`` of the image's history is its direct parent; removing it removes its untagged
+    ancestors too, down to the base image's tag. Nothing to do for docker, or when already gone.
+    """
+    if builder != "buildah":
+        return
+    doc = json.loads(tools.run(["buildah", "inspect", "--type", "image", reference], "cannot inspect"))
+    history = ((doc.get("OCIv1") or {}).get("history")) or []
+    parents = [str(h.get("comment") or "").split(" ", 1) for h in history]
+    ids = [p[1] for p in parents if len(p) == 2 and p[0] == "FROM" and re.fullmatch(r"[0-9a-f]{12,64}", p[1])]
+    if ids:
+        exe = tools.require("buildah")
+        subprocess.run([exe, "rmi", ids[-1]], capture_output=True, check=False, stdin=subprocess.DEVNULL)
 
 
 def _manifest_size(doc: dict[str, Any]) -> int:

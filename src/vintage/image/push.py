@@ -7,6 +7,7 @@ its manifest digest differs from the local one; both are returned.
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 import urllib.error
@@ -60,16 +61,25 @@ def remote_reference(local: str, registry: str) -> str:
     return f"{registry}/{path}"
 
 
-def push_image(reference: str, registry: str) -> PushedImage:
-    """Push the local image ``reference`` to ``registry`` (``HOST:PORT``).
+def push_image(reference: str, registry: str, *, builder: str | None = None) -> PushedImage:
+    """Push the local image ``reference`` to ``registry`` (``HOST:PORT``), from the containers storage
+    (buildah, podman) or, with ``builder="docker"``, from the docker daemon (``$DOCKER_HOST`` if set).
 
     Raises:
         ConfigError: bad registry address.
         ImageError: skopeo missing, the image is not in local storage, the registry is unreachable or
             refuses the push.
     """
+    from vintage.image.build import resolve_builder
+
     host, port = check_registry(registry)
     tls = host not in LOOPBACK
+    if resolve_builder(builder) == "docker":
+        daemon = os.environ.get("DOCKER_HOST")
+        source = [f"--src-daemon-host={daemon}"] if daemon else []
+        source.append(f"docker-daemon:{reference}")
+    else:
+        source = [f"containers-storage:{reference}"]
     tools.require("skopeo")
     _check_reachable(host, port, tls)
     dest = remote_reference(reference, registry)
@@ -83,7 +93,7 @@ def push_image(reference: str, registry: str) -> PushedImage:
                 f"--dest-tls-verify={'true' if tls else 'false'}",
                 "--digestfile",
                 str(digest_file),
-                f"containers-storage:{reference}",
+                *source,
                 f"docker://{dest}",
             ],
             f"cannot push {reference} to {registry}",

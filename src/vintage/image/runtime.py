@@ -25,23 +25,10 @@ from vintage.errors import ImageError
 from vintage.image import tools
 from vintage.image.base import PYTHON
 
-SERVER: Final = (
-    "numpy",
-    "orjson",
-    "uvicorn",
-    "click",
-    "h11",
-    "httptools",
-    "uvloop",
-    "prometheus-client",
-    "pyyaml",
-)
-SKLEARN: Final = ("scikit-learn", "scipy", "joblib", "threadpoolctl")
-BY_FORMAT: Final = {
-    "cloudpickle": ("cloudpickle",),
-    "pickle": (),
-    "skops": ("skops", "packaging", "prettytable", "wcwidth"),
-}
+# What the server imports; their own dependencies come from the lock file (its "# via" comments).
+SERVER: Final = ("numpy", "orjson", "uvicorn", "httptools", "uvloop", "prometheus-client", "pyyaml")
+SKLEARN: Final = ("scikit-learn", "threadpoolctl")
+BY_FORMAT: Final = {"cloudpickle": ("cloudpickle",), "pickle": (), "skops": ("skops",)}
 UV_PLATFORM: Final = "x86_64-manylinux_2_28"  # the lock file's platform
 SITE_DIR: Final = "/opt/vintage/site"  # where the packages lie in the image
 _LAYOUT_VERSION = 2
@@ -61,10 +48,54 @@ def lock_file() -> Path:
 
 
 def packages_for(predictor: str, serialization_format: str) -> tuple[str, ...]:
-    """The distributions the server needs for a model served by ``predictor`` (``linear`` or other)."""
+    """The distributions the server imports for a model served by ``predictor`` (``linear`` or other);
+    :func:`closure` adds what they depend on."""
     if predictor == "linear":
         return SERVER
     return (*SERVER, *SKLEARN, *BY_FORMAT.get(serialization_format, ()))
+
+
+def closure(lock_text: str, roots: Iterable[str]) -> set[str]:
+    """``roots`` and everything they depend on, as resolved in a ``uv pip compile`` lock file.
+
+    The lock file says, under each pin, which packages required it (``# via``); reversed, that gives each
+    package's dependencies.
+
+    Raises:
+        ImageError: a root is not in the lock file.
+    """
+    needed_by: dict[str, set[str]] = {}
+    current: str | None = None
+    in_via = False
+    for line in lock_text.splitlines():
+        if line and not line[0].isspace() and not line.startswith("#") and "==" in line:
+            current, in_via = _norm(line.split("==", 1)[0]), False
+            needed_by.setdefault(current, set())
+            continue
+        text = line.strip()
+        if current is None or not text.startswith("#"):
+            continue
+        body = text.lstrip("#").strip()
+        if body.startswith("via"):
+            in_via = True
+            body = body[3:].strip()
+        if in_via and body:
+            needed_by[current].add(_norm(body.split(" ", 1)[0]))
+    deps: dict[str, set[str]] = {}
+    for name, parents in needed_by.items():
+        for parent in parents:
+            deps.setdefault(parent, set()).add(name)
+    todo = [_norm(r) for r in roots]
+    missing = sorted(r for r in todo if r not in needed_by)
+    if missing:
+        raise ImageError(f"requirements/lock.txt has no pinned version of {', '.join(missing)}")
+    found: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo += deps.get(name, ())
+    return found
 
 
 def pinned(lock_text: str, names: Iterable[str]) -> str:
@@ -100,7 +131,8 @@ def ensure_site(names: Iterable[str]) -> Path:
     """
     from filelock import FileLock
 
-    requirements = pinned(lock_file().read_text(encoding="utf-8"), names)
+    lock = lock_file().read_text(encoding="utf-8")
+    requirements = pinned(lock, closure(lock, names))
     key = hashlib.sha256(f"{_LAYOUT_VERSION}|{UV_PLATFORM}|{PYTHON}|{requirements}".encode()).hexdigest()[:16]
     root = tools.cache_dir() / "runtime"
     root.mkdir(parents=True, exist_ok=True)
