@@ -175,8 +175,8 @@ def build_image(
         ConfigError: bad tag or builder name.
     """
     from vintage import __version__
-    from vintage.serving import digest
-    from vintage.serving.model import load_model_dir
+    from vintage.model import digest
+    from vintage.model.load import load_model_dir
 
     builder = resolve_builder(builder)
     tools.require(builder)
@@ -314,7 +314,7 @@ _LOAD_CHECK: Final = f"""
 import sys
 from pathlib import Path
 try:
-    from vintage.serving.model import load_model_dir
+    from vintage.model.load import load_model_dir
     load_model_dir(Path({MODEL_DIR!r}))
 except BaseException as exc:
     print(getattr(exc, "headline", None) or f"{{type(exc).__name__}}: {{exc}}")
