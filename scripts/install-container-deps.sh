@@ -2,8 +2,9 @@
 # Install what `vintage image build/push` and the container tests need: buildah (builds without a daemon),
 # podman (runs the image), skopeo (push, inspect), mmdebstrap (the Debian base image), docker-registry (the
 # test registry on 127.0.0.1), runc, docker.io (dockerd: the docker builder's tests start their own
-# daemon). Then a containers.conf drop-in for machines like this one: runc with cgroupfs (crun and the systemd cgroup manager fail on cgroups v1 hybrid) and low default ulimits (runc
-# cannot raise them without CAP_SYS_RESOURCE).
+# daemon). Then a containers.conf drop-in for machines like this one: runc with cgroupfs (crun and the
+# systemd cgroup manager fail on cgroups v1 hybrid) and low default ulimits (runc cannot raise them
+# without CAP_SYS_RESOURCE).
 # Idempotent and silent when everything is already in place. Called by `make test` (target system-deps);
 # `make demo` does not need any of it.
 set -euo pipefail
