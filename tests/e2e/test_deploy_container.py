@@ -172,6 +172,13 @@ def test_staging_as_a_container_keys_update_failed_start_smoke_rollback_status_s
     assert staging["image"].startswith("localhost/vintage-winequality:v1-")
     assert staging["image_digest"].startswith("sha256:")
     assert project.containers() == {first: "running"}
+    # the release record names the image staging runs (the original pipeline's image.json)
+    record = json.loads(project.vintage("release", "show", "--json").stdout)
+    assert record["deployments"]["staging"]["image"] == {
+        "reference": staging["image"],
+        "digest": staging["image_digest"],
+    }
+    assert "image" not in record["deployments"]["production"]  # production runs as a local process
 
     # the 10-row split-JSON request, with the key and without
     key = project.key("staging")

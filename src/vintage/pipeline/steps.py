@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from vintage import audit
 from vintage.errors import PipelineError
@@ -135,18 +136,17 @@ def deploy(ctx: StepContext) -> DeployOutput:
     outcome = ctx.target().deploy(model_dir, name, version)
     env = ctx.stage.environment
     ctx.say(f"{env}: {outcome.action} {name} v{version} at {outcome.current.url}")
-    ctx.store.update_release(
-        ctx.run_id,
-        deployments={
-            str(env): {
-                "version": version,
-                "digest": outcome.current.digest,
-                "action": outcome.action,
-                "url": outcome.current.url,
-                "time": st.now(),
-            }
-        },
-    )
+    served: dict[str, Any] = {
+        "version": version,
+        "digest": outcome.current.digest,
+        "action": outcome.action,
+        "url": outcome.current.url,
+        "time": st.now(),
+    }
+    if outcome.current.image:
+        # What the original pipeline passed on as image.json: the image an environment runs.
+        served["image"] = {"reference": outcome.current.image, "digest": outcome.current.image_digest}
+    ctx.store.update_release(ctx.run_id, deployments={str(env): served})
     return DeployOutput.of(outcome.action, outcome.current, outcome.previous)
 
 
