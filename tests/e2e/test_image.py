@@ -165,7 +165,7 @@ def test_same_model_same_digest(project, built):
 
 
 def test_labels_and_annotations_name_the_model(built, project):
-    from vintage.serving.digest import recorded
+    from vintage.model.digest import recorded
 
     model_dir = project / ".vintage" / "models" / "winequality-v1"
     inspect = json.loads(_run("skopeo", "inspect", f"containers-storage:{built['reference']}").stdout)
