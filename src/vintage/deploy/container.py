@@ -39,9 +39,12 @@ import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field
 
 from vintage import audit
+from vintage.config.models import TargetSettings
 from vintage.deploy.base import Deployment, DeployOutcome
 from vintage.deploy.runtime import ContainerRuntime, RunSpec, labels_of, running, user_ids
 from vintage.errors import DeployError, VintageError
@@ -68,6 +71,17 @@ LABEL_PROJECT = "vintage.project"
 LABEL_OPTIONS = "vintage.serve-options"
 LABEL_ROLE = "vintage.role"
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Deployment))
+
+
+class ContainerSettings(TargetSettings):
+    """The keys of ``environments.<env>`` that only the container target takes (flat, next to ``target``)."""
+
+    runtime: Literal["podman", "docker"] = "podman"
+    """The container runtime."""
+    memory: str | None = Field(default="1g", pattern=r"^[0-9]+[bkmgBKMG]?$")
+    """The container's memory limit (``512m``, ``2g``; null: none)."""
+    pids_limit: Annotated[int, Field(ge=16, le=65536)] = 256
+    """The most processes in the container."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +111,7 @@ class ContainerTarget:
     """
 
     TYPE = "container"
+    Settings = ContainerSettings
 
     def __init__(
         self,
@@ -132,17 +147,18 @@ class ContainerTarget:
     def from_spec(cls, spec: Spec, environment: str) -> Self:
         """The target of ``environment`` as vintage.yaml configures it."""
         env = spec.environments[environment]
+        settings = env.settings_as(cls.Settings)
         return cls(
             environment,
             spec.state_dir.resolve(),
             port=env.port,
-            runtime=env.runtime,
+            runtime=settings.runtime,
             key_scope=spec.key_scope(environment),
             secrets=spec.secrets.model_dump(mode="json"),
             public_metadata=env.public_metadata,
             workers=env.workers,
-            memory=env.memory,
-            pids_limit=env.pids_limit,
+            memory=settings.memory,
+            pids_limit=settings.pids_limit,
         )
 
     # -- the DeployTarget protocol ----------------------------------------------------------------------
