@@ -1,6 +1,8 @@
 """A deploy target in memory: implements :class:`vintage.deploy.base.DeployTarget` and keeps what each
 environment serves in a :class:`World` shared by every instance of one test. Registered as the ``fake``
 row of the deploy-target table for the duration of :func:`fake_targets` (``target: fake`` in the config).
+Its own settings (``region``, ``replicas``) are declared here, in :class:`FakeSettings`, and nowhere in
+the config models: ``environments.<env>: {target: fake, region: there}`` validates through the table.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Self
 
+from pydantic import Field
+
+from vintage.config.models import TargetSettings
 from vintage.deploy.base import Deployment, DeployOutcome
 from vintage.errors import DeployError
 from vintage.plugins import DEPLOY_TARGETS
@@ -30,20 +35,32 @@ class World:
     fail_deploy: str | None = None
 
 
+class FakeSettings(TargetSettings):
+    """The keys only ``target: fake`` takes."""
+
+    region: Literal["here", "there"] = "here"
+    replicas: Annotated[int, Field(ge=1, le=9)] = 1
+
+
 class FakeTarget:
     """One environment of the :class:`World` of the enclosing :func:`fake_targets` block."""
 
     TYPE = "fake"
+    Settings = FakeSettings
     world: ClassVar[World]
 
-    def __init__(self, environment: str, port: int, world: World) -> None:
+    def __init__(
+        self, environment: str, port: int, world: World, settings: FakeSettings | None = None
+    ) -> None:
         self.environment = environment
         self.port = port
+        self.settings = settings or FakeSettings()
         self._world = world
 
     @classmethod
     def from_spec(cls, spec: Spec, environment: str) -> Self:
-        return cls(environment, spec.environments[environment].port, cls.world)
+        env = spec.environments[environment]
+        return cls(environment, env.port, cls.world, env.settings_as(cls.Settings))
 
     def deploy(self, model_dir: Path, model_name: str, version: int) -> DeployOutcome:
         w = self._world

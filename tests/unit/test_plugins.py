@@ -86,3 +86,74 @@ def test_a_config_naming_an_unknown_target_is_a_config_error_with_the_key_path(p
     assert exc.value.headline == (
         f"{config}: environments.staging.target: unknown deploy target 'kubernetes'; known: local, container"
     )
+
+
+def test_a_target_row_brings_its_own_settings_and_config_needs_no_edit(project: Path) -> None:
+    """`target: fake` with the fake's own keys (declared in tests/support/fake_target.py only): accepted,
+    checked by the fake's Settings with the key path, shown flat, and read back by its from_spec."""
+    from support.fake_target import FakeSettings, fake_targets
+    from vintage.config import load_spec
+    from vintage.pipeline import ops
+
+    config = project / "vintage.yaml"
+    config.write_text(config.read_text() + "environments:\n  staging: {target: fake, region: there}\n")
+    with fake_targets():
+        spec = load_spec(config)
+        env = spec.environments["staging"]
+        assert env.settings == FakeSettings(region="there", replicas=1)
+        dumped = spec.model_dump(mode="json", by_alias=True)["environments"]["staging"]
+        assert list(dumped)[:3] == ["target", "region", "replicas"]  # flat, next to target
+        assert type(spec).model_validate(spec.model_dump(mode="json", by_alias=True)) == spec
+        target = ops.target(spec, "staging")
+        assert target.settings.region == "there"  # type: ignore[attr-defined]
+
+        config.write_text(config.read_text().replace("region: there", "region: there, replicas: 0"))
+        with pytest.raises(ConfigError) as exc:
+            load_spec(config)
+        assert exc.value.headline.startswith(f"{config}: environments.staging.replicas: Input should be")
+
+        config.write_text(config.read_text().replace("replicas: 0", "zone: a"))
+        with pytest.raises(ConfigError) as exc:
+            load_spec(config)
+        assert exc.value.headline == (
+            f"{config}: environments.staging.zone: unknown key for the fake target; expected one of: target, "
+            "host, port, workers, api_keys, key_scope, public_metadata, approvers, forbid_self_approval, "
+            "approval_ttl_hours, lock_behavior, lock_timeout_s, region, replicas"
+        )
+
+
+def test_a_target_without_settings_takes_only_the_common_keys() -> None:
+    class Bare:
+        pass
+
+    with DEPLOY_TARGETS.override("bare", Bare):
+        assert EnvironmentSpec(target="bare", port=9000).port == 9000
+        with pytest.raises(ValueError, match=r"memory\n.*unknown key for the bare target"):
+            EnvironmentSpec.model_validate({"target": "bare", "memory": "1g"})
+
+
+def test_a_settings_model_that_ignores_unknown_keys_is_refused() -> None:
+    from pydantic import BaseModel
+
+    class Lax:
+        class Settings(BaseModel):  # extra="ignore": a typo would be dropped silently
+            region: str = "here"
+
+    with DEPLOY_TARGETS.override("lax", Lax), pytest.raises(TypeError, match="forbids unknown keys"):
+        EnvironmentSpec(target="lax")
+
+
+def test_loading_a_container_environment_imports_no_heavy_library(project: Path) -> None:
+    """Validating its settings imports the container target's module: that import stays light."""
+    config = project / "vintage.yaml"
+    config.write_text(config.read_text() + "environments:\n  staging: {target: container, memory: 2g}\n")
+    code = (
+        "import sys; from vintage.config import load_spec;"
+        "s = load_spec(); assert s.environments['staging'].settings.memory == '2g';"
+        "assert 'vintage.deploy.container' in sys.modules;"
+        "print(sorted(m for m in ('mlflow', 'pyspark', 'kubernetes', 'databricks') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=project
+    )
+    assert out.stdout.strip() == "[]"

@@ -151,6 +151,8 @@ def _format_error(file: Path, err: Any) -> str:
     loc = tuple(err["loc"])
     path = _key_path(loc) or "(top level)"
     if err["type"] == "extra_forbidden":
+        if (err.get("ctx") or {}).get("keys"):  # a deploy target's settings: the message names its keys
+            return f"{file}: {path}: {err['msg']}"
         allowed = _allowed_keys(loc[:-1])
         expected = f"; expected one of: {', '.join(allowed)}" if allowed else ""
         return f"{file}: {path}: unknown key{expected}"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol, Self
 
 if TYPE_CHECKING:
     from vintage.config import Spec
+    from vintage.config.models import TargetSettings
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class DeployTarget(Protocol):
     """
 
     TYPE: str
+    Settings: type[TargetSettings]
+    """The keys of ``environments.<env>`` this target takes beyond the common ones (a strict pydantic model;
+    config validates them with it, ``from_spec`` reads them with ``env.settings_as(cls.Settings)``)."""
 
     @classmethod
     def from_spec(cls, spec: Spec, environment: str) -> Self:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import http.client
 import json
 import os
 import shutil
@@ -39,15 +38,19 @@ import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field
 
 from vintage import audit
+from vintage.config.models import TargetSettings
 from vintage.deploy.base import Deployment, DeployOutcome
 from vintage.deploy.runtime import ContainerRuntime, RunSpec, labels_of, running, user_ids
-from vintage.errors import DeployError, VintageError
+from vintage.errors import DeployError, ServingError, VintageError
 from vintage.fsutil import write_private
 from vintage.model import digest as model_digest
 from vintage.serving.auth import OPEN_FLAG
+from vintage.serving.client import ServerClient
 
 if TYPE_CHECKING:
     from typing import Self
@@ -56,7 +59,6 @@ if TYPE_CHECKING:
 
 READY_TIMEOUT_S = 60.0
 POLL_S = 0.05
-PROBE_TIMEOUT_S = 2.0
 STOP_TIMEOUT_S = 30
 KEY_DIR_IN_CONTAINER = "/run/secrets/vintage"
 KEY_FILE = "keys"  # the image reads /run/secrets/vintage/keys (vintage image build)
@@ -68,6 +70,17 @@ LABEL_PROJECT = "vintage.project"
 LABEL_OPTIONS = "vintage.serve-options"
 LABEL_ROLE = "vintage.role"
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Deployment))
+
+
+class ContainerSettings(TargetSettings):
+    """The keys of ``environments.<env>`` that only the container target takes (flat, next to ``target``)."""
+
+    runtime: Literal["podman", "docker"] = "podman"
+    """The container runtime."""
+    memory: str | None = Field(default="1g", pattern=r"^[0-9]+[bkmgBKMG]?$")
+    """The container's memory limit (``512m``, ``2g``; null: none)."""
+    pids_limit: Annotated[int, Field(ge=16, le=65536)] = 256
+    """The most processes in the container."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +110,7 @@ class ContainerTarget:
     """
 
     TYPE = "container"
+    Settings = ContainerSettings
 
     def __init__(
         self,
@@ -132,17 +146,18 @@ class ContainerTarget:
     def from_spec(cls, spec: Spec, environment: str) -> Self:
         """The target of ``environment`` as vintage.yaml configures it."""
         env = spec.environments[environment]
+        settings = env.settings_as(cls.Settings)
         return cls(
             environment,
             spec.state_dir.resolve(),
             port=env.port,
-            runtime=env.runtime,
+            runtime=settings.runtime,
             key_scope=spec.key_scope(environment),
             secrets=spec.secrets.model_dump(mode="json"),
             public_metadata=env.public_metadata,
             workers=env.workers,
-            memory=env.memory,
-            pids_limit=env.pids_limit,
+            memory=settings.memory,
+            pids_limit=settings.pids_limit,
         )
 
     # -- the DeployTarget protocol ----------------------------------------------------------------------
@@ -196,7 +211,7 @@ class ContainerTarget:
         if live is None:
             return None
         name, info = live
-        healthy = self._probe(self.port, "/ready")
+        healthy = self._client(self.port).ready()
         served = self._served(self.port, name)
         served_digest = served.get("digest") if served else None
         history = self.history()
@@ -299,7 +314,7 @@ class ContainerTarget:
         live = self._live()
         in_place = False
         if live is not None and live[0] == name:
-            if self._fits(live[1]) and self._probe(self.port, "/ready"):
+            if self._fits(live[1]) and self._client(self.port).ready():
                 return self._unchanged(live[1], last, model_dir, model_name, version, digest)
             in_place = True  # this model, but other options (API keys on/off) or not answering: replaced
         live_name = live[0] if live else None
@@ -464,7 +479,7 @@ class ContainerTarget:
         deadline = time.monotonic() + READY_TIMEOUT_S
         why = f"it was not ready after {READY_TIMEOUT_S:.0f} s"
         while time.monotonic() < deadline:
-            if self._probe(port, "/ready"):
+            if self._client(port).ready():
                 return
             info = self.runtime.inspect(name)
             if not running(info):
@@ -595,7 +610,7 @@ class ContainerTarget:
                     hint=f"`{self.runtime.name} logs {name}`; deploy again to retry",
                 )
             ok = self._served(self.port, name) is not None and all(
-                self._status(self.port, "/version", k) == 401 for k in gone
+                self._client(self.port, k).status_code("/version") == 401 for k in gone
             )
             passed = passed + 1 if ok else 0
             if not ok:
@@ -642,28 +657,16 @@ class ContainerTarget:
             return None
         return lines[0] if lines else None
 
-    def _probe(self, port: int, path: str) -> bool:
-        try:
-            return _get(port, path)[0] == 200
-        except (OSError, http.client.HTTPException):
-            return False
-
-    def _status(self, port: int, path: str, key: str) -> int | None:
-        try:
-            return _get(port, path, {"Authorization": f"Bearer {key}"})[0]
-        except (OSError, http.client.HTTPException):
-            return None
+    def _client(self, port: int, key: str | None = None) -> ServerClient:
+        """The client of the server published on ``port`` (``key`` sent on ``/version``; probes send none)."""
+        return ServerClient(f"http://127.0.0.1:{port}", api_key=key)
 
     def _served(self, port: int, name: str) -> dict[str, Any] | None:
         """``/version`` of the server (with the container's key), or ``None`` when it does not answer."""
-        key = self._key(name)
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
         try:
-            code, body = _get(port, "/version", headers)
-            found = json.loads(body) if code == 200 else None
-        except (OSError, http.client.HTTPException, ValueError):
+            return self._client(port, self._key(name)).version()
+        except ServingError:  # nothing answers, another status than 200, or not a JSON object
             return None
-        return found if isinstance(found, dict) else None
 
     # -- files -----------------------------------------------------------------------------------------------
 
@@ -691,16 +694,6 @@ def _same_image(info: dict[str, Any], image: _Image) -> bool:
 def _image_ref(info: dict[str, Any]) -> str:
     """The image a container was created from (name as given, else id)."""
     return str(info.get("ImageName") or info.get("Image") or "")
-
-
-def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT_S)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def _port_free(port: int) -> bool:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from vintage import audit
+from vintage.config.models import TargetSettings
 from vintage.deploy import process
 from vintage.deploy.base import Deployment, DeployOutcome
 from vintage.errors import DeployError, VintageError
@@ -75,6 +76,7 @@ class LocalTarget:
     """
 
     TYPE = "local"
+    Settings = TargetSettings  # no settings beyond the common environment keys
 
     def __init__(
         self,

@@ -117,6 +117,14 @@ class ServerClient:
         except ServerUnavailableError:
             return False
 
+    def status_code(self, path: str, timeout: float = PROBE_TIMEOUT_S) -> int | None:
+        """The status ``GET path`` answers, with the client's key (a key rotation checks that a removed
+        key gets 401); ``None`` when nothing answers."""
+        try:
+            return self.request("GET", path, timeout=timeout).status
+        except ServerUnavailableError:
+            return None
+
     def health(self) -> bool:
         """``/health`` answers 200: the process is up."""
         return self.probe("/health")

@@ -3,6 +3,7 @@ without the runtime gets one line saying how to install it (exit 1), before anyt
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +15,8 @@ from vintage.config import load_spec
 from vintage.errors import ConfigError, DeployError
 from vintage.pipeline import ops
 
+CONTAINER_VALUES: dict[str, object] = {"runtime": "podman", "memory": "1g", "pids_limit": 256}
+
 
 def _container_staging(project: Path, **extra: object) -> None:
     path = project / "vintage.yaml"
@@ -24,18 +27,35 @@ def _container_staging(project: Path, **extra: object) -> None:
 
 
 def test_container_target_and_its_settings_are_accepted(project: Path) -> None:
+    from vintage.deploy.container import ContainerSettings
+
     _container_staging(project, runtime="docker", memory="512m", pids_limit=128)
     env = load_spec().environments["staging"]
-    assert (env.target, env.runtime, env.memory, env.pids_limit) == ("container", "docker", "512m", 128)
+    assert env.target == "container"
+    assert env.settings == ContainerSettings(runtime="docker", memory="512m", pids_limit=128)
     assert load_spec().environments["production"].target == "local"  # local stays the default
+
+
+def test_container_settings_default_and_are_shown_flat(project: Path, cli) -> None:
+    _container_staging(project)
+    result = cli("config", "show", "--json")
+    assert result.code == 0
+    staging = json.loads(result.out)["environments"]["staging"]
+    assert {k: staging[k] for k in ("runtime", "memory", "pids_limit")} == {
+        "runtime": "podman",
+        "memory": "1g",
+        "pids_limit": 256,
+    }
+    assert "settings" not in staging
+    assert "runtime" not in json.loads(result.out)["environments"]["production"]  # local: none of them
 
 
 @pytest.mark.parametrize(
     ("extra", "where"),
     [
-        ({"runtime": "containerd"}, "runtime"),
-        ({"memory": "lots"}, "memory"),
-        ({"pids_limit": 1}, "pids_limit"),
+        ({"runtime": "containerd"}, "environments.staging.runtime: Input should be 'podman' or 'docker'"),
+        ({"memory": "lots"}, "environments.staging.memory: String should match pattern"),
+        ({"pids_limit": 1}, "environments.staging.pids_limit: Input should be greater than or equal to 16"),
     ],
 )
 def test_bad_container_settings_are_config_errors(
@@ -44,18 +64,33 @@ def test_bad_container_settings_are_config_errors(
     _container_staging(project, **extra)
     with pytest.raises(ConfigError) as exc:
         load_spec()
-    assert where in str(exc.value)
+    assert where in exc.value.headline
+
+
+@pytest.mark.parametrize("key", ["runtime", "memory", "pids_limit"])
+def test_a_container_setting_on_a_local_environment_is_an_unknown_key(project: Path, key: str) -> None:
+    path = project / "vintage.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["environments"] = {"production": {key: CONTAINER_VALUES[key]}}
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError) as exc:
+        load_spec()
+    where = f"{path.name}: environments.production.{key}"
+    assert exc.value.headline.startswith(
+        f"{where}: unknown key for the local target; expected one of: target,"
+    )
 
 
 @pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman")
 def test_ops_target_builds_the_container_target(project: Path) -> None:
     from vintage.deploy.container import ContainerTarget
 
-    _container_staging(project, api_keys=True)
+    _container_staging(project, api_keys=True, memory="512m", pids_limit=128)
     spec = load_spec()
     target = ops.target(spec, "staging")
     assert isinstance(target, ContainerTarget)
     assert (target.port, target.key_scope, target.url) == (8081, "staging/serving", "http://127.0.0.1:8081")
+    assert (target.memory, target.pids_limit, target.runtime.name) == ("512m", 128, "podman")
     assert type(ops.target(spec, "production")).__name__ == "LocalTarget"
 
 

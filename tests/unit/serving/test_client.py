@@ -86,6 +86,19 @@ def test_version_needs_the_key_and_says_so_without_it(http_server: ThreadingHTTP
     assert "wrong-" not in err.value.headline and err.value.hint == "give the server's API key"
 
 
+def test_status_code_is_what_a_given_key_gets_and_none_when_nothing_answers(
+    http_server: ThreadingHTTPServer,
+) -> None:
+    url = _url(http_server)
+    assert ServerClient(url, api_key=KEY).status_code("/version") == 200
+    assert ServerClient(url, api_key="old-" + "x" * 30).status_code("/version") == 401  # a removed key
+    assert ServerClient(url).status_code("/nowhere") == 404
+    assert http_server.seen[0]["auth"] == f"Bearer {KEY}"  # type: ignore[attr-defined]
+    http_server.shutdown()
+    http_server.server_close()
+    assert ServerClient(url, api_key=KEY).status_code("/version") is None
+
+
 def test_nothing_listening_is_one_error_without_the_key(http_server: ThreadingHTTPServer) -> None:
     url = _url(http_server)
     http_server.shutdown()
