@@ -149,7 +149,7 @@ def test_curl_example_shows_the_first_row_without_loading_the_data_set(
     spec = _spec(project)
     served = Deployment("production", "winequality", 2, "m", "http://127.0.0.1:9", 1, "now", True)
     monkeypatch.setattr(state, "load", lambda: spec)
-    monkeypatch.setattr(ops, "status", lambda s: {"staging": None, "production": served})
+    monkeypatch.setattr(ops, "status", lambda s, **_: {"staging": None, "production": served})
     pipeline_cmd._endpoints()
     out = capsys.readouterr().out
     assert "production: winequality v2 at http://127.0.0.1:9" in out
