@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import socket
@@ -42,9 +41,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from vintage import audit
 from vintage.config.models import TargetSettings
 from vintage.deploy.base import Deployment, DeployOutcome
+from vintage.deploy.records import EnvironmentRecords, as_int, verified
 from vintage.deploy.runtime import ContainerRuntime, RunSpec, labels_of, running, user_ids
 from vintage.errors import DeployError, ServingError, VintageError
 from vintage.fsutil import write_private
@@ -69,7 +68,6 @@ LABEL_DIGEST = "vintage.digest"
 LABEL_PROJECT = "vintage.project"
 LABEL_OPTIONS = "vintage.serve-options"
 LABEL_ROLE = "vintage.role"
-_FIELDS = frozenset(f.name for f in dataclasses.fields(Deployment))
 
 
 class ContainerSettings(TargetSettings):
@@ -90,7 +88,7 @@ class _Image:
     image_id: str | None = None
 
 
-class ContainerTarget:
+class ContainerTarget(EnvironmentRecords):
     """Runs an environment's scoring server as a container on ``127.0.0.1:port``.
 
     Args:
@@ -126,8 +124,7 @@ class ContainerTarget:
         memory: str | None = "1g",
         pids_limit: int = 256,
     ) -> None:
-        self.environment = environment
-        self.state_dir = Path(state_dir).resolve()
+        super().__init__(environment, state_dir)
         self.port = port
         self.key_scope = key_scope
         self.secrets: dict[str, Any] = dict(secrets or {})
@@ -135,8 +132,6 @@ class ContainerTarget:
         self.workers = max(1, workers)
         self.memory = memory
         self.pids_limit = pids_limit
-        self.dir = self.state_dir / "envs" / environment
-        self.history_file = self.dir / "deployments.json"
         self.keys_dir = self.dir / "keys"
         self.url = f"http://127.0.0.1:{port}"
         self.project = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:8]
@@ -172,7 +167,7 @@ class ContainerTarget:
         model_dir = Path(model_dir).resolve()
         detail = f"{model_name} v{version}"
         try:
-            digest = _verified(model_dir)
+            digest = verified(model_dir)
             current, previous, action = self._deploy(model_dir, model_name, version, digest)
         except VintageError as exc:
             self._audit("deploy", "failed", f"{detail}: {exc.headline}")
@@ -195,7 +190,7 @@ class ContainerTarget:
         detail = f"{previous.model_name} v{previous.version}"
         try:
             model_dir = Path(previous.model_dir)
-            digest = _verified(model_dir, previous.digest)
+            digest = verified(model_dir, previous.digest)
             current, _, action = self._deploy(
                 model_dir, previous.model_name, previous.version, digest, reuse=previous
             )
@@ -221,7 +216,7 @@ class ContainerTarget:
         return Deployment(
             environment=self.environment,
             model_name=labels.get(LABEL_MODEL, ""),
-            version=_int(labels.get(LABEL_VERSION)),
+            version=as_int(labels.get(LABEL_VERSION)),
             model_dir="",
             url=self.url,
             pid=None,
@@ -240,31 +235,6 @@ class ContainerTarget:
         if stopped:
             self._audit("stop", "ok", f"port {self.port}")
         return stopped
-
-    def history(self) -> list[Deployment]:
-        """Every deployment of this environment, oldest first.
-
-        Raises:
-            DeployError: deployments.json is not readable.
-        """
-        try:
-            raw = json.loads(self.history_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            raise DeployError(
-                f"the deployment history of {self.environment} cannot be read ({exc.__class__.__name__})",
-                hint=f"fix or remove {self.history_file}",
-            ) from exc
-        try:
-            if not isinstance(raw, list):
-                raise TypeError("not a list")
-            return [Deployment(**{k: v for k, v in d.items() if k in _FIELDS}) for d in raw]
-        except (TypeError, AttributeError) as exc:
-            raise DeployError(
-                f"the deployment history of {self.environment} is not a list of deployments",
-                hint=f"fix or remove {self.history_file}",
-            ) from exc
 
     # -- deploy ------------------------------------------------------------------------------------------
 
@@ -675,15 +645,6 @@ class ContainerTarget:
         self.dir.chmod(0o700)
         self.keys_dir.mkdir(mode=0o700, exist_ok=True)
 
-    def _write_history(self, history: list[Deployment]) -> None:
-        data = json.dumps([dataclasses.asdict(d) for d in history], indent=2) + "\n"
-        write_private(self.history_file, data.encode())
-
-    def _audit(self, action: str, outcome: str, detail: str) -> None:
-        audit.record(
-            self.state_dir, action, self.environment, outcome, environment=self.environment, detail=detail
-        )
-
 
 def _same_image(info: dict[str, Any], image: _Image) -> bool:
     """A container was created from ``image`` (same image id)."""
@@ -710,17 +671,3 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _verified(model_dir: Path, expected: str | None = None) -> str:
-    try:
-        return model_digest.verify(model_dir, expected)
-    except VintageError as exc:
-        raise DeployError(f"cannot deploy {model_dir.name}: {exc.headline}", hint=exc.hint) from exc
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0

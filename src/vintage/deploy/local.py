@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import socket
 import subprocess
@@ -35,10 +34,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from vintage import audit
 from vintage.config.models import TargetSettings
 from vintage.deploy import process
 from vintage.deploy.base import Deployment, DeployOutcome
+from vintage.deploy.records import EnvironmentRecords, as_int, verified
 from vintage.errors import DeployError, VintageError
 from vintage.fsutil import write_private
 from vintage.model import digest as model_digest
@@ -56,10 +55,9 @@ UNRESPONSIVE_GRACE_S = 5.0
 SWAP_TIMEOUT_S = 300.0
 LOG_TAIL_LINES = 20
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "0.0.0.0", "", "::", "::1"})
-_FIELDS = frozenset(f.name for f in dataclasses.fields(Deployment))
 
 
-class LocalTarget:
+class LocalTarget(EnvironmentRecords):
     """Runs an environment's scoring server as a local process on ``host:port``.
 
     Args:
@@ -91,18 +89,15 @@ class LocalTarget:
         public_metadata: bool = False,
         model_store: Path | None = None,
     ) -> None:
-        self.environment = environment
-        self.state_dir = Path(state_dir).resolve()
+        super().__init__(environment, state_dir)
         self.host = host
         self.port = port
         self.workers = max(1, workers)
         self.key_scope = key_scope
         self.secrets: dict[str, Any] = dict(secrets or {})
         self.public_metadata = public_metadata
-        self.dir = self.state_dir / "envs" / environment
         self.pid_file = self.dir / "server.pid"
         self.log_file = self.dir / "server.log"
-        self.history_file = self.dir / "deployments.json"
         self.admin_socket = self.dir / admin.SOCKET_NAME
         self.model_store = Path(model_store).resolve() if model_store else self.state_dir / "models"
         self.url = f"http://{host}:{port}"
@@ -137,7 +132,7 @@ class LocalTarget:
         model_dir = Path(model_dir).resolve()
         detail = f"{model_name} v{version}"
         try:
-            digest = _verified(model_dir)
+            digest = verified(model_dir)
             current, previous, action = self._deploy(model_dir, model_name, version, digest)
         except VintageError as exc:
             self._audit("deploy", "failed", f"{detail}: {exc.headline}")
@@ -158,7 +153,7 @@ class LocalTarget:
         detail = f"{previous.model_name} v{previous.version}"
         try:
             model_dir = Path(previous.model_dir)
-            digest = _verified(model_dir, previous.digest)
+            digest = verified(model_dir, previous.digest)
             current, _, action = self._deploy(model_dir, previous.model_name, previous.version, digest)
         except VintageError as exc:
             self._audit("rollback", "failed", f"{detail}: {exc.headline}")
@@ -182,7 +177,7 @@ class LocalTarget:
         return Deployment(
             environment=self.environment,
             model_name=str(served.get("name") or ""),
-            version=_int(served.get("version")),
+            version=as_int(served.get("version")),
             model_dir="",
             url=self.url,
             pid=pid,
@@ -197,31 +192,6 @@ class LocalTarget:
         if stopped:
             self._audit("stop", "ok", f"port {self.port}")
         return stopped
-
-    def history(self) -> list[Deployment]:
-        """Every deployment of this environment, oldest first.
-
-        Raises:
-            DeployError: deployments.json is not readable.
-        """
-        try:
-            raw = json.loads(self.history_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            raise DeployError(
-                f"the deployment history of {self.environment} cannot be read ({exc.__class__.__name__})",
-                hint=f"fix or remove {self.history_file}",
-            ) from exc
-        try:
-            if not isinstance(raw, list):
-                raise TypeError("not a list")
-            return [Deployment(**{k: v for k, v in d.items() if k in _FIELDS}) for d in raw]
-        except (TypeError, AttributeError) as exc:
-            raise DeployError(
-                f"the deployment history of {self.environment} is not a list of deployments",
-                hint=f"fix or remove {self.history_file}",
-            ) from exc
 
     # -- deploy ------------------------------------------------------------------------------------------
 
@@ -259,7 +229,7 @@ class LocalTarget:
             digest=digest,
             served_digest=digest,
         )
-        self._write_json(self.history_file, [dataclasses.asdict(d) for d in [*history, current]])
+        self._write_history([*history, current])
         return current, previous, action
 
     def _swap(self, model_dir: Path, model_name: str, version: int, digest: str) -> None:
@@ -439,34 +409,7 @@ class LocalTarget:
 
     # -- files -----------------------------------------------------------------------------------------------
 
-    def _write_json(self, path: Path, value: Any) -> None:
-        self._write_text(path, json.dumps(value, indent=2) + "\n")
-
     def _write_text(self, path: Path, text: str) -> None:
         """Write atomically (temp file + fsync + rename), mode 0600."""
         path.parent.mkdir(parents=True, exist_ok=True)
         write_private(path, text.encode())
-
-    def _audit(self, action: str, outcome: str, detail: str) -> None:
-        audit.record(
-            self.state_dir, action, self.environment, outcome, environment=self.environment, detail=detail
-        )
-
-
-def _verified(model_dir: Path, expected: str | None = None) -> str:
-    """The digest of a materialised model directory, checked against its manifest.
-
-    Raises:
-        DeployError: no manifest, or the files changed since materialisation.
-    """
-    try:
-        return model_digest.verify(model_dir, expected)
-    except VintageError as exc:
-        raise DeployError(f"cannot deploy {model_dir.name}: {exc.headline}", hint=exc.hint) from exc
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
