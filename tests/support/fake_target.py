@@ -18,6 +18,7 @@ from pydantic import Field
 
 from vintage.config.models import TargetSettings
 from vintage.deploy.base import Deployment, DeployOutcome
+from vintage.deploy.records import EnvironmentRecords
 from vintage.errors import DeployError
 from vintage.plugins import DEPLOY_TARGETS
 
@@ -50,17 +51,25 @@ class FakeTarget:
     world: ClassVar[World]
 
     def __init__(
-        self, environment: str, port: int, world: World, settings: FakeSettings | None = None
+        self,
+        environment: str,
+        port: int,
+        world: World,
+        settings: FakeSettings | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.environment = environment
         self.port = port
         self.settings = settings or FakeSettings()
         self._world = world
+        # Like every real target, it keeps the environment's deployments.json (what ops reads to notice a
+        # change of target) when it knows the state directory.
+        self._records = EnvironmentRecords(environment, state_dir) if state_dir is not None else None
 
     @classmethod
     def from_spec(cls, spec: Spec, environment: str) -> Self:
         env = spec.environments[environment]
-        return cls(environment, env.port, cls.world, env.settings_as(cls.Settings))
+        return cls(environment, env.port, cls.world, env.settings_as(cls.Settings), spec.state_dir)
 
     def deploy(self, model_dir: Path, model_name: str, version: int) -> DeployOutcome:
         w = self._world
@@ -72,6 +81,7 @@ class FakeTarget:
             w.calls.append((self.environment, "unchanged", version))
             return DeployOutcome(previous, previous, "unchanged", self.history())
         current = Deployment(
+            target=self.TYPE,
             environment=self.environment,
             model_name=model_name,
             version=version,
@@ -85,6 +95,8 @@ class FakeTarget:
         action = "started" if previous is None else "swapped"
         w.serving[self.environment] = current
         w.deployments.setdefault(self.environment, []).append(current)
+        if self._records is not None:
+            self._records.write_history(self.history())
         w.calls.append((self.environment, action, version))
         return DeployOutcome(current, previous, action, self.history())
 

@@ -30,6 +30,8 @@ class Deployment:
         container: the container serving it (container target), else ``None``.
         image: the image reference that container runs (container target).
         image_digest: that image's manifest digest (``sha256:...``), when known.
+        target: the deploy target that made it (``local``, ``container``); records written before targets
+            were recorded are the local target's.
     """
 
     environment: str
@@ -45,6 +47,7 @@ class Deployment:
     container: str | None = None
     image: str | None = None
     image_digest: str | None = None
+    target: str = "local"
 
     @property
     def tampered(self) -> bool:

@@ -214,6 +214,7 @@ class ContainerTarget(EnvironmentRecords):
             return dataclasses.replace(history[-1], healthy=healthy, served_digest=served_digest)
         labels = labels_of(info)
         return Deployment(
+            target=self.TYPE,
             environment=self.environment,
             model_name=labels.get(LABEL_MODEL, ""),
             version=as_int(labels.get(LABEL_VERSION)),
@@ -314,6 +315,7 @@ class ContainerTarget(EnvironmentRecords):
                 self._switch(name, None if in_place else live_name, digest, create=(image, labels))
         self._prune(keep={n for n in (name, live_name) if n})
         current = Deployment(
+            target=self.TYPE,
             environment=self.environment,
             model_name=model_name,
             version=version,
@@ -328,7 +330,7 @@ class ContainerTarget(EnvironmentRecords):
             image=image.reference,
             image_digest=image.digest,
         )
-        self._write_history([*history, current])
+        self.write_history([*history, current])
         return current, previous, "swapped" if live is not None else "started"
 
     def _unchanged(
@@ -347,6 +349,7 @@ class ContainerTarget(EnvironmentRecords):
         if last is not None and last.container == name and last.digest == digest:
             return last, last, "unchanged"
         current = Deployment(
+            target=self.TYPE,
             environment=self.environment,
             model_name=model_name,
             version=version,
@@ -360,7 +363,7 @@ class ContainerTarget(EnvironmentRecords):
             container=name,
             image=_image_ref(info),
         )
-        self._write_history([*self.history(), current])
+        self.write_history([*self.history(), current])
         return current, last, "unchanged"
 
     def _image(self, model_dir: Path, reuse: Deployment | None) -> _Image:

@@ -229,7 +229,7 @@ class LocalTarget(EnvironmentRecords):
             digest=digest,
             served_digest=digest,
         )
-        self._write_history([*history, current])
+        self.write_history([*history, current])
         return current, previous, action
 
     def _swap(self, model_dir: Path, model_name: str, version: int, digest: str) -> None:

@@ -55,7 +55,7 @@ class EnvironmentRecords:
                 hint=f"fix or remove {self.history_file}",
             ) from exc
 
-    def _write_history(self, history: list[Deployment]) -> None:
+    def write_history(self, history: list[Deployment]) -> None:
         """Replace deployments.json (atomic: temp file + fsync + rename, mode 0600)."""
         self.history_file.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps([dataclasses.asdict(d) for d in history], indent=2) + "\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vintage import audit
-from vintage.errors import ConfigError, PipelineError, VintageError
+from vintage.errors import ConfigError, DeployError, PipelineError, VintageError
 from vintage.pipeline import state as st
 
 if TYPE_CHECKING:
@@ -195,6 +195,50 @@ def target(spec: Spec, environment: str) -> DeployTarget:
     return found
 
 
+def previous_target(spec: Spec, environment: str) -> DeployTarget | None:
+    """The deploy target that made the environment's last deployment, when the config now names another one
+    (``environments.staging.target`` changed from ``local`` to ``container``, or back); else ``None``.
+
+    Its server may still hold the environment's port: :func:`check_target_switch` refuses to deploy until it
+    is stopped, and :func:`stop` stops it too.
+    """
+    from vintage.deploy.records import EnvironmentRecords
+    from vintage.plugins import DEPLOY_TARGETS
+
+    check_environment(spec, environment)
+    env = spec.environments[environment]
+    history = EnvironmentRecords(environment, spec.state_dir).history()
+    if not history or history[-1].target == env.target or history[-1].target not in DEPLOY_TARGETS:
+        return None
+    before = history[-1].target
+    impl = DEPLOY_TARGETS.load(before)
+    settings = getattr(impl, "Settings", None)
+    then = env.model_copy(update={"target": before, **({"settings": settings()} if settings else {})})
+    then_spec = spec.model_copy(update={"environments": {**spec.environments, environment: then}})
+    found: DeployTarget = impl.from_spec(then_spec, environment)
+    return found
+
+
+def check_target_switch(spec: Spec, environment: str) -> None:
+    """Refuse to deploy while the target the environment used before still serves it.
+
+    Raises:
+        DeployError: the earlier target's server still runs (it would hold the port, and no command of the
+            new target could stop it).
+    """
+    earlier = previous_target(spec, environment)
+    if earlier is None:
+        return
+    serving = earlier.status()
+    if serving is not None:
+        now = spec.environments[environment].target
+        raise DeployError(
+            f"{environment} is still served by its {serving.target} target ({serving.model_name} "
+            f"v{serving.version} at {serving.url}), but vintage.yaml now names the {now} target",
+            hint=f"stop it first: vintage stop {environment}; then run again",
+        )
+
+
 @contextlib.contextmanager
 def env_lock(spec: Spec, environment: str, timeout: float = 600.0) -> Iterator[None]:
     """The environment's deploy lock (the one pipeline runs take).
@@ -227,6 +271,8 @@ def status(spec: Spec, errors: dict[str, VintageError] | None = None) -> dict[st
     for name in spec.environments:
         try:
             found[name] = target(spec, name).status()
+            if found[name] is None and (earlier := previous_target(spec, name)) is not None:
+                found[name] = earlier.status()  # the config changed target; the old server still runs
         except VintageError as exc:
             if errors is None:
                 raise
@@ -242,7 +288,9 @@ def stop(spec: Spec, environment: str) -> bool:
         ConfigError: unknown environment.
     """
     with env_lock(spec, environment):
-        return target(spec, environment).stop()
+        earlier = previous_target(spec, environment)
+        stopped_earlier = earlier.stop() if earlier is not None else False
+        return target(spec, environment).stop() or stopped_earlier
 
 
 def rollback(spec: Spec, environment: str, registry: ModelRegistry | None = None) -> tuple[int, int]:

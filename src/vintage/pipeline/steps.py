@@ -133,6 +133,9 @@ def deploy(ctx: StepContext) -> DeployOutput:
     """Serve the candidate in the stage's environment (start, or hot-swap with zero downtime)."""
     name, version = ctx.candidate()
     model_dir = materialize_version(ctx, name, version)
+    from vintage.pipeline.ops import check_target_switch
+
+    check_target_switch(ctx.spec, str(ctx.stage.environment))
     outcome = ctx.target().deploy(model_dir, name, version)
     env = ctx.stage.environment
     ctx.say(f"{env}: {outcome.action} {name} v{version} at {outcome.current.url}")

@@ -347,3 +347,42 @@ def test_status_of_one_unreachable_target_does_not_hide_the_other_environments(
     assert found["staging"] is not None and found["staging"].version == 1
     assert found["production"] is None
     assert list(errors) == ["production"] and "podman" in errors["production"].headline
+
+
+def test_a_change_of_target_is_refused_while_the_old_target_serves_and_stop_reaches_it(
+    project: Path, world: World, registry: InMemoryRegistry
+) -> None:
+    """staging went from `target: fake` to `target: fake2`: the old server would keep the port, and no command
+    of the new target could stop it. The deploy refuses with the fix; status shows the old server; stop
+    stops it; then the new target deploys."""
+    from support.fake_target import FakeTarget
+    from vintage.plugins import DEPLOY_TARGETS
+
+    spec = _spec(project)
+    runner, run_id = _start(spec, project, registry)
+    runner.execute(run_id, only="build")
+    runner.execute(run_id, only="staging")
+    assert world.serving["staging"] is not None
+
+    other = World()
+    with DEPLOY_TARGETS.override("fake2", type("Fake2", (FakeTarget,), {"TYPE": "fake2", "world": other})):
+        staging = spec.environments["staging"]
+        spec.environments["staging"] = staging.model_copy(update={"target": "fake2"})
+        runner, run_id = _start(spec, project, registry, run_id="mlrun-2", key="k2")
+        runner.execute(run_id, only="build")
+        with pytest.raises(DeployError) as exc:
+            runner.execute(run_id, only="staging")
+        assert exc.value.headline.startswith("staging is still served by its fake target (wine v1")
+        assert exc.value.hint == "stop it first: vintage stop staging; then run again"
+        assert other.calls == []  # the new target was never asked to deploy
+
+        shown = ops.status(spec)["staging"]
+        assert shown is not None and shown.target == "fake" and shown.version == 1
+        assert ops.stop(spec, "staging") is True
+        assert world.serving["staging"] is None
+
+        runner, run_id = _start(spec, project, registry, run_id="mlrun-3", key="k3")
+        runner.execute(run_id, only="build")
+        runner.execute(run_id, only="staging")
+        assert other.calls == [("staging", "stop", None), ("staging", "started", 3)]  # stop asked both
+        assert ops.status(spec)["staging"].target == "fake2"  # type: ignore[union-attr]
