@@ -1,6 +1,6 @@
 """`vintage image build/push` for real: buildah builds, podman runs, a docker-registry on 127.0.0.1 stores.
 
-The base image is built once per machine (cached); the model image once per session, then once more to
+The base image is built once per machine (cached); the model image once per run of this module, then once more to
 check that the digest is reproducible. Containers and the registry are stopped by name / PID afterwards.
 """
 
@@ -47,7 +47,7 @@ def _run(*argv: str, check: bool = True, timeout: float = 600) -> subprocess.Com
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained project: winequality version 1 (ElasticNet, the default linear model)."""
     proj = tmp_path_factory.mktemp("image-project")
@@ -56,12 +56,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return proj
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def key() -> str:
     return "img-" + secrets.token_hex(24)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def built(project: Path, key: str) -> Iterator[dict[str, object]]:
     """`vintage image build --json` of version 1, with the API key lying next to the model and in the
     environment of the build (neither may reach the image)."""
@@ -81,7 +81,7 @@ def built(project: Path, key: str) -> Iterator[dict[str, object]]:
     _run("podman", "rmi", str(image["reference"]), check=False)  # the tag; shared layers stay
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def rows() -> dict[str, object]:
     """The original pipeline's request: 10 rows of the wine data, split orientation."""
     wine = pd.read_csv(REPO / "src/vintage/data/wine_quality/winequality-red.csv", sep=";")
@@ -125,7 +125,7 @@ def wait_ready(name: str, url: str, timeout: float = 60) -> None:
     pytest.fail(f"container not ready after {timeout} s: {_run('podman', 'logs', name).stderr[-2000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def keys_file(tmp_path_factory: pytest.TempPathFactory, key: str) -> Path:
     """The key file as the deploy target mounts it: mode 0400, owned by the container's user."""
     path = tmp_path_factory.mktemp("keys") / "keys"
@@ -136,7 +136,7 @@ def keys_file(tmp_path_factory: pytest.TempPathFactory, key: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def served(built: dict[str, object], keys_file: Path) -> Iterator[tuple[str, str]]:
     mount = f"{keys_file}:{built['labels']['vintage.keys-file']}:ro"  # type: ignore[index]
     with container(str(built["reference"]), "-v", mount) as (name, url):
@@ -253,7 +253,7 @@ def test_container_without_keys_refuses_unless_told(built, rows):
         assert len(body["predictions"]) == 10
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """docker-registry on 127.0.0.1:<free port>, storage in a temp dir; stopped by PID."""
     root = tmp_path_factory.mktemp("registry")
@@ -385,7 +385,7 @@ def test_estimator_model_image_carries_scikit_learn(tmp_path, rows):
         _run("podman", "rmi", image["reference"], check=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A docker daemon of our own (socket and data in a temp dir; no bridge, no iptables), stopped by PID.
 
