@@ -1,7 +1,8 @@
 """`vintage image build/push` for real: buildah builds, podman runs, a docker-registry on 127.0.0.1 stores.
 
-The base image is built once per machine (cached); the model image once per run of this module, then once more to
-check that the digest is reproducible. Containers and the registry are stopped by name / PID afterwards.
+The base image is built once per machine (cached); the model image once per run of this module, then once
+more to check that the digest is reproducible. Containers and the registry are stopped by name / PID
+afterwards.
 """
 
 from __future__ import annotations
