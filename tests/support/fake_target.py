@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Self
 
 from pydantic import Field
 
-from vintage.config.models import TargetSettings
+from vintage.config.environments import TargetSettings
 from vintage.deploy.base import Deployment, DeployOutcome
 from vintage.deploy.records import EnvironmentRecords
 from vintage.errors import DeployError

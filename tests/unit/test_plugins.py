@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from vintage import plugins
-from vintage.config.models import ComputeSpec, EnvironmentSpec, SecretsSpec
+from vintage.config.environments import EnvironmentSpec
+from vintage.config.models import ComputeSpec, SecretsSpec
 from vintage.errors import ConfigError
 from vintage.plugins import DEPLOY_TARGETS, TABLES, Table
 

@@ -12,25 +12,24 @@ import itertools
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    ModelWrapValidatorHandler,
-    SerializeAsAny,
-    SerializerFunctionWrapHandler,
-    ValidationError,
-    ValidationInfo,
     field_validator,
-    model_serializer,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
-from vintage.plugins import COMPUTE_ENGINES, DEPLOY_TARGETS, SECRET_PROVIDERS, Table
+from vintage.config.base import Strict as _Strict
+from vintage.config.base import in_table as _in
+from vintage.config.environments import (
+    EnvironmentSpec,
+    default_environments,
+    merge_environments,
+)
+from vintage.plugins import COMPUTE_ENGINES, SECRET_PROVIDERS
 
 WINE_FEATURES: tuple[str, ...] = (
     "fixed acidity",
@@ -62,10 +61,6 @@ DEFAULT_ESTIMATOR: dict[str, Any] = {
 }
 
 HyperValue = Any  # YAML scalars, lists and mappings all reach the estimator unchanged
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class SplitSpec(_Strict):
@@ -319,17 +314,6 @@ def check_secret_refs(value: object, where: str) -> None:
             check_secret_refs(v, where)
 
 
-def _in(table: Table) -> AfterValidator:
-    """A config value that must name a row of ``table`` (the plug-in tables of :mod:`vintage.plugins`)."""
-
-    def check(value: str) -> str:
-        if value not in table:
-            raise ValueError(table.unknown(value))
-        return value
-
-    return AfterValidator(check)
-
-
 ProviderName = Annotated[str, _in(SECRET_PROVIDERS)]
 
 
@@ -409,168 +393,6 @@ StepName = Literal[
 ]
 # Steps that act on an environment: their stage must name one.
 ENVIRONMENT_STEPS: frozenset[str] = frozenset({"deploy", "smoke_test", "approval", "promote"})
-
-
-LOOPBACK: frozenset[str] = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-class TargetSettings(_Strict):
-    """The settings a deploy target takes beyond the common environment keys: a target's ``Settings``
-    class subclasses this (strict: an unknown key is an error). Empty itself: the settings of a target
-    that declares none (``local``)."""
-
-
-def target_settings_model(target: str) -> type[BaseModel]:
-    """The settings model of the deploy target ``target`` (its ``Settings``; :class:`TargetSettings`
-    when it declares none), loaded through :data:`vintage.plugins.DEPLOY_TARGETS`.
-
-    Raises:
-        ConfigError: ``target`` is not a row of the table.
-        TypeError: the target's ``Settings`` is not a pydantic model that forbids unknown keys.
-    """
-    model = getattr(DEPLOY_TARGETS.load(target), "Settings", None) or TargetSettings
-    if not (isinstance(model, type) and issubclass(model, BaseModel)) or (
-        model.model_config.get("extra") != "forbid"
-    ):
-        raise TypeError(
-            f"the Settings of deploy target {target!r} must be a pydantic model that forbids unknown "
-            "keys (subclass vintage.config.models.TargetSettings)"
-        )
-    return model
-
-
-_S = TypeVar("_S", bound=BaseModel)
-
-
-class EnvironmentSpec(_Strict):
-    """One deployment environment (``staging``, ``production``, ...).
-
-    The keys declared here are common to every deploy target. Any other key of the environment is a
-    setting of its target, validated by the target's own ``Settings`` model (:func:`target_settings_model`)
-    and kept, validated, in :attr:`settings`; vintage.yaml and :meth:`model_dump` keep them flat, next to
-    ``target``.
-    """
-
-    target: Annotated[str, _in(DEPLOY_TARGETS)] = "local"
-    """A row of :data:`vintage.plugins.DEPLOY_TARGETS`."""
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 8081
-    workers: Annotated[int, Field(ge=1, le=64)] = 1
-    api_keys: bool = False
-    key_scope: str | None = None
-    public_metadata: bool = False
-    approvers: list[str] = Field(default_factory=list)
-    forbid_self_approval: bool = False
-    approval_ttl_hours: Annotated[float, Field(gt=0)] = 24.0
-    lock_behavior: Literal["sequential", "run_latest"] = "sequential"
-    lock_timeout_s: Annotated[float, Field(gt=0)] = 600.0
-    settings: SerializeAsAny[BaseModel] = Field(default_factory=TargetSettings)
-    """The target's own settings (an instance of its ``Settings``); not a key of vintage.yaml."""
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _target_settings(
-        cls, data: Any, handler: ModelWrapValidatorHandler[EnvironmentSpec]
-    ) -> EnvironmentSpec:
-        if not isinstance(data, dict):
-            return handler(data)
-        common = {k: v for k, v in data.items() if k in COMMON_ENVIRONMENT_KEYS}
-        rest = {k: v for k, v in data.items() if k not in COMMON_ENVIRONMENT_KEYS}
-        target = common.get("target", cls.model_fields["target"].default)
-        errors: list[Any] = []
-        if isinstance(target, str) and target in DEPLOY_TARGETS:
-            model = target_settings_model(target)
-            try:
-                common["settings"] = model.model_validate(rest)
-            except ValidationError as exc:
-                errors = [_for_target(err, target, model) for err in exc.errors()]
-        # else: the unknown target is the error; its settings cannot be checked
-        try:
-            env = handler(common)
-        except ValidationError as exc:
-            errors = [*exc.errors(), *errors]
-        if errors:
-            raise ValidationError.from_exception_data(cls.__name__, errors)
-        return env
-
-    @model_serializer(mode="wrap")
-    def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        settings = data.pop("settings", None) or {}
-        return {"target": data.pop("target"), **settings, **data} if "target" in data else data
-
-    def settings_as(self, model: type[_S]) -> _S:
-        """:attr:`settings` as ``model`` (the target's ``Settings``), as :meth:`from_spec` reads them."""
-        if isinstance(self.settings, model):
-            return self.settings
-        return model.model_validate(self.settings.model_dump())
-
-    @field_validator("host")
-    @classmethod
-    def _loopback(cls, value: str, info: ValidationInfo) -> str:
-        # The embedded target serves on this machine only; other targets check their own hosts.
-        # (``target`` is declared first, so it is validated before ``host``.)
-        if info.data.get("target") == "local" and value not in LOOPBACK:
-            raise ValueError(
-                "the local target binds loopback only (127.0.0.1); "
-                "another deploy target (environments.<env>.target) is needed to expose it"
-            )
-        return value
-
-
-COMMON_ENVIRONMENT_KEYS: tuple[str, ...] = tuple(n for n in EnvironmentSpec.model_fields if n != "settings")
-"""The keys of an environment every deploy target shares; the others belong to the target's settings."""
-
-
-def _for_target(err: Any, target: str, model: type[BaseModel]) -> Any:
-    """A line error of a target's settings; an unknown key names the target and the keys it accepts."""
-    if err["type"] != "extra_forbidden":
-        return err
-    own = [f.alias or n for n, f in model.model_fields.items()]
-    keys = ", ".join([*COMMON_ENVIRONMENT_KEYS, *own])
-    message = "unknown key for the {target} target; expected one of: {keys}"
-    context = {"target": target, "keys": keys}
-    return {
-        "type": PydanticCustomError("extra_forbidden", message, context),
-        "loc": err["loc"],
-        "input": err["input"],
-    }
-
-
-# The built-in environments. vintage.yaml's ``environments`` merges over them key by key: overriding one
-# setting of one environment keeps the other settings and the other environments.
-DEFAULT_ENVIRONMENTS: dict[str, dict[str, Any]] = {
-    "staging": {"port": 8081},
-    "production": {"port": 8082, "api_keys": True},
-}
-
-
-def _default_environments() -> dict[str, EnvironmentSpec]:
-    return {name: EnvironmentSpec.model_validate(values) for name, values in DEFAULT_ENVIRONMENTS.items()}
-
-
-def merge_environments(value: object) -> object:
-    """``environments`` from vintage.yaml laid over :data:`DEFAULT_ENVIRONMENTS`, key by key.
-
-    ``production: {port: 9202}`` keeps production's ``api_keys: true``; naming only ``staging`` keeps
-    ``production``; a new name (``qa``) adds an environment with the :class:`EnvironmentSpec` defaults.
-    An empty entry (``production:``) keeps the built-in one. Anything that is not a mapping is left to
-    the validation that follows (it reports the key path).
-    """
-    if value is None:
-        return {name: dict(values) for name, values in DEFAULT_ENVIRONMENTS.items()}
-    if not isinstance(value, dict):
-        return value
-    merged: dict[Any, Any] = {name: dict(values) for name, values in DEFAULT_ENVIRONMENTS.items()}
-    for name, values in value.items():
-        base = merged.get(name, {})
-        if values is None:
-            merged[name] = base
-        elif isinstance(values, dict):
-            merged[name] = {**base, **values}
-        else:
-            merged[name] = values
-    return merged
 
 
 class StageSpec(_Strict):
@@ -692,7 +514,7 @@ class Spec(_Strict):
     training: TrainingSpec = TrainingSpec()
     secrets: SecretsSpec = SecretsSpec()
     compute: ComputeSpec = ComputeSpec()
-    environments: dict[str, EnvironmentSpec] = Field(default_factory=_default_environments)
+    environments: dict[str, EnvironmentSpec] = Field(default_factory=default_environments)
     pipeline: PipelineSpec = PipelineSpec()
 
     @field_validator("environments", mode="before")

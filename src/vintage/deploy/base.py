@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol, Self
 
 if TYPE_CHECKING:
     from vintage.config import Spec
-    from vintage.config.models import TargetSettings
+    from vintage.config.environments import TargetSettings
 
 
 @dataclass(frozen=True)

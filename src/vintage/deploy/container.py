@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from vintage.config.models import TargetSettings
+from vintage.config.environments import TargetSettings
 from vintage.deploy.base import Deployment, DeployOutcome
 from vintage.deploy.records import EnvironmentRecords, as_int, verified
 from vintage.deploy.runtime import ContainerRuntime, RunSpec, labels_of, running, user_ids

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from vintage.config.models import TargetSettings
+from vintage.config.environments import TargetSettings
 from vintage.deploy import process
 from vintage.deploy.base import Deployment, DeployOutcome
 from vintage.deploy.records import EnvironmentRecords, as_int, verified
