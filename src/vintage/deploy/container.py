@@ -314,23 +314,9 @@ class ContainerTarget(EnvironmentRecords):
                     self._discard(name)
                 self._switch(name, None if in_place else live_name, digest, create=(image, labels))
         self._prune(keep={n for n in (name, live_name) if n})
-        current = Deployment(
-            target=self.TYPE,
-            environment=self.environment,
-            model_name=model_name,
-            version=version,
-            model_dir=str(model_dir),
-            url=self.url,
-            pid=None,
-            since=datetime.now(UTC).isoformat(timespec="seconds"),
-            healthy=True,
-            digest=digest,
-            served_digest=digest,
-            container=name,
-            image=image.reference,
-            image_digest=image.digest,
+        current = self._record(
+            history, model_dir, model_name, version, digest, name, image.reference, image.digest
         )
-        self.write_history([*history, current])
         return current, previous, "swapped" if live is not None else "started"
 
     def _unchanged(
@@ -348,6 +334,21 @@ class ContainerTarget(EnvironmentRecords):
         self._refresh_keys(name)
         if last is not None and last.container == name and last.digest == digest:
             return last, last, "unchanged"
+        current = self._record(self.history(), model_dir, model_name, version, digest, name, _image_ref(info))
+        return current, last, "unchanged"
+
+    def _record(
+        self,
+        history: list[Deployment],
+        model_dir: Path,
+        model_name: str,
+        version: int,
+        digest: str,
+        container: str,
+        image: str,
+        image_digest: str | None = None,
+    ) -> Deployment:
+        """Append what serves now (container ``container`` of ``image``) to the history; returns it."""
         current = Deployment(
             target=self.TYPE,
             environment=self.environment,
@@ -360,11 +361,12 @@ class ContainerTarget(EnvironmentRecords):
             healthy=True,
             digest=digest,
             served_digest=digest,
-            container=name,
-            image=_image_ref(info),
+            container=container,
+            image=image,
+            image_digest=image_digest,
         )
-        self.write_history([*self.history(), current])
-        return current, last, "unchanged"
+        self.write_history([*history, current])
+        return current
 
     def _image(self, model_dir: Path, reuse: Deployment | None) -> _Image:
         """The image serving ``model_dir``: the recorded one when the runtime still has it, else built."""
