@@ -110,6 +110,7 @@ DEPLOY_TARGETS = Table(
     {
         "local": "vintage.deploy.local:LocalTarget",
         "container": "vintage.deploy.container:ContainerTarget",
+        "kubernetes": "vintage.deploy.k8s.target:KubernetesTarget",
     },
 )
 """Where an environment serves: :class:`vintage.deploy.base.DeployTarget` classes with

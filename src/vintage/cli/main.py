@@ -14,6 +14,7 @@ from vintage.cli import (
     audit_cmd,
     config_cmd,
     databricks_cmd,
+    deploy_cmd,
     image_cmd,
     listing,
     pipeline_cmd,
@@ -55,6 +56,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(secrets_cmd.app, name="secrets")
 app.add_typer(databricks_cmd.app, name="databricks")
 app.add_typer(image_cmd.app, name="image")
+app.add_typer(deploy_cmd.app, name="deploy")
 
 
 def _version(value: bool) -> None:

@@ -199,7 +199,10 @@ def status(json_out: JsonOpt = False) -> None:
                 health = "[bold red]SERVES ANOTHER MODEL[/]"
                 digest = f"[bold red]{short(dep.served_digest)}[/] (deployed {digest})"
             process = str(dep.pid or "-")
-            if dep.container:
+            if dep.replicas is not None:
+                image = short(dep.image_digest) if dep.image_digest else dep.image
+                process = f"{dep.ready_replicas}/{dep.replicas} pods ready (image {image})"
+            elif dep.container:
                 process = (
                     f"{dep.container} (image {short(dep.image_digest) if dep.image_digest else dep.image})"
                 )

@@ -30,8 +30,11 @@ class Deployment:
         container: the container serving it (container target), else ``None``.
         image: the image reference that container runs (container target).
         image_digest: that image's manifest digest (``sha256:...``), when known.
-        target: the deploy target that made it (``local``, ``container``); records written before targets
-            were recorded are the local target's.
+        target: the deploy target that made it (``local``, ``container``, ``kubernetes``); records written
+            before targets were recorded are the local target's.
+        replicas: the replicas wanted (kubernetes target), else ``None``.
+        ready_replicas: the replicas ready when the status was taken (kubernetes target).
+        revision: the Deployment's revision (kubernetes target).
     """
 
     environment: str
@@ -48,6 +51,9 @@ class Deployment:
     image: str | None = None
     image_digest: str | None = None
     target: str = "local"
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    revision: int | None = None
 
     @property
     def tampered(self) -> bool:

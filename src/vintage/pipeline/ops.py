@@ -352,3 +352,59 @@ def rollback(spec: Spec, environment: str, registry: ModelRegistry | None = None
         detail=f"{spec.model_name} v{current} -> v{previous} (vintage rollback)",
     )
     return current, previous
+
+
+def render(spec: Spec, environment: str, *, check: bool = False) -> list[dict[str, Any]]:
+    """The manifests of an environment served by a target that has them (kubernetes), for what it
+    serves now (its last deployment), without key values. ``check``: API versions as the cluster offers
+    them, and a server-side dry run of every object (nothing changes).
+
+    Raises:
+        ConfigError: unknown environment, or its target has no manifests.
+        DeployError: nothing was deployed there yet; the dry run was refused.
+    """
+    found = target(spec, environment)
+    manifests = getattr(found, "manifests", None)
+    if manifests is None:
+        raise ConfigError(
+            f"environment {environment} uses the {spec.environments[environment].target} target, "
+            "which has no manifests",
+            hint=f"set environments.{environment}.target: kubernetes",
+        )
+    history = found.history()
+    last = history[-1] if history else None
+    if last is None or not last.image or not last.digest or not last.image_digest:
+        raise DeployError(
+            f"nothing was deployed to {environment} yet: the manifests name the image it serves",
+            hint=f"deploy first (vintage run), then render {environment}",
+        )
+    from vintage.deploy.k8s.manifests import Served
+
+    served = Served(last.model_name, last.version, last.digest, last.image, last.image_digest)
+    if not check:
+        objects: list[dict[str, Any]] = manifests(served)
+        return objects
+    with found._cluster() as cluster:  # type: ignore[attr-defined]
+        objects = manifests(served, cluster=cluster)
+    found.check(objects)  # type: ignore[attr-defined]
+    return objects
+
+
+def rotate_keys(spec: Spec, environment: str) -> Deployment:
+    """Sync an environment's API keys from its scope and restart its pods (kubernetes target).
+
+    Raises:
+        ConfigError: unknown environment, or its target restarts nothing for keys.
+        DeployError: nothing deployed; the restart failed (rolled back).
+    """
+    found = target(spec, environment)
+    rotate = getattr(found, "rotate_keys", None)
+    if rotate is None:
+        raise ConfigError(
+            f"the {spec.environments[environment].target} target of {environment} takes new keys on the "
+            "next deploy",
+            hint="deploy again (vintage run): the running server re-reads its keys",
+        )
+    with env_lock(spec, environment):
+        current: Deployment = rotate()
+    return current
