@@ -48,7 +48,7 @@ LOOPBACK = "127.0.0.1"
 NODE_NAME = "localhost"
 SERVICE_CIDR = "10.0.0.0/24"
 PAUSE_IMAGE = "localhost/vintage-pause:3.4"
-BRIDGE_POOL = ipaddress.ip_network("10.200.0.0/16")  # the pod bridge gets a free /24 of it
+BRIDGE_POOL = ipaddress.IPv4Network("10.200.0.0/16")  # the pod bridge gets a free /24 of it
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "pause")
 # Start order; stop runs it backwards (the control plane last, so deleting state can still use it).
@@ -124,10 +124,10 @@ def _policies(tool: str, table: str) -> dict[str, str]:
 def _free_subnet() -> ipaddress.IPv4Network:
     """A /24 of BRIDGE_POOL that no route on this machine overlaps."""
     out = _run(["ip", "-4", "-j", "route", "show", "table", "all"]).stdout or "[]"
-    used = []
+    used: list[ipaddress.IPv4Network] = []
     for route in json.loads(out):
         with contextlib.suppress(ValueError):
-            used.append(ipaddress.ip_network(route.get("dst", ""), strict=False))
+            used.append(ipaddress.IPv4Network(route.get("dst", ""), strict=False))
     subnets = list(BRIDGE_POOL.subnets(new_prefix=24))
     random.shuffle(subnets)
     for net in subnets:
@@ -205,7 +205,7 @@ class KubeCluster:
         """A ``kubernetes.client.ApiClient`` for the admin user (import of the package deferred)."""
         from kubernetes import config
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig))
+        return config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
 
     def docker(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run the docker CLI against the cluster's dockerd (not checked; read returncode)."""
