@@ -35,10 +35,12 @@ demo: install
 	$(BIN)/vintage run --auto-approve
 	$(BIN)/vintage status
 
-# PostgreSQL for the integration tests; buildah/podman/skopeo/registry for the image tests.
+# PostgreSQL for the integration tests; buildah/podman/skopeo/registry for the image tests; dockerd,
+# iptables and the Kubernetes binaries for the test cluster (built once per machine, then cached: ~0.1 s).
 system-deps:
 	@bash scripts/install-system-deps.sh
 	@bash scripts/install-container-deps.sh
+	@bash scripts/build-kubernetes.sh >/dev/null
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

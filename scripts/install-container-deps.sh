@@ -2,14 +2,14 @@
 # Install what `vintage image build/push` and the container tests need: buildah (builds without a daemon),
 # podman (runs the image), skopeo (push, inspect), mmdebstrap (the Debian base image), docker-registry (the
 # test registry on 127.0.0.1), runc, docker.io (dockerd: the docker builder's tests start their own
-# daemon). Then a containers.conf drop-in for machines like this one: runc with cgroupfs (crun and the
+# daemon), iptables and conntrack (the Kubernetes test cluster's dockerd and kube-proxy). Then a containers.conf drop-in for machines like this one: runc with cgroupfs (crun and the
 # systemd cgroup manager fail on cgroups v1 hybrid) and low default ulimits (runc cannot raise them
 # without CAP_SYS_RESOURCE).
 # Idempotent and silent when everything is already in place. Called by `make test` (target system-deps);
 # `make demo` does not need any of it.
 set -euo pipefail
 
-PACKAGES=(buildah podman skopeo mmdebstrap docker-registry runc docker.io)
+PACKAGES=(buildah podman skopeo mmdebstrap docker-registry runc docker.io iptables conntrack)
 CONF_DIR=/etc/containers/containers.conf.d
 CONF_FILE="${CONF_DIR}/50-vintage.conf"
 CONF_TEXT='# Written by vintage (scripts/install-container-deps.sh).

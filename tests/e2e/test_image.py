@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,8 +25,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from support.containers import ComponentError, docker_env, docker_registry, private_dockerd
 from support.scoring import invoke
-from support.servers import free_port, wait_gone
+from support.servers import free_port
 from vintage.config import WINE_FEATURES
 
 pytestmark = pytest.mark.slow
@@ -257,36 +257,11 @@ def test_container_without_keys_refuses_unless_told(built, rows):
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """docker-registry on 127.0.0.1:<free port>, storage in a temp dir; stopped by PID."""
-    root = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    config = root / "registry.yml"
-    config.write_text(
-        "version: 0.1\nlog: {level: warn}\n"
-        f"storage:\n  filesystem: {{rootdirectory: {root / 'data'}}}\n  delete: {{enabled: true}}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    log = (root / "registry.log").open("wb")
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
-                    break
-            except (urllib.error.URLError, OSError):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"registry did not start: {(root / 'registry.log').read_text()[-2000:]}")
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        assert wait_gone([proc.pid], 5)
-        log.close()
+        with docker_registry(tmp_path_factory.mktemp("registry")) as address:
+            yield address
+    except ComponentError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def test_push_then_pull_by_digest(built, registry):
@@ -387,41 +362,15 @@ def test_estimator_model_image_carries_scikit_learn(tmp_path, rows):
 
 
 @pytest.fixture(scope="module")
-def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def dockerd() -> Iterator[dict[str, str]]:
     """A docker daemon of our own (socket and data in a temp dir; no bridge, no iptables), stopped by PID.
 
     ``make test`` installs dockerd (scripts/install-container-deps.sh); without it this fails, never skips."""
-    exe = shutil.which("dockerd")
-    if exe is None:
-        pytest.fail("dockerd is missing: run scripts/install-container-deps.sh (apt-get install docker.io)")
-    root = Path(tempfile.mkdtemp(prefix="vintage-dockerd-", dir="/tmp"))  # short: socket paths are limited
-    sock = root / "docker.sock"
-    log = (root / "dockerd.log").open("wb")
-    argv = [exe, "--host", f"unix://{sock}", "--data-root", str(root / "data")]
-    argv += ["--exec-root", str(root / "exec"), "--pidfile", str(root / "dockerd.pid")]
-    argv += ["--bridge=none", "--iptables=false", "--ip6tables=false"]
-    proc = subprocess.Popen(
-        argv,
-        stdout=log,
-        stderr=log,
-    )
-    env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
     try:
-        deadline = time.monotonic() + 60
-        while subprocess.run(["docker", "version"], env=env, capture_output=True).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"dockerd did not start: {(root / 'dockerd.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield env
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
+        with private_dockerd() as host:
+            yield docker_env(host)
+    except ComponentError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def test_docker_builder_keeps_the_healthcheck_and_pushes(project, dockerd, registry, keys_file, key):
