@@ -62,6 +62,7 @@ ORDER = (
     "kube-proxy",
 )
 CHAIN_PREFIXES = ("DOCKER", "KUBE-")
+OUR_COMMANDS = ("containerd", "docker", "runc", "kube", "etcd")  # stray processes stop() may end
 IPTABLES = (("iptables", ("nat", "filter", "mangle")), ("ip6tables", ("nat", "filter", "mangle")))
 SYSCTLS = ("net/ipv4/ip_forward", "net/ipv4/conf/all/route_localnet")
 START_TIMEOUT_S = 120.0
@@ -148,12 +149,13 @@ def _mounts_under(root: Path) -> list[str]:
 
 
 def _pids_mentioning(root: Path) -> list[int]:
-    """Live processes whose command line names ``root`` (containerd and its shims outlive dockerd)."""
+    """Processes of OUR_COMMANDS naming ``root`` (containerd and its shims outlive dockerd)."""
     found = []
     needle = str(root).encode()
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         with contextlib.suppress(OSError):
-            if needle in cmdline.read_bytes() and int(cmdline.parent.name) != os.getpid():
+            comm = (cmdline.parent / "comm").read_text().strip()
+            if comm.startswith(OUR_COMMANDS) and needle in cmdline.read_bytes():
                 found.append(int(cmdline.parent.name))
     return found
 
