@@ -7,6 +7,7 @@ loopback only, and no connection to the cloud metadata address from the kubelet 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from support.containers import ComponentError
-from support.kube_cluster import KubeCluster
+from support.kube_cluster import KubeCluster, KubeClusterError
 from support.kube_images import ECHO_PORT, ECHO_UID, push_echo_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.kubernetes]
@@ -136,6 +137,24 @@ def echo(
                 apps.delete_namespaced_deployment(name, NAMESPACE, _preload_content=False)
             finally:
                 core.delete_namespaced_service(name, NAMESPACE, _preload_content=False)
+
+
+def test_a_second_node_on_the_machine_is_refused_before_anything_starts(tmp_path: Path):
+    # Any process called kubelet stands for another node (its iptables chains would be shared with ours).
+    fake = tmp_path / "kubelet"
+    shutil.copy("/bin/sleep", fake)
+    other = subprocess.Popen([str(fake), "30"])
+    try:
+        cluster = KubeCluster(root=tmp_path / "cluster")
+        with pytest.raises(
+            KubeClusterError, match=r"another Kubernetes node runs on this machine: .*kubelet"
+        ):
+            cluster.start()
+        cluster.stop()
+    finally:
+        other.kill()
+        other.wait()
+    assert not (tmp_path / "cluster").exists()
 
 
 def test_node_is_ready_with_its_components_on_loopback_only(kube_cluster: KubeCluster):

@@ -18,6 +18,7 @@ directory removed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -62,6 +63,8 @@ ORDER = (
     "kube-proxy",
 )
 CHAIN_PREFIXES = ("DOCKER", "KUBE-")
+MACHINE_LOCK = "/tmp/vintage-kube-cluster.lock"
+OUR_COMMANDS = ("containerd", "docker", "runc", "kube", "etcd")  # stray processes stop() may end
 IPTABLES = (("iptables", ("nat", "filter", "mangle")), ("ip6tables", ("nat", "filter", "mangle")))
 SYSCTLS = ("net/ipv4/ip_forward", "net/ipv4/conf/all/route_localnet")
 START_TIMEOUT_S = 120.0
@@ -148,14 +151,52 @@ def _mounts_under(root: Path) -> list[str]:
 
 
 def _pids_mentioning(root: Path) -> list[int]:
-    """Live processes whose command line names ``root`` (containerd and its shims outlive dockerd)."""
+    """Processes of OUR_COMMANDS naming ``root`` (containerd and its shims outlive dockerd)."""
     found = []
     needle = str(root).encode()
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         with contextlib.suppress(OSError):
-            if needle in cmdline.read_bytes() and int(cmdline.parent.name) != os.getpid():
+            comm = (cmdline.parent / "comm").read_text().strip()
+            if comm.startswith(OUR_COMMANDS) and needle in cmdline.read_bytes():
                 found.append(int(cmdline.parent.name))
     return found
+
+
+def _other_nodes(root: Path | None) -> dict[str, list[str]]:
+    """Processes elsewhere on this machine that use the machine-wide iptables chains, by family.
+
+    ``KUBE-``: kubelets and kube-proxies (their chains have fixed names: two nodes on one machine fight over
+    them). ``DOCKER``: dockerds with iptables on (a dockerd rewrites the DOCKER chains when it starts).
+    Processes naming ``root`` (this cluster's own) are left out.
+    """
+    found: dict[str, list[str]] = {"KUBE-": [], "DOCKER": []}
+    needle = str(root).encode() if root is not None else None
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            comm = (cmdline.parent / "comm").read_text().strip()
+            if comm not in ("kubelet", "kube-proxy", "dockerd"):
+                continue
+            argv = cmdline.read_bytes()
+            if (needle is not None and needle in argv) or not pid_alive(int(cmdline.parent.name)):
+                continue
+            command = argv.replace(b"\0", b" ").decode(errors="replace")[:160]
+            shown = f"{comm} (pid {cmdline.parent.name}: {command})"
+            if comm != "dockerd":
+                found["KUBE-"].append(shown)
+            elif b"--iptables=false" not in argv:
+                found["DOCKER"].append(shown)
+    return found
+
+
+@contextlib.contextmanager
+def _machine_lock() -> Iterator[None]:
+    """Serialise the check for another node and the start of ours across processes on this machine."""
+    with Path(MACHINE_LOCK).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -223,8 +264,19 @@ class KubeCluster:
             KubeClusterError: a binary is missing, a component exited (message: the tail of its log), or the
                 cluster was not ready within START_TIMEOUT_S.
         """
+        with _machine_lock():
+            self._start()
+
+    def _start(self) -> None:
         began = time.monotonic()
         self.bin_dir = self.bin_dir or find_bin_dir()
+        others = _other_nodes(self.root)["KUBE-"]
+        if others:
+            raise KubeClusterError(
+                f"another Kubernetes node runs on this machine: {others[0]}; the kubelet's and "
+                "kube-proxy's iptables chains are machine-wide, so one test cluster at a time (hint: let it "
+                "finish, or stop it: python -m support.kube_cluster down DIR, from tests/)"
+            )
         for tool in ("etcd", "dockerd", "docker", "iptables", "ip"):
             if shutil.which(tool) is None:
                 raise KubeClusterError(f"{tool} is missing (hint: {INSTALL_HINT})")
@@ -392,10 +444,12 @@ class KubeCluster:
         bridge = state.get("bridge")
         if bridge and Path(f"/sys/class/net/{bridge}").exists():
             _run(["ip", "link", "delete", bridge])
-        self._clean_iptables(state)
-        for key, value in state.get("sysctls", {}).items():
-            with contextlib.suppress(OSError):
-                Path("/proc/sys", key).write_text(value)
+        shared = {family for family, procs in _other_nodes(self.root).items() if procs}
+        self._clean_iptables(state, shared)
+        if not shared:  # another node or dockerd still needs forwarding and route_localnet
+            for key, value in state.get("sysctls", {}).items():
+                with contextlib.suppress(OSError):
+                    Path("/proc/sys", key).write_text(value)
         self._procs.clear()
         self._state = {}
         shutil.rmtree(self.root, ignore_errors=True)
@@ -561,9 +615,14 @@ class KubeCluster:
             if link.is_symlink() and not link.exists() and str(link.readlink()).startswith(str(pods)):
                 link.unlink(missing_ok=True)
 
-    def _clean_iptables(self, state: dict[str, Any]) -> None:
-        """Remove the chains made since start (DOCKER*, KUBE-*) and the rules using them or our bridge."""
+    def _clean_iptables(self, state: dict[str, Any], shared: set[str]) -> None:
+        """Remove the chains made since start (DOCKER*, KUBE-*) and the rules using them or our bridge.
+
+        A family of chains (prefix) in ``shared`` is in use by another process on this machine: its chains
+        stay (only the rules naming our bridge or pod subnet go), and so do the built-in chains' policies.
+        """
         before: dict[str, list[str]] = state.get("chains", {})
+        prefixes = tuple(p for p in CHAIN_PREFIXES if p not in shared)
         bridge = state.get("bridge") or "\0"
         cidr = state.get("pod_cidr") or "\0"
         for tool, tables in IPTABLES:
@@ -573,7 +632,7 @@ class KubeCluster:
                 ours = {
                     c
                     for c in _chains(tool, table)
-                    if c.startswith(CHAIN_PREFIXES) and c not in before[f"{tool}:{table}"]
+                    if prefixes and c.startswith(prefixes) and c not in before[f"{tool}:{table}"]
                 }
                 for line in _iptables_lines(tool, table):
                     if not line.startswith("-A "):
@@ -587,6 +646,8 @@ class KubeCluster:
                     _run([tool, "-w", "-t", table, "-F", chain])
                 for chain in ours:
                     _run([tool, "-w", "-t", table, "-X", chain])
+                if shared:
+                    continue
                 policies = _policies(tool, table)
                 for chain, policy in state.get("policies", {}).get(f"{tool}:{table}", {}).items():
                     if policies.get(chain, policy) != policy:
