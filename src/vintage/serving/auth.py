@@ -124,11 +124,11 @@ class ApiKeys:
             self._keys = tuple(k.encode() for k in self._check(self._source.read()))
             return len(self._keys)
         try:
-            mode = self._source.stat().st_mode
+            info = self._source.stat()
             text = self._source.read_text(encoding="utf-8")
         except OSError as exc:
             raise ServingError(f"cannot read the API key file {self._source.name}: {exc.strerror}") from exc
-        if mode & 0o077 and os.name == "posix":
+        if os.name == "posix" and not _private(info):
             raise ServingError(
                 f"API key file {self._source.name} is readable by other users",
                 hint=f"chmod 600 {self._source.name}",
@@ -170,3 +170,13 @@ def check_exposure(host: str, has_keys: bool, allowed: bool) -> None:
         f"refusing to serve on {host} without API keys: anyone who can reach that address could score",
         hint=f"give --api-key-file or --api-key-scope, bind 127.0.0.1, or pass {OPEN_FLAG} if this is meant",
     )
+
+
+def _private(info: os.stat_result) -> bool:
+    """A key file no other user may read or change: nothing for others, and at most read for the group
+    when that group is the server's own (not root's): how Kubernetes hands a Secret to a pod's group
+    (``fsGroup``: the file is root's, mode 0440, group the pod's)."""
+    mode = info.st_mode
+    if mode & 0o037:
+        return False
+    return not mode & 0o040 or (info.st_gid == os.getegid() != 0)

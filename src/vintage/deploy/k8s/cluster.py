@@ -197,6 +197,30 @@ class Cluster:
                 return False
         return True
 
+    def logs(self, pod: str, namespace: str, container: str, *, lines: int = 20) -> str:
+        """The last ``lines`` of a container's log (of its previous run when it restarted); ``""`` when
+        the kubelet cannot say."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        core = client.CoreV1Api(self.api)
+        for previous in (True, False):
+            try:
+                text = core.read_namespaced_pod_log(
+                    pod,
+                    namespace,
+                    container=container,
+                    previous=previous,
+                    tail_lines=lines,
+                    _request_timeout=REQUEST_TIMEOUT_S,
+                )
+            except (ApiException, HTTPError, OSError):
+                continue
+            if text:
+                return str(text)
+        return ""
+
 
 def _first(text: str) -> str:
     return (text.strip().splitlines() or [""])[0][:300]

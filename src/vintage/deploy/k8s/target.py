@@ -48,7 +48,12 @@ MAX_RESTARTS: Final = 3
 
 
 class RolloutError(Exception):
-    """The new revision did not become available; the message says why."""
+    """The new revision did not become available; the message says why, ``details`` the pod's last log
+    lines."""
+
+    def __init__(self, why: str, details: list[str] | None = None) -> None:
+        super().__init__(why)
+        self.details = details
 
 
 class KubernetesTarget(EnvironmentRecords):
@@ -259,7 +264,7 @@ class KubernetesTarget(EnvironmentRecords):
             try:
                 self._await(cluster, deadline=time.monotonic() + self.settings.rollout_timeout_s + 15)
             except RolloutError as exc:
-                raise self._roll_back(cluster, served, before, str(exc)) from None
+                raise self._roll_back(cluster, served, before, str(exc), exc.details) from None
             cluster.apply(mf.disruption_budget(self.settings, self.options, versions["pdb_version"]))
             if self.settings.autoscaling.enabled:
                 cluster.apply(mf.autoscaler(self.settings, self.options, versions["hpa_version"]))
@@ -283,7 +288,14 @@ class KubernetesTarget(EnvironmentRecords):
         self.write_history([*history, current])
         return current, previous, action
 
-    def _roll_back(self, cluster: Cluster, served: mf.Served, before: int | None, why: str) -> DeployError:
+    def _roll_back(
+        self,
+        cluster: Cluster,
+        served: mf.Served,
+        before: int | None,
+        why: str,
+        details: list[str] | None = None,
+    ) -> DeployError:
         """Return the Deployment to revision ``before`` (or scale it to zero when nothing served before)
         after a failed rollout; the error to raise."""
         what = f"{served.model_name} v{served.version}"
@@ -297,6 +309,7 @@ class KubernetesTarget(EnvironmentRecords):
                 return DeployError(
                     f"{headline}; scaled to zero (nothing served before)",
                     hint=f"kubectl -n {self.namespace} describe deployment {self.name}",
+                    details=details,
                 )
             template = self._template_of(cluster, before)
             cluster.patch(
@@ -314,6 +327,7 @@ class KubernetesTarget(EnvironmentRecords):
             return DeployError(
                 f"{headline}; rolling back to revision {before} failed too: {text}",
                 hint=f"kubectl -n {self.namespace} rollout status deployment/{self.name}",
+                details=details,
             )
         labels = (template.get("metadata") or {}).get("labels") or {}
         back = f"v{labels.get(mf.LABEL_VERSION, '?')}"
@@ -321,6 +335,7 @@ class KubernetesTarget(EnvironmentRecords):
         return DeployError(
             f"{headline}; rolled back to revision {before}: {back} serves",
             hint=f"kubectl -n {self.namespace} describe pods -l app.kubernetes.io/instance={self.name}",
+            details=details,
         )
 
     def _template_of(self, cluster: Cluster, revision: int) -> dict[str, Any]:
@@ -356,9 +371,11 @@ class KubernetesTarget(EnvironmentRecords):
             newest = max(sets, key=_revision, default=None)
             pods = self._pods(cluster)
             new_hash = _labels(newest).get("pod-template-hash") if newest is not None else None
-            failing = _failing(p for p in pods if _labels(p).get("pod-template-hash") == new_hash)
+            new_pods = [p for p in pods if _labels(p).get("pod-template-hash") == new_hash]
+            failing = _failing(new_pods)
             if failing is not None:
-                raise RolloutError(failing)
+                pod = failing.split(" ", 2)[1].rstrip(":")
+                raise RolloutError(failing, cluster.logs(pod, self.namespace, "server").splitlines())
             if (
                 _complete(live)
                 and new_hash is not None
