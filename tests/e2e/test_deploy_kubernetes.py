@@ -313,3 +313,25 @@ def test_rollback_serves_the_previous_version_and_stop_scales_to_zero(project: P
     res = project.vintage("stop", "production")
     assert res.returncode == 0 and "stopped" in res.stderr, res.stderr
     assert project.status()["production"] is None
+    apps, core = cluster_apis(project)
+    assert apps.read_namespaced_deployment("vintage-production", "default").spec.replicas == 0
+    assert core.read_namespaced_service("vintage-production", "default").spec.type == "NodePort"
+    # stop: delete removes every object vintage made for the environment
+    project.spec["environments"]["production"]["stop"] = "delete"
+    project.write()
+    res = project.vintage("stop", "production")
+    assert res.returncode == 0, res.stderr
+    assert not [
+        d for d in apps.list_namespaced_deployment("default").items if d.metadata.name.startswith("vintage")
+    ]
+    assert [s.metadata.name for s in core.list_namespaced_service("default").items] == ["kubernetes"]
+    assert not [
+        s for s in core.list_namespaced_secret("default").items if s.metadata.name.startswith("vintage")
+    ]
+
+
+def cluster_apis(project: Project) -> tuple[Any, Any]:
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(str(project.spec["environments"]["production"]["kubeconfig"]))
+    return client.AppsV1Api(api), client.CoreV1Api(api)
