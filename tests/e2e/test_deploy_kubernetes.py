@@ -84,6 +84,7 @@ class Project:
                 "node_port": self.node_port,
                 "rollout_timeout_s": 60,
                 "prestop_s": 3,
+                "drain_s": 10,
                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
             },
         }

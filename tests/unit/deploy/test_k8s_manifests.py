@@ -246,3 +246,21 @@ def test_an_unreachable_api_server_is_one_line(tmp_path: Path):
         DeployError, match=f"the Kubernetes API server at https://127.0.0.1:{port} did not answer"
     ):
         target.status()
+
+
+def test_an_old_pod_counts_as_gone_once_its_containers_exited_or_its_grace_period_ended():
+    from datetime import UTC, datetime
+
+    from vintage.deploy.k8s.target import _finished
+
+    running = {"state": {"running": {}}}
+    exited = {"state": {"terminated": {"exitCode": 0}}}
+    now = datetime(2026, 12, 4, 12, 0, 30, tzinfo=UTC)
+
+    def pod(deleted: str | None, *statuses: dict[str, object]) -> dict[str, object]:
+        return {"metadata": {"deletionTimestamp": deleted}, "status": {"containerStatuses": list(statuses)}}
+
+    assert not _finished(pod(None, exited), now)  # not being deleted: a live pod of an old revision
+    assert _finished(pod("2026-12-04T12:01:00Z", exited), now)
+    assert not _finished(pod("2026-12-04T12:01:00Z", running), now)
+    assert _finished(pod("2026-12-04T12:00:00Z", running), now)  # grace period over: killed

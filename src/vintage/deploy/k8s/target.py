@@ -4,10 +4,10 @@ A deploy pushes the model's image (built by ``vintage image build``'s code, pinn
 environment's registry, syncs the API keys from the secret scope into a Secret (the values go from the
 secret store to the API server, never to a file), server-side applies the Secret, Service, Deployment,
 PodDisruptionBudget and HorizontalPodAutoscaler, and watches the rollout until every pod of the new revision
-is available and no pod of an older one is left. A rollout that fails (a pod crash-loops, an image does not
-pull, readiness never passes, the deadline passes) is rolled back to the revision that served before, which
-keeps serving throughout (``maxUnavailable: 0``); the deploy then fails. Everything is in the audit trail and
-in ``<state_dir>/envs/<environment>/deployments.json``.
+is available and every pod of an older one has exited. A rollout that fails (a pod crash-loops, an image does
+not pull, readiness never passes, the deadline passes) is rolled back to the revision that served before,
+which keeps serving throughout (``maxUnavailable: 0``); the deploy then fails. Everything is in the audit
+trail and in ``<state_dir>/envs/<environment>/deployments.json``.
 """
 
 from __future__ import annotations
@@ -355,7 +355,7 @@ class KubernetesTarget(EnvironmentRecords):
 
     def _await(self, cluster: Cluster, *, deadline: float) -> None:
         """Until the newest revision is complete: every replica updated and available, and no pod of an
-        older revision left (not even terminating).
+        older revision running (a terminating one only once its containers have exited).
 
         Raises:
             RolloutError: a pod of the new revision fails, the progress deadline passed, or ``deadline``.
@@ -379,7 +379,7 @@ class KubernetesTarget(EnvironmentRecords):
             if (
                 _complete(live)
                 and new_hash is not None
-                and all(_labels(p).get("pod-template-hash") == new_hash for p in pods)
+                and all(_labels(p).get("pod-template-hash") == new_hash or _finished(p) for p in pods)
             ):
                 return
             if time.monotonic() > deadline:
@@ -574,6 +574,26 @@ def _complete(live: dict[str, Any]) -> bool:
         and as_int(status.get("replicas")) <= as_int(status.get("updatedReplicas"))
         and as_int(status.get("availableReplicas")) >= as_int(status.get("updatedReplicas"))
     )
+
+
+def _finished(pod: dict[str, Any], now: datetime | None = None) -> bool:
+    """A pod being deleted that serves nothing and holds no key any more: its containers have all exited
+    (the kubelet removes the object a few seconds later), or its grace period is over (the kubelet has
+    killed it, even when its status was not updated: seen when the runtime had already removed the
+    container)."""
+    deadline = (pod.get("metadata") or {}).get("deletionTimestamp")
+    if not deadline:
+        return False
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    if all((cs.get("state") or {}).get("terminated") for cs in statuses):
+        return True
+    try:
+        ends = datetime.fromisoformat(str(deadline).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if ends.tzinfo is None:
+        ends = ends.replace(tzinfo=UTC)
+    return (now or datetime.now(UTC)) >= ends
 
 
 def _progress_failure(live: dict[str, Any]) -> str | None:
