@@ -162,6 +162,11 @@ def release_lines(record: dict[str, Any]) -> list[str]:
     for env, d in sorted((record.get("deployments") or {}).items()):
         if d.get("rolled_back"):
             lines.append(f"  deployment {env}: rolled back ({d.get('reason', '')})")
+        elif d.get("action") == "failed":
+            lines.append(
+                f"  deployment {env}: v{d.get('version', '?')} failed ({_time(d.get('time'))}): "
+                f"{d.get('error', '')}"
+            )
         else:
             lines.append(
                 f"  deployment {env}: {d.get('action', '?')} v{d.get('version', '?')} at {d.get('url', '?')}"

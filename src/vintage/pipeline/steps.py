@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vintage import audit
-from vintage.errors import PipelineError
+from vintage.errors import PipelineError, VintageError
 from vintage.pipeline import gates
 from vintage.pipeline import state as st
 from vintage.pipeline.context import StepContext, config_digest, materialize_version
@@ -136,8 +136,15 @@ def deploy(ctx: StepContext) -> DeployOutput:
     from vintage.pipeline.ops import check_target_switch
 
     check_target_switch(ctx.spec, str(ctx.stage.environment))
-    outcome = ctx.target().deploy(model_dir, name, version)
     env = ctx.stage.environment
+    try:
+        outcome = ctx.target().deploy(model_dir, name, version)
+    except VintageError as exc:
+        # A failed deploy (a Kubernetes rollout rolled back, a container that did not start) is part of the
+        # release's story: the record says what was tried, when, and what happened.
+        failed = {"version": version, "action": "failed", "error": exc.headline, "time": st.now()}
+        ctx.store.update_release(ctx.run_id, deployments={str(env): failed})
+        raise
     ctx.say(f"{env}: {outcome.action} {name} v{version} at {outcome.current.url}")
     served: dict[str, Any] = {
         "version": version,

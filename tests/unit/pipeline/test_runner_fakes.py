@@ -290,6 +290,11 @@ def test_a_target_that_fails_to_deploy_fails_the_stage_and_promotes_nothing(
         runner.execute(run_id)
     assert ("wine", "staging") not in registry.aliases
     assert runner.store.run(run_id).stage("staging").status == st.FAILED
+    record = runner.store.release(run_id)
+    assert record is not None
+    failed = record["deployments"]["staging"]
+    assert failed["action"] == "failed" and failed["version"] == 1
+    assert failed["error"] == "port 18081 is taken"
 
 
 def test_status_stop_and_rollback_reach_the_environments_target_through_the_table(
