@@ -27,8 +27,8 @@ def test_every_row_resolves_to_an_attribute_with_from_spec_or_a_function(table: 
 
 def test_an_unknown_name_names_the_kind_the_name_the_known_names_and_the_key() -> None:
     with pytest.raises(ConfigError) as exc:
-        DEPLOY_TARGETS.load("kubernetes")
-    assert exc.value.headline == "unknown deploy target 'kubernetes'; known: local, container"
+        DEPLOY_TARGETS.load("nomad")
+    assert exc.value.headline == "unknown deploy target 'nomad'; known: local, container, kubernetes"
     assert exc.value.hint is not None and "environments.<env>.target" in exc.value.hint
 
 
@@ -52,7 +52,7 @@ def test_override_adds_a_row_for_the_block_and_config_accepts_it_only_then() -> 
         assert DEPLOY_TARGETS.load("fake") is Fake
         assert EnvironmentSpec(target="fake", host="10.0.0.5").target == "fake"
     assert "fake" not in DEPLOY_TARGETS
-    assert DEPLOY_TARGETS.names() == ("local", "container")
+    assert DEPLOY_TARGETS.names() == ("local", "container", "kubernetes")
 
 
 def test_override_of_an_existing_row_is_restored() -> None:
@@ -81,11 +81,12 @@ def test_a_config_naming_an_unknown_target_is_a_config_error_with_the_key_path(p
     from vintage.config import load_spec
 
     config = project / "vintage.yaml"
-    config.write_text(config.read_text() + "environments:\n  staging: {target: kubernetes}\n")
+    config.write_text(config.read_text() + "environments:\n  staging: {target: nomad}\n")
     with pytest.raises(ConfigError) as exc:
         load_spec(config)
     assert exc.value.headline == (
-        f"{config}: environments.staging.target: unknown deploy target 'kubernetes'; known: local, container"
+        f"{config}: environments.staging.target: unknown deploy target 'nomad'; "
+        "known: local, container, kubernetes"
     )
 
 
