@@ -27,9 +27,7 @@ def _entry(kind: str) -> tuple[str, IdStyle]:
     try:
         return RENDERERS[kind]
     except KeyError:
-        raise ConfigError(
-            f"unknown CI {kind!r}", hint=f"choose one of: {', '.join(RENDERERS)}"
-        ) from None
+        raise ConfigError(f"unknown CI {kind!r}", hint=f"choose one of: {', '.join(RENDERERS)}") from None
 
 
 def render(spec: Spec, kind: str, *, config_path: Path, cwd: Path, allow_local_state: bool = False) -> str:

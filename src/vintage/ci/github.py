@@ -13,13 +13,16 @@ RUN_ID = "${{ github.run_id }}"
 CHECKOUT = "actions/checkout@v4"
 SETUP_PYTHON = "actions/setup-python@v5"
 PYTHON = "3.11"
+HOSTED_RUNNER = "ubuntu-latest"
+LOCAL_RUNNER = "self-hosted  # --allow-local-state: one runner holds the state"
 
 # Who approved the job's environment in this workflow run: GitHub has no context for it, its review
 # history (REST) has. {env} is replaced by the environment name (a JSON string, valid in jq).
 _APPROVER_SCRIPT = """\
 set -eu
-login="$(gh api "repos/$GITHUB_REPOSITORY/actions/runs/$GITHUB_RUN_ID/approvals" \\
-  --jq '[.[] | select(.state == "approved" and any(.environments[]; .name == {env}))] | last | .user.login // empty')"
+login="$(gh api "repos/$GITHUB_REPOSITORY/actions/runs/$GITHUB_RUN_ID/approvals" --jq '
+  [.[] | select(.state == "approved" and any(.environments[]; .name == {env}))]
+  | last | .user.login // empty')"
 if [ -z "$login" ]; then
   echo "::error::no approval of environment {name} in this run: add required reviewers to the environment"
   exit 1
@@ -29,7 +32,7 @@ echo "login=$login" >> "$GITHUB_OUTPUT"
 
 
 def _job(job: Job, local_state: bool) -> list[str]:
-    runner = "self-hosted  # --allow-local-state: one runner holds the state" if local_state else "ubuntu-latest"
+    runner = LOCAL_RUNNER if local_state else HOSTED_RUNNER
     lines = [f"  {job.id}:", f"    name: {q(job.stage)}", f"    runs-on: {runner}"]
     if job.needs:
         lines.append(f"    needs: [{', '.join(job.needs)}]")

@@ -89,7 +89,7 @@ def stage_script(job: Job, *, vintage: str, run_id: str, approved_in: str) -> st
         "set -eu\n"
         "code=0\n"
         f"{stage} || code=$?\n"
-        f"if [ \"$code\" -eq {EXIT_WAITING_APPROVAL} ]; then  # waiting at vintage's approval gate\n"
+        f'if [ "$code" -eq {EXIT_WAITING_APPROVAL} ]; then  # waiting at vintage\'s approval gate\n'
         f"  {approve}\n"
         f"  {stage}\n"
         'elif [ "$code" -ne 0 ]; then\n'
