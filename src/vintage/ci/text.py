@@ -9,9 +9,14 @@ from __future__ import annotations
 import json
 import textwrap
 
-from vintage.ci.plan import EXIT_WAITING_APPROVAL, Job, Plan
+from vintage.ci.plan import EXIT_WAITING_APPROVAL, HEADER, Job, Plan
 
-REGENERATE = "vintage ci render {kind} --output {path}"
+
+def regenerate(plan: Plan, kind: str, path: str) -> str:
+    """The command that writes this file again."""
+    config = f"--config {plan.config_path} " if plan.config_path else ""
+    local = " --allow-local-state" if plan.local_state else ""
+    return f"vintage {config}ci render {kind} --output {path}{local}"
 
 
 def q(value: str) -> str:
@@ -27,11 +32,9 @@ def comment(text: str, indent: int = 0, width: int = 108) -> list[str]:
 
 def header(plan: Plan, kind: str, path: str) -> list[str]:
     """The lines every generated file starts with."""
-    from vintage.ci.plan import HEADER
-
     lines = [
         f"# {HEADER.format(config=plan.config)}.",
-        f"# Regenerate: {REGENERATE.format(kind=kind, path=path)}",
+        f"# Regenerate: {regenerate(plan, kind, path)}",
         *comment(
             "One job per stage of pipeline.stages; each installs the project and runs "
             "`vintage stage NAME --run-id <this CI run's id>`, so every job of a CI run (and every re-run "
