@@ -46,9 +46,6 @@ def _job(job: Job, local_state: bool) -> list[str]:
             indent=4,
         )
         lines.append(f"    environment: {q(env)}")
-    if job.secrets:
-        lines.append("    env:")
-        lines += [f"      {s}: ${{{{ secrets.{s} }}}}" for s in job.secrets]
     lines += [
         "    steps:",
         f"      - uses: {CHECKOUT}",
@@ -68,15 +65,18 @@ def _job(job: Job, local_state: bool) -> list[str]:
         script = _APPROVER_SCRIPT.replace("{env}", q(env)).replace("{name}", env)
         lines += [
             f"      - name: {q(f'Who approved {env}')}",
-            "        id: approver",
+            "        id: approver  # gh: on GitHub's hosted runners; a self-hosted runner needs it too",
             "        env:",
             "          GH_TOKEN: ${{ github.token }}",
             "        run: |",
             *block(script, 10),
         ]
     lines.append(f"      - name: {q(f'vintage stage {job.stage}')}")
-    if job.approval:
-        lines += ["        env:", "          VINTAGE_APPROVER: ${{ steps.approver.outputs.login }}"]
+    env_lines = ["          VINTAGE_APPROVER: ${{ steps.approver.outputs.login }}"] if job.approval else []
+    # On this step only: checkout and `make install` never see a secret.
+    env_lines += [f"          {s}: ${{{{ secrets.{s} }}}}" for s in job.secrets]
+    if env_lines:
+        lines += ["        env:", *env_lines]
     script = stage_script(
         job,
         vintage=VINTAGE,

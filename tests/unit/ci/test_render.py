@@ -33,6 +33,14 @@ def _gh_step(job: dict[str, Any], name: str) -> dict[str, Any]:
     return next(s for s in job["steps"] if s.get("name") == name)
 
 
+def _secrets(job: dict[str, Any]) -> dict[str, str]:
+    """The secret variables a GitHub job maps, over all its steps."""
+    found: dict[str, str] = {}
+    for step in job["steps"]:
+        found |= {k: v for k, v in step.get("env", {}).items() if k.startswith("VINTAGE_SECRET__")}
+    return found
+
+
 def _az_jobs(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["stage"]: s for s in doc["stages"]}
 
@@ -76,7 +84,7 @@ def test_github_approval_stage_runs_in_its_environment(repo_project: Path) -> No
     assert "environment" not in jobs["staging"] and "environment" not in jobs["build"]
     assert "required reviewers" in text.lower()
     step = _gh_step(jobs["production"], "vintage stage production")
-    assert step["env"] == {"VINTAGE_APPROVER": "${{ steps.approver.outputs.login }}"}
+    assert step["env"]["VINTAGE_APPROVER"] == "${{ steps.approver.outputs.login }}"
     script = step["run"]
     assert GH_RUN.format(stage="production") + " || code=$?" in script
     assert '.venv/bin/vintage approve ${{ github.run_id }} production --as "$VINTAGE_APPROVER"' in script
@@ -91,8 +99,13 @@ def test_github_secrets_only_where_the_stage_reads_them(repo_project: Path) -> N
     jobs = doc["jobs"]
 
     var = "VINTAGE_SECRET__PRODUCTION__SERVING__PRIMARY"
-    assert jobs["production"]["env"] == {var: f"${{{{ secrets.{var} }}}}"}
-    assert "env" not in jobs["build"] and "env" not in jobs["staging"]
+    assert _secrets(jobs["production"]) == {var: f"${{{{ secrets.{var} }}}}"}
+    assert _secrets(jobs["build"]) == {} and _secrets(jobs["staging"]) == {}
+    # Only the step that runs vintage sees them: not checkout, not `make install`.
+    assert [s["name"] for s in jobs["production"]["steps"] if var in s.get("env", {})] == [
+        "vintage stage production"
+    ]
+    assert "env" not in jobs["production"]
 
 
 def test_azure_repo_pipeline_has_one_stage_per_stage(repo_project: Path) -> None:
@@ -130,10 +143,10 @@ def test_custom_pipeline_github(custom_project: Path) -> None:
     assert "environment" not in jobs["smoke-report"]  # no approval step: no gate
     assert text.count("Required reviewers for this job") == 2
     shared = {"VINTAGE_SECRET__CI__DATABRICKS_TOKEN", "VINTAGE_SECRET__CI__MLFLOW_TOKEN"}
-    assert set(jobs["build"]["env"]) == shared
-    assert set(jobs["qa"]["env"]) == shared | {"VINTAGE_SECRET__QA__SERVING__PRIMARY"}
-    assert set(jobs["production"]["env"]) == shared | {"VINTAGE_SECRET__PRODUCTION__SERVING__PRIMARY"}
-    assert set(jobs["smoke-report"]["env"]) == shared  # staging has no API keys
+    assert set(_secrets(jobs["build"])) == shared
+    assert set(_secrets(jobs["qa"])) == shared | {"VINTAGE_SECRET__QA__SERVING__PRIMARY"}
+    assert set(_secrets(jobs["production"])) == shared | {"VINTAGE_SECRET__PRODUCTION__SERVING__PRIMARY"}
+    assert set(_secrets(jobs["smoke-report"])) == shared  # staging has no API keys
     assert _gh_step(jobs["smoke-report"], "vintage stage smoke-report")["run"] == GH_RUN.format(
         stage="smoke-report"
     )
@@ -165,8 +178,8 @@ def test_a_reference_to_another_environments_scope_stays_out(custom_project: Pat
     )
     _, doc = _render(custom_project, "github-actions")
 
-    assert "VINTAGE_SECRET__PRODUCTION__MLFLOW__TOKEN" in doc["jobs"]["production"]["env"]
-    assert "VINTAGE_SECRET__PRODUCTION__MLFLOW__TOKEN" not in doc["jobs"]["qa"]["env"]
+    assert "VINTAGE_SECRET__PRODUCTION__MLFLOW__TOKEN" in _secrets(doc["jobs"]["production"])
+    assert "VINTAGE_SECRET__PRODUCTION__MLFLOW__TOKEN" not in _secrets(doc["jobs"]["qa"])
 
 
 @pytest.mark.parametrize("kind", ["github-actions", "azure-pipelines"])
