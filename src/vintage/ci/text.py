@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import textwrap
 
-from vintage.ci.plan import EXIT_WAITING_APPROVAL, HEADER, Job, Plan
+from vintage.ci.plan import HEADER, Job, Plan
+from vintage.errors import EXIT_WAITING_APPROVAL
 
 
 def regenerate(plan: Plan, kind: str, path: str) -> str:
