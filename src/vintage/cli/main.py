@@ -12,6 +12,7 @@ import typer
 from vintage import __version__
 from vintage.cli import (
     audit_cmd,
+    ci_cmd,
     config_cmd,
     databricks_cmd,
     deploy_cmd,
@@ -57,6 +58,7 @@ app.add_typer(secrets_cmd.app, name="secrets")
 app.add_typer(databricks_cmd.app, name="databricks")
 app.add_typer(image_cmd.app, name="image")
 app.add_typer(deploy_cmd.app, name="deploy")
+app.add_typer(ci_cmd.app, name="ci")
 
 
 def _version(value: bool) -> None:

@@ -109,12 +109,19 @@ class EnvProvider:
         """The value of ``scope/key``; ``None`` when its variable is not set.
 
         Raises:
-            SecretError: the variable is set but holds the secret of another name (case, ``-`` or ``.``).
+            SecretError: the variable is set but holds the secret of another name (case, ``-`` or ``.``),
+                or the CI's own unexpanded reference to it (Azure's ``$(NAME)`` for a variable it lacks).
         """
         var = variable(scope, key)
         value = self.environ.get(var)
         if value is None:
             return None
+        if value.strip() in (f"$({var})", f"${{{{ secrets.{var} }}}}"):
+            # A CI passes a reference it cannot resolve as its text (Azure: `$(NAME)` for an undefined NAME).
+            raise SecretError(
+                f"{var} holds the unexpanded CI reference {value.strip()!r}: the CI does not define it",
+                hint=f"define the secret variable {var} in the CI (docs/ci.md)",
+            )
         if (name := owner(var)) != f"{scope}/{key}":
             raise SecretError(
                 f"{var} holds secret {name}, not {scope}/{key}: environment variable names cannot tell "

@@ -38,6 +38,27 @@ def test_get_from_given_environ() -> None:
     assert provider.get(Scope("azureml"), "client-secret") is None  # shared != staging-bound
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "$(VINTAGE_SECRET__PRODUCTION__SERVING__PRIMARY)",
+        "${{ secrets.VINTAGE_SECRET__PRODUCTION__SERVING__PRIMARY }}",
+    ],
+)
+def test_unexpanded_ci_reference_is_refused(value: str) -> None:
+    # Azure passes `$(NAME)` through when the pipeline defines no variable NAME: it must not become a key.
+    provider = EnvProvider({"VINTAGE_SECRET__PRODUCTION__SERVING__PRIMARY": value})
+
+    with pytest.raises(SecretError, match="the CI does not define it"):
+        provider.get(Scope("production/serving"), "primary")
+
+
+def test_a_value_that_only_contains_a_macro_is_a_value() -> None:
+    provider = EnvProvider({"VINTAGE_SECRET__CI__TOKEN": "x$(VINTAGE_SECRET__CI__TOKEN)"})
+
+    assert provider.get(Scope("ci"), "token") == "x$(VINTAGE_SECRET__CI__TOKEN)"
+
+
 def test_get_reads_os_environ_live(monkeypatch: pytest.MonkeyPatch) -> None:
     provider = EnvProvider()
     assert provider.get(Scope("ci"), "token") is None
