@@ -42,21 +42,11 @@ GOOD = {
     "grid": [{"alpha": 0.1, "l1_ratio": 0.1}],
 }
 BETTER = {**GOOD, "grid": [{"alpha": 0.01, "l1_ratio": 0.5}]}
+FEATURES = yaml.safe_load((REPO / "vintage.yaml").read_text())["data"]["features"]
+# The first red wine, as the original pipeline's smoke request sends it (split orientation).
 ROW = {
     "dataframe_split": {
-        "columns": [
-            "fixed acidity",
-            "volatile acidity",
-            "citric acid",
-            "residual sugar",
-            "chlorides",
-            "free sulfur dioxide",
-            "total sulfur dioxide",
-            "density",
-            "pH",
-            "sulphates",
-            "alcohol",
-        ],
+        "columns": FEATURES,
         "data": [[7.4, 0.7, 0.0, 1.9, 0.076, 11.0, 34.0, 0.9978, 3.51, 0.56, 9.4]],
     }
 }
