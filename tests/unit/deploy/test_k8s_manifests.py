@@ -11,13 +11,11 @@ from pydantic import ValidationError
 
 from vintage.config.environments import EnvironmentSpec
 from vintage.deploy.k8s import manifests as mf
+from vintage.deploy.k8s.rollout import complete as _complete
+from vintage.deploy.k8s.rollout import failing as _failing
+from vintage.deploy.k8s.rollout import progress_failure as _progress_failure
 from vintage.deploy.k8s.settings import KubernetesSettings
-from vintage.deploy.k8s.target import (
-    KubernetesTarget,
-    _complete,
-    _failing,
-    _progress_failure,
-)
+from vintage.deploy.k8s.target import KubernetesTarget
 from vintage.errors import DeployError
 
 DIGEST = "sha256:" + "ab" * 32
@@ -251,7 +249,7 @@ def test_an_unreachable_api_server_is_one_line(tmp_path: Path):
 def test_an_old_pod_counts_as_gone_once_its_containers_exited_or_its_grace_period_ended():
     from datetime import UTC, datetime
 
-    from vintage.deploy.k8s.target import _finished
+    from vintage.deploy.k8s.rollout import finished as _finished
 
     running = {"state": {"running": {}}}
     exited = {"state": {"terminated": {"exitCode": 0}}}

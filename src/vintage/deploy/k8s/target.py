@@ -20,6 +20,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from vintage.deploy.base import Deployment, DeployOutcome
 from vintage.deploy.k8s import manifests as mf
+from vintage.deploy.k8s.rollout import (
+    complete,
+    failing,
+    finished,
+    generation,
+    labels_of,
+    progress_failure,
+    revision,
+)
 from vintage.deploy.k8s.settings import KubernetesSettings
 from vintage.deploy.records import EnvironmentRecords, as_int, verified
 from vintage.errors import DeployError, VintageError
@@ -32,19 +41,6 @@ if TYPE_CHECKING:
     from vintage.deploy.k8s.cluster import Cluster
 
 POLL_S: Final = 0.5
-FAILING: Final = frozenset(
-    {
-        "CrashLoopBackOff",
-        "ErrImagePull",
-        "ImagePullBackOff",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "RunContainerError",
-    }
-)
-MAX_RESTARTS: Final = 3
-"""A container of the new revision restarted this often: the rollout has failed."""
 
 
 class RolloutError(Exception):
@@ -249,7 +245,7 @@ class KubernetesTarget(EnvironmentRecords):
         with self._cluster() as cluster:
             live = self._live(cluster)
             running = live is not None and bool((live.get("spec") or {}).get("replicas"))
-            before = _revision(live) if running else None
+            before = revision(live) if running else None
             versions = self._versions(cluster)
             keys_version = None
             if self.options.api_keys:
@@ -260,7 +256,7 @@ class KubernetesTarget(EnvironmentRecords):
             deployment["spec"]["replicas"] = self._replicas(live)
             cluster.apply(mf.service(self.settings, self.options))
             applied = cluster.apply(deployment)
-            changed = live is None or _generation(applied) != _generation(live)
+            changed = live is None or generation(applied) != generation(live)
             try:
                 self._await(cluster, deadline=time.monotonic() + self.settings.rollout_timeout_s + 15)
             except RolloutError as exc:
@@ -338,10 +334,11 @@ class KubernetesTarget(EnvironmentRecords):
             details=details,
         )
 
-    def _template_of(self, cluster: Cluster, revision: int) -> dict[str, Any]:
-        """The pod template of the Deployment's ReplicaSet at ``revision`` (as ``kubectl rollout undo``)."""
+    def _template_of(self, cluster: Cluster, number: int) -> dict[str, Any]:
+        """The pod template of the Deployment's ReplicaSet at revision ``number`` (as ``kubectl rollout
+        undo``)."""
         for rs in self._replica_sets(cluster):
-            if _revision(rs) == revision:
+            if revision(rs) == number:
                 template = dict((rs.get("spec") or {}).get("template") or {})
                 meta = dict(template.get("metadata") or {})
                 meta["labels"] = {
@@ -349,7 +346,7 @@ class KubernetesTarget(EnvironmentRecords):
                 }
                 template["metadata"] = meta
                 return template
-        raise DeployError(f"revision {revision} of {self.name} is gone", hint="deploy a version again")
+        raise DeployError(f"revision {number} of {self.name} is gone", hint="deploy a version again")
 
     # -- watching ----------------------------------------------------------------------------------------
 
@@ -364,22 +361,22 @@ class KubernetesTarget(EnvironmentRecords):
             live = self._live(cluster)
             if live is None:
                 raise RolloutError("the Deployment was deleted during the rollout")
-            why = _progress_failure(live)
+            why = progress_failure(live)
             if why is not None:
                 raise RolloutError(why)
             sets = self._replica_sets(cluster)
-            newest = max(sets, key=_revision, default=None)
+            newest = max(sets, key=revision, default=None)
             pods = self._pods(cluster)
-            new_hash = _labels(newest).get("pod-template-hash") if newest is not None else None
-            new_pods = [p for p in pods if _labels(p).get("pod-template-hash") == new_hash]
-            failing = _failing(new_pods)
-            if failing is not None:
-                pod = failing.split(" ", 2)[1].rstrip(":")
-                raise RolloutError(failing, cluster.logs(pod, self.namespace, "server").splitlines())
+            new_hash = labels_of(newest).get("pod-template-hash") if newest is not None else None
+            new_pods = [p for p in pods if labels_of(p).get("pod-template-hash") == new_hash]
+            why_failed = failing(new_pods)
+            if why_failed is not None:
+                pod = why_failed.split(" ", 2)[1].rstrip(":")
+                raise RolloutError(why_failed, cluster.logs(pod, self.namespace, "server").splitlines())
             if (
-                _complete(live)
+                complete(live)
                 and new_hash is not None
-                and all(_labels(p).get("pod-template-hash") == new_hash or _finished(p) for p in pods)
+                and all(labels_of(p).get("pod-template-hash") == new_hash or finished(p) for p in pods)
             ):
                 return
             if time.monotonic() > deadline:
@@ -454,11 +451,11 @@ class KubernetesTarget(EnvironmentRecords):
         last = history[-1] if history else None
         fields: dict[str, Any] = {
             "url": self._url(cluster),
-            "healthy": ready > 0 and _complete(live),
+            "healthy": ready > 0 and complete(live),
             "served_digest": served_digest if last is None or last.image == image else f"image {image}",
             "replicas": desired,
             "ready_replicas": ready,
-            "revision": _revision(live),
+            "revision": revision(live),
         }
         if last is not None and last.image == image:
             return dataclasses.replace(last, **fields)
@@ -546,76 +543,6 @@ class _Session:
     def __exit__(self, *exc: object) -> None:
         if self.cluster is not None:
             self.cluster.close()
-
-
-# -- reading objects ---------------------------------------------------------------------------------------
-
-
-def _labels(obj: dict[str, Any] | None) -> dict[str, str]:
-    return dict(((obj or {}).get("metadata") or {}).get("labels") or {})
-
-
-def _revision(obj: dict[str, Any] | None) -> int:
-    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
-    return as_int(annotations.get(mf.REVISION))
-
-
-def _generation(obj: dict[str, Any] | None) -> int:
-    return as_int(((obj or {}).get("metadata") or {}).get("generation"))
-
-
-def _complete(live: dict[str, Any]) -> bool:
-    """``kubectl rollout status``'s test: observed, every replica updated and available, no old one."""
-    spec, status = live.get("spec") or {}, live.get("status") or {}
-    wanted = int(spec.get("replicas") or 0)
-    return (
-        as_int(status.get("observedGeneration")) >= _generation(live)
-        and as_int(status.get("updatedReplicas")) >= wanted
-        and as_int(status.get("replicas")) <= as_int(status.get("updatedReplicas"))
-        and as_int(status.get("availableReplicas")) >= as_int(status.get("updatedReplicas"))
-    )
-
-
-def _finished(pod: dict[str, Any], now: datetime | None = None) -> bool:
-    """A pod being deleted that serves nothing and holds no key any more: its containers have all exited
-    (the kubelet removes the object a few seconds later), or its grace period is over (the kubelet has
-    killed it, even when its status was not updated: seen when the runtime had already removed the
-    container)."""
-    deadline = (pod.get("metadata") or {}).get("deletionTimestamp")
-    if not deadline:
-        return False
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    if all((cs.get("state") or {}).get("terminated") for cs in statuses):
-        return True
-    try:
-        ends = datetime.fromisoformat(str(deadline).replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    if ends.tzinfo is None:
-        ends = ends.replace(tzinfo=UTC)
-    return (now or datetime.now(UTC)) >= ends
-
-
-def _progress_failure(live: dict[str, Any]) -> str | None:
-    for cond in (live.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            return "progress deadline exceeded (readiness never passed)"
-    return None
-
-
-def _failing(pods: Any) -> str | None:
-    """Why a pod of the new revision has failed (crash loop, image pull, config), or ``None``."""
-    for pod in pods:
-        name = (pod.get("metadata") or {}).get("name", "?")
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            reason = waiting.get("reason")
-            if reason in FAILING:
-                message = str(waiting.get("message") or "").splitlines()[:1]
-                return f"pod {name}: {reason}" + (f" ({message[0][:160]})" if message else "")
-            if as_int(cs.get("restartCount")) >= MAX_RESTARTS:
-                return f"pod {name} restarted {cs.get('restartCount')} times"
-    return None
 
 
 def _live_fields(found: Deployment) -> dict[str, Any]:
