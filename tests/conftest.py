@@ -24,6 +24,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "MLFLOW_TRACKING_TOKEN",
         "VINTAGE_CONFIG",
         "VINTAGE_STATE_DIR",
+        "VINTAGE_STATE_URL",
         "VINTAGE_MASTER_KEY",
         "VINTAGE_ACTOR",
     ):
@@ -35,6 +36,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     redact.clear()  # values registered by one test must not redact another test's output
     yield
     _reset_mlflow_uris()
+    from vintage import statedb
+
+    statedb.unbind_all()  # a test's shared-state binding never reaches the next test
 
 
 def _reset_mlflow_uris() -> None:
@@ -107,3 +111,33 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[object]:
         )
 
     yield invoke
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (initdb in a temp dir), once per session; yields the
+    SQLAlchemy URL of its ``mlflow`` database. Started only by the tests that ask for it."""
+    from support.servers import postgres_cluster
+
+    with postgres_cluster() as url:
+        yield url
+
+
+@pytest.fixture
+def state_db(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL for one test; yields its ``postgresql://`` URL."""
+    import secrets
+
+    from sqlalchemy import create_engine, text
+
+    name = f"state_{secrets.token_hex(4)}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+        base = postgres_server.replace("postgresql+psycopg2://", "postgresql://").rsplit("/", 1)[0]
+        yield f"{base}/{name}"
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    finally:
+        admin.dispose()

@@ -2,7 +2,9 @@
 
 Secret reads (scope, key, reader; never the value), secret writes, key rotations, and later registrations,
 alias moves, approvals and deploys are appended to ``<state_dir>/audit.db`` (SQLite, WAL, safe for
-concurrent writers). ``vintage audit`` lists it. Every text field passes through the redactor.
+concurrent writers), or to the shared PostgreSQL database of ``state_url`` (:mod:`vintage.statedb`), so
+the stage jobs of a CI run on different machines write one trail. ``vintage audit`` lists it. Every text
+field passes through the redactor.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from vintage import statedb
 from vintage.errors import VintageError
 from vintage.fsutil import connect_readonly, create_sqlite, sqlite_error, sqlite_problem, use_wal
 from vintage.redact import redact
@@ -51,6 +54,17 @@ class AuditEvent:
     reader: str
     environment: str
     detail: str
+
+
+_COLUMNS = ("id", "time", "actor", "action", "target", "outcome", "reader", "environment", "detail")
+
+
+@contextlib.contextmanager
+def _shared_errors() -> Iterator[None]:
+    try:
+        yield
+    except statedb.StateDBError as exc:
+        raise VintageError(f"the audit trail: {exc.headline}", hint=exc.hint) from None
 
 
 def current_actor() -> str:
@@ -114,34 +128,45 @@ def record(
         environment or "",
         redact(detail),
     )
+    sql = (
+        "INSERT INTO events (time, actor, action, target, outcome, reader, environment, detail)"
+        " VALUES (:time, :actor, :action, :target, :outcome, :reader, :environment, :detail)"
+    )
+    params = dict(zip(_COLUMNS[1:], row, strict=True))
+    shared = statedb.bound(state_dir)
+    if shared is not None:
+        with _shared_errors(), shared.write(serialize=False) as tx:
+            tx(sql, params)
+        return
     with _connect(state_dir) as conn:
-        conn.execute(
-            "INSERT INTO events (time, actor, action, target, outcome, reader, environment, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            row,
-        )
+        conn.execute(sql, params)
 
 
 def events(
     state_dir: Path, *, action: str | None = None, target: str | None = None, limit: int | None = None
 ) -> list[AuditEvent]:
     """Events, oldest first; ``action`` matches a prefix (``secret.`` = every secret event)."""
-    path = state_dir / AUDIT_FILE
-    if not path.exists():
-        return []
-    query = "SELECT id, time, actor, action, target, outcome, reader, environment, detail FROM events"
+    query = f"SELECT {', '.join(_COLUMNS)} FROM events"
     where: list[str] = []
-    args: list[str | int] = []
+    args: dict[str, str | int] = {}
     if action:
         # A case-sensitive prefix with no wildcards (LIKE ignores ASCII case).
-        where.append("substr(action, 1, ?) = ?")
-        args.extend([len(action), action])
+        where.append("substr(action, 1, :n) = :action")
+        args.update(n=len(action), action=action)
     if target:
-        where.append("target = ?")
-        args.append(target)
+        where.append("target = :target")
+        args["target"] = target
     if where:
         query += " WHERE " + " AND ".join(where)
     query += " ORDER BY id"
+    shared = statedb.bound(state_dir)
+    if shared is not None:
+        with _shared_errors(), shared.read() as tx:
+            found = [AuditEvent(*row) for row in tx(query, args)]
+        return found[-limit:] if limit else found
+    path = state_dir / AUDIT_FILE
+    if not path.exists():
+        return []
     try:
         if sqlite_problem(path) is not None:
             raise sqlite3.DatabaseError("damaged")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from vintage import statedb
 from vintage.errors import RegistryError, first_line
 
 if TYPE_CHECKING:
@@ -67,16 +68,17 @@ def register_run(
     Raises:
         RegistryError: the registry refused the operation (nothing half-registered is left behind).
     """
-    from filelock import FileLock
     from mlflow.exceptions import MlflowException
 
     if run.model_uri is None:
         raise RegistryError(f"run {run.run_id} has no logged model to register")
-    lock = session.target.state_dir / "locks" / f"registry-{model_name}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
     client = session.client
     try:
-        with FileLock(str(lock), timeout=300):
+        # With a shared state (state_url) the lock is the database's, so CI jobs on two machines that register
+        # one run at once queue here too; the lowest-version check in _create covers whatever else races.
+        with statedb.holding(session.target.state_dir, f"registry-{model_name}", timeout=300) as held:
+            if not held:
+                raise RegistryError(f"registering {model_name}: another registration held the lock for 300 s")
             existing = _find_existing(client, model_name, run)
             if existing is None:
                 existing = _create(client, model_name, run, data_digest)

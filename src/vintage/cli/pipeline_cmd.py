@@ -123,7 +123,7 @@ def stage(
 
         if not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,63}", run_id):
             raise ConfigError(f"invalid run id {run_id!r}: letters, digits, '_', '-', '.' (at most 64)")
-        runner.create(run_id, auto_approve=auto_approve)
+        runner.create(run_id, exist_ok=True, auto_approve=auto_approve)
     elif auto_approve:
         runner.store.set_option(run_id, "auto_approve", True)
     _execute(runner, run_id, name, json_out)

@@ -27,15 +27,21 @@ STATE = CliState()
 def load() -> Spec:
     """Parse the config file the user pointed at."""
     from vintage.config import load_spec
+    from vintage.shared_state import attach
 
-    return load_spec(STATE.config)
+    spec = load_spec(STATE.config)
+    attach(spec)  # state_url: the pipeline state and audit trail go to the shared database
+    return spec
 
 
 def settings() -> ProjectSettings:
     """Only the project settings (state_dir, secrets): fast, and works without a valid workload."""
     from vintage.config import load_settings
+    from vintage.shared_state import attach
 
-    return load_settings(STATE.config)
+    found = load_settings(STATE.config)
+    attach(found)
+    return found
 
 
 def config_dir() -> Path:

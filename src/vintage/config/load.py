@@ -2,8 +2,8 @@
 path and what was expected.
 
 Precedence for the settings that can come from several places: environment variable > vintage.yaml >
-default. ``VINTAGE_CONFIG`` names the file, ``VINTAGE_STATE_DIR`` the state directory and
-``MLFLOW_TRACKING_URI`` the tracking store.
+default. ``VINTAGE_CONFIG`` names the file, ``VINTAGE_STATE_DIR`` the state directory,
+``VINTAGE_STATE_URL`` the shared state database and ``MLFLOW_TRACKING_URI`` the tracking store.
 """
 
 from __future__ import annotations
@@ -135,6 +135,8 @@ def _apply_environment(raw: dict[str, Any]) -> None:
         raw["tracking_uri"] = uri
     if state := os.environ.get("VINTAGE_STATE_DIR"):
         raw["state_dir"] = state
+    if url := os.environ.get("VINTAGE_STATE_URL"):
+        raw["state_url"] = url
 
 
 def _config_error(file: Path, exc: ValidationError) -> ConfigError:

@@ -290,6 +290,38 @@ SECRET_REF = re.compile(
 _DOUBLED_SEPARATOR = re.compile(r"[_.-]{2}|[_.-](?=/|\})")
 
 
+STATE_URL_SCHEMES = ("postgresql", "postgresql+psycopg2")
+
+
+def check_state_url(value: str | None) -> str | None:
+    """``state_url``: a PostgreSQL URL whose password, if any, is a secret reference (never a literal).
+
+    Raises:
+        ValueError: another scheme, no host or database, or a literal password.
+    """
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    check_secret_refs(value, "state_url")
+    from urllib.parse import urlsplit
+
+    shown = SECRET_REF.sub("REF", value)
+    parts = urlsplit(shown)
+    if parts.scheme not in STATE_URL_SCHEMES:
+        raise ValueError(
+            f"state_url must be a PostgreSQL URL (postgresql://USER@HOST:PORT/DATABASE), not {parts.scheme!r}"
+            "; leave it out for the embedded SQLite state in state_dir"
+        )
+    if not parts.hostname or not parts.path.strip("/"):
+        raise ValueError("state_url needs a host and a database: postgresql://USER@HOST:PORT/DATABASE")
+    if parts.password is not None and parts.password != "REF":
+        raise ValueError(
+            "state_url holds a literal password; write it as a secret reference, e.g. "
+            "postgresql://vintage:${secret:ci/state_password}@HOST:5432/vintage (or set PGPASSWORD)"
+        )
+    return value
+
+
 def check_secret_refs(value: object, where: str) -> None:
     """Raise ValueError when a string inside ``value`` holds a malformed ``${secret:...}`` reference."""
     if isinstance(value, str):
@@ -506,6 +538,7 @@ class Spec(_Strict):
     tracking_uri: str | None = None
     tracking_token: str | None = None
     state_dir: Path = Path(".vintage")
+    state_url: str | None = None
     data: DataSpec = DataSpec()
     estimators: Annotated[list[EstimatorSpec], Field(alias="estimator", min_length=1)] = Field(
         default_factory=lambda: [EstimatorSpec.model_validate(DEFAULT_ESTIMATOR)]
@@ -576,6 +609,11 @@ class Spec(_Strict):
         check_secret_refs(value, "tracking_uri")
         return value
 
+    @field_validator("state_url")
+    @classmethod
+    def _state_url(cls, value: str | None) -> str | None:
+        return check_state_url(value)
+
     @field_validator("tracking_token")
     @classmethod
     def _token_is_ref(cls, value: str | None) -> str | None:
@@ -603,4 +641,10 @@ class ProjectSettings(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     state_dir: Path = Path(".vintage")
+    state_url: str | None = None
     secrets: SecretsSpec = SecretsSpec()
+
+    @field_validator("state_url")
+    @classmethod
+    def _state_url(cls, value: str | None) -> str | None:
+        return check_state_url(value)

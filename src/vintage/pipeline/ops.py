@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 
 def _store(spec: Spec) -> st.StateStore:
+    from vintage.shared_state import attach
+
+    attach(spec)
     return st.StateStore(spec.state_dir.resolve())
 
 
@@ -246,17 +249,17 @@ def env_lock(spec: Spec, environment: str, timeout: float = 600.0) -> Iterator[N
     Raises:
         ConfigError: unknown environment (checked before any lock file is created).
     """
-    from filelock import FileLock, Timeout
-
     check_environment(spec, environment)
-
-    path = spec.state_dir.resolve() / "locks" / f"env-{environment}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _store(spec).lock(st.env_lock(environment))
+    if not lock.acquire(timeout):
+        raise PipelineError(
+            f"environment {environment} stayed locked for {timeout:.0f} s",
+            hint="a pipeline run deploys to it; see `vintage runs list`",
+        )
     try:
-        with FileLock(str(path), timeout=timeout):
-            yield
-    except Timeout:
-        raise PipelineError(f"environment {environment} stayed locked for {timeout:.0f} s") from None
+        yield
+    finally:
+        lock.release()
 
 
 def status(spec: Spec, errors: dict[str, VintageError] | None = None) -> dict[str, Deployment | None]:

@@ -35,6 +35,7 @@ from vintage.pipeline import state as st
 from vintage.pipeline.model_registry import ModelRegistry
 from vintage.pipeline.outputs import StepOutput
 from vintage.pipeline.steps import StepContext, config_digest
+from vintage.shared_state import attach
 
 if TYPE_CHECKING:
     from vintage.config import Spec
@@ -65,17 +66,23 @@ class Runner:
         self.registry = registry
         self.project_dir = project_dir
         self.config_path = config_path
+        attach(spec)  # state_url: runs, locks, approvals and the audit trail are shared
         self.store = st.StateStore(spec.state_dir.resolve())
         self.say = say
         self.stop = stop
 
     # ------------------------------------------------------------------------------------- entry points
 
-    def create(self, run_id: str | None = None, **options: Any) -> str:
-        """Record a new run (all stages pending); returns its id."""
+    def create(self, run_id: str | None = None, *, exist_ok: bool = False, **options: Any) -> str:
+        """Record a new run (all stages pending); returns its id. ``exist_ok``: a run of that id recorded
+        meanwhile (by another CI job of the same CI run) is used as it is."""
         run_id = run_id or st.new_run_id()
         stages = [(s.name, s.environment, [str(x) for x in s.steps]) for s in self.spec.pipeline.order()]
-        self.store.create_run(run_id, audit.current_actor(), config_digest(self.spec), stages, options)
+        actor = audit.current_actor()
+        if not self.store.create_run(
+            run_id, actor, config_digest(self.spec), stages, options, exist_ok=exist_ok
+        ):
+            return run_id
         audit.record(self.store.state_dir, "run.start", run_id, "ok", detail=", ".join(s[0] for s in stages))
         return run_id
 
@@ -87,9 +94,19 @@ class Runner:
             PipelineError: a step failed or a gate refused (the run is ``failed``).
             Interrupted: Ctrl-C / SIGTERM.
         """
+        claim = self.store.lock(st.run_lock(run_id))
+        if not claim.acquire(timeout=0):
+            raise PipelineError(
+                f"run {run_id} is being run by another process (or CI job) right now",
+                hint="wait for it to end; `vintage runs show " + run_id + "` shows where it is",
+            )
+        try:
+            return self._execute(run_id, only)
+        finally:
+            claim.release()
+
+    def _execute(self, run_id: str, only: str | None) -> st.RunState:
         run = self.store.run(run_id)
-        if run.status == st.RUNNING and run.alive and run.pid is not None and not _is_me(run.pid):
-            raise PipelineError(f"run {run_id} is being run by another process (pid {run.pid})")
         if run.status in (st.SUPERSEDED, st.REJECTED, st.EXPIRED):
             raise PipelineError(f"run {run_id} is {run.status} ({run.reason}); start a new run")
         if run.config_digest != config_digest(self.spec):
@@ -255,39 +272,27 @@ class Runner:
 
     @contextlib.contextmanager
     def _env_lock(self, run_id: str, environment: str) -> Iterator[None]:
-        from filelock import FileLock, Timeout
-
         env = self.spec.environments[environment]
-        path = self.store.state_dir / "locks" / f"env-{environment}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(path))
+        lock = self.store.lock(st.env_lock(environment))
         deadline = time.monotonic() + env.lock_timeout_s
         self.store.wait_for(run_id, environment)
         announced = False
         try:
-            while True:
-                try:
-                    lock.acquire(timeout=0.25)
-                    break
-                except Timeout:
-                    if not announced:
-                        self.say(f"  waiting for environment {environment} (another run deploys to it)")
-                        announced = True
-                    if env.lock_behavior == "run_latest":
-                        newer = self.store.newer_waiter(run_id, environment)
-                        if newer:
-                            raise _Superseded(
-                                f"run {newer} is newer and waits for {environment} too"
-                            ) from None
-                    if self.stop is not None and self.stop.is_set():
-                        raise Interrupted(
-                            f"interrupted while waiting for environment {environment}"
-                        ) from None
-                    if time.monotonic() > deadline:
-                        raise PipelineError(
-                            f"environment {environment} stayed locked for {env.lock_timeout_s:.0f} s",
-                            hint="another run deploys to it; see `vintage runs list`",
-                        ) from None
+            while not lock.acquire(timeout=0.25):
+                if not announced:
+                    self.say(f"  waiting for environment {environment} (another run deploys to it)")
+                    announced = True
+                if env.lock_behavior == "run_latest":
+                    newer = self.store.newer_waiter(run_id, environment)
+                    if newer:
+                        raise _Superseded(f"run {newer} is newer and waits for {environment} too")
+                if self.stop is not None and self.stop.is_set():
+                    raise Interrupted(f"interrupted while waiting for environment {environment}")
+                if time.monotonic() > deadline:
+                    raise PipelineError(
+                        f"environment {environment} stayed locked for {env.lock_timeout_s:.0f} s",
+                        hint="another run deploys to it; see `vintage runs list`",
+                    )
         finally:
             self.store.done_waiting(run_id, environment)
         try:
@@ -298,12 +303,6 @@ class Runner:
 
 class _Superseded(Exception):  # noqa: N818
     """A newer run waits for the same environment (``lock_behavior: run_latest``)."""
-
-
-def _is_me(pid: int) -> bool:
-    import os
-
-    return pid == os.getpid()
 
 
 def _unexpected(exc: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""Pipeline run state: ``<state_dir>/pipeline.db`` (SQLite, WAL).
+"""Pipeline run state: ``<state_dir>/pipeline.db`` (SQLite, WAL), or the shared PostgreSQL database of
+``state_url`` (:mod:`vintage.statedb`) when stage jobs run on different machines.
 
 Every ``vintage run`` has a run id; its stages and steps, their status, times, outputs and (redacted) logs,
 its approvals and its release record live here. Each status change is its own committed transaction, so a
@@ -13,12 +14,13 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from vintage import statedb
 from vintage.errors import PipelineError
 from vintage.fsutil import connect_readonly, create_sqlite, sqlite_error, sqlite_problem, use_wal
 from vintage.redact import redact, redact_data
@@ -63,6 +65,13 @@ SKIPPED, WAITING, REJECTED, SUPERSEDED, EXPIRED = (
     "expired",
 )
 FINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, REJECTED, SUPERSEDED, EXPIRED})
+
+
+def _sqlite_tx(conn: sqlite3.Connection) -> statedb.Tx:
+    def run(sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return conn.execute(sql, dict(params or {})).fetchall()
+
+    return run
 
 
 def now() -> str:
@@ -116,10 +125,13 @@ class RunState:
     reason: str
     pid: int | None
     stages: list[StageState] = field(default_factory=list)
+    holder_alive: bool | None = None  # shared state: some job holds the run's lock (pids mean nothing there)
 
     @property
     def alive(self) -> bool:
         """True while the process that runs it is alive (a ``running`` run of a dead process can resume)."""
+        if self.holder_alive is not None:
+            return self.holder_alive
         if self.pid is None:
             return False
         try:
@@ -153,15 +165,39 @@ class RunState:
 
 
 class StateStore:
-    """Read and write pipeline state. Each method is one short transaction."""
+    """Read and write pipeline state. Each method is one short transaction.
+
+    The state lives in ``<state_dir>/pipeline.db`` unless the state directory is bound to a shared
+    PostgreSQL database (``state_url``, :mod:`vintage.statedb`); the statements are the same on both.
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.path = state_dir / DB_FILE
 
+    @property
+    def shared(self) -> statedb.Binding | None:
+        """The shared database this state lives in (``None``: the embedded SQLite file)."""
+        return statedb.bound(self.state_dir)
+
+    @property
+    def where(self) -> str:
+        """Where the state lives, for messages."""
+        shared = self.shared
+        return shared.display if shared is not None else str(self.path)
+
+    def lock(self, name: str) -> statedb.Lock:
+        """A lock shared by every process (and, with a shared database, every machine) of this state."""
+        return statedb.lock(self.state_dir, name)
+
     @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
+    def _db(self) -> Iterator[statedb.Tx]:
         """One write transaction (the database is created on first use)."""
+        shared = self.shared
+        if shared is not None:
+            with self._shared_errors(), shared.write() as tx:
+                yield tx
+            return
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             if sqlite_problem(self.path) is not None:
@@ -176,23 +212,28 @@ class StateStore:
             conn.executescript(_SCHEMA)
             conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
+                yield _sqlite_tx(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
-        except sqlite3.IntegrityError:
-            raise
+        except sqlite3.IntegrityError as exc:
+            raise statedb.Conflict(str(exc)) from exc
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from exc
         finally:
             conn.close()
 
     @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection | None]:
-        """A read-only connection (None when no run was ever recorded): works in a read-only state
+    def _read(self) -> Iterator[statedb.Tx | None]:
+        """A read-only transaction (None when no run was ever recorded): works in a read-only state
         directory, and never creates anything."""
+        shared = self.shared
+        if shared is not None:
+            with self._shared_errors(), shared.read() as tx:
+                yield tx
+            return
         if not self.path.exists():
             yield None
             return
@@ -204,11 +245,18 @@ class StateStore:
             raise self._error(exc) from exc
         try:
             conn.execute("PRAGMA busy_timeout=60000")
-            yield conn
+            yield _sqlite_tx(conn)
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from exc
         finally:
             conn.close()
+
+    @contextlib.contextmanager
+    def _shared_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except statedb.StateDBError as exc:
+            raise PipelineError(exc.headline, hint=exc.hint) from None
 
     def _error(self, exc: BaseException) -> PipelineError:
         headline, hint = sqlite_error(self.path, "the pipeline state", exc)
@@ -223,57 +271,83 @@ class StateStore:
         config_digest: str,
         stages: list[tuple[str, str | None, list[str]]],
         options: dict[str, Any],
-    ) -> None:
-        """Record a new run with its stages and steps (all pending)."""
-        with self._db() as db:
-            db.execute(
-                "INSERT INTO runs (id, created, actor, status, config_digest, options, pid)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (run_id, now(), actor, PENDING, config_digest, json.dumps(options), os.getpid()),
-            )
-            for pos, (name, env, steps) in enumerate(stages):
-                db.execute(
-                    "INSERT INTO stages (run_id, name, position, environment, status) VALUES (?,?,?,?,?)",
-                    (run_id, name, pos, env, PENDING),
+        *,
+        exist_ok: bool = False,
+    ) -> bool:
+        """Record a new run with its stages and steps (all pending); ``False`` when it exists already and
+        ``exist_ok`` (two CI jobs may create the run of one CI run at the same moment).
+
+        Raises:
+            PipelineError: the run exists (without ``exist_ok``).
+        """
+        try:
+            with self._db() as db:
+                db(
+                    "INSERT INTO runs (id, created, actor, status, config_digest, options, pid)"
+                    " VALUES (:id, :created, :actor, :status, :digest, :options, :pid)",
+                    {
+                        "id": run_id,
+                        "created": now(),
+                        "actor": actor,
+                        "status": PENDING,
+                        "digest": config_digest,
+                        "options": json.dumps(options),
+                        "pid": os.getpid(),
+                    },
                 )
-                for spos, step in enumerate(steps):
-                    db.execute(
-                        "INSERT INTO steps (run_id, stage, name, position, status) VALUES (?,?,?,?,?)",
-                        (run_id, name, step, spos, PENDING),
+                for pos, (name, env, steps) in enumerate(stages):
+                    db(
+                        "INSERT INTO stages (run_id, name, position, environment, status)"
+                        " VALUES (:run, :name, :pos, :env, :status)",
+                        {"run": run_id, "name": name, "pos": pos, "env": env, "status": PENDING},
                     )
+                    for spos, step in enumerate(steps):
+                        db(
+                            "INSERT INTO steps (run_id, stage, name, position, status)"
+                            " VALUES (:run, :stage, :name, :pos, :status)",
+                            {"run": run_id, "stage": name, "name": step, "pos": spos, "status": PENDING},
+                        )
+        except statedb.Conflict:
+            if exist_ok:
+                return False
+            raise PipelineError(
+                f"pipeline run {run_id} exists already", hint="resume it, or pick another id"
+            ) from None
+        return True
 
     def set_run(self, run_id: str, status: str, reason: str = "", *, claim: bool = False) -> None:
         """Set a run's status (``claim``: this process now runs it)."""
         ended = now() if status in FINAL or status == WAITING else None
         with self._db() as db:
             if claim:
-                db.execute("UPDATE runs SET pid = ? WHERE id = ?", (os.getpid(), run_id))
-            db.execute(
-                "UPDATE runs SET status = ?, ended = ?, reason = ? WHERE id = ?",
-                (status, ended, redact(reason), run_id),
+                db("UPDATE runs SET pid = :pid WHERE id = :id", {"pid": os.getpid(), "id": run_id})
+            db(
+                "UPDATE runs SET status = :status, ended = :ended, reason = :reason WHERE id = :id",
+                {"status": status, "ended": ended, "reason": redact(reason), "id": run_id},
             )
 
     def set_option(self, run_id: str, key: str, value: Any) -> None:
         """Update one run option (e.g. ``auto_approve`` given on resume)."""
         with self._db() as db:
-            row = db.execute("SELECT options FROM runs WHERE id = ?", (run_id,)).fetchone()
-            options = json.loads(row[0]) if row else {}
+            rows = db("SELECT options FROM runs WHERE id = :id", {"id": run_id})
+            options = json.loads(rows[0][0]) if rows else {}
             options[key] = value
-            db.execute("UPDATE runs SET options = ? WHERE id = ?", (json.dumps(options), run_id))
+            db("UPDATE runs SET options = :o WHERE id = :id", {"o": json.dumps(options), "id": run_id})
 
     def set_stage(self, run_id: str, stage: str, status: str, reason: str = "") -> None:
         """Set a stage's status and times."""
         with self._db() as db:
             if status == RUNNING:
-                db.execute(
-                    "UPDATE stages SET status = ?, started = COALESCE(started, ?), ended = NULL, reason = ''"
-                    " WHERE run_id = ? AND name = ?",
-                    (status, now(), run_id, stage),
+                db(
+                    "UPDATE stages SET status = :status, started = COALESCE(started, :now), ended = NULL,"
+                    " reason = '' WHERE run_id = :run AND name = :stage",
+                    {"status": status, "now": now(), "run": run_id, "stage": stage},
                 )
             else:
-                db.execute(
-                    "UPDATE stages SET status = ?, ended = ?, reason = ? WHERE run_id = ? AND name = ?",
-                    (status, now(), redact(reason), run_id, stage),
+                db(
+                    "UPDATE stages SET status = :status, ended = :now, reason = :reason"
+                    " WHERE run_id = :run AND name = :stage",
+                    {"status": status, "now": now(), "reason": redact(reason), "run": run_id, "stage": stage},
                 )
 
     def set_step(
@@ -287,38 +361,38 @@ class StateStore:
         log: str | None = None,
     ) -> None:
         """Set a step's status (``running`` counts an attempt), output and log (both redacted)."""
+        where = {"run": run_id, "stage": stage, "step": step, "status": status, "now": now()}
         with self._db() as db:
             if status == RUNNING:
-                db.execute(
-                    "UPDATE steps SET status = ?, started = ?, ended = NULL, attempts = attempts + 1"
-                    " WHERE run_id = ? AND stage = ? AND name = ?",
-                    (status, now(), run_id, stage, step),
+                db(
+                    "UPDATE steps SET status = :status, started = :now, ended = NULL, attempts = attempts + 1"
+                    " WHERE run_id = :run AND stage = :stage AND name = :step",
+                    where,
                 )
                 return
-            db.execute(
-                "UPDATE steps SET status = ?, ended = ?, output = ?, log = ?"
-                " WHERE run_id = ? AND stage = ? AND name = ?",
-                (
-                    status,
-                    now(),
-                    json.dumps(redact_data(output or {}), default=str),
-                    redact(log or ""),
-                    run_id,
-                    stage,
-                    step,
-                ),
+            db(
+                "UPDATE steps SET status = :status, ended = :now, output = :output, log = :log"
+                " WHERE run_id = :run AND stage = :stage AND name = :step",
+                {
+                    **where,
+                    "output": json.dumps(redact_data(output or {}), default=str),
+                    "log": redact(log or ""),
+                },
             )
 
     def reset_stage(self, run_id: str, stage: str) -> None:
         """Make an unfinished or failed stage runnable again (its succeeded steps stay done)."""
+        args = {"pending": PENDING, "done": SUCCEEDED, "run": run_id, "stage": stage}
         with self._db() as db:
-            db.execute(
-                "UPDATE stages SET status = ?, ended = NULL, reason = '' WHERE run_id = ? AND name = ?",
-                (PENDING, run_id, stage),
+            db(
+                "UPDATE stages SET status = :pending, ended = NULL, reason = ''"
+                " WHERE run_id = :run AND name = :stage",
+                args,
             )
-            db.execute(
-                "UPDATE steps SET status = ? WHERE run_id = ? AND stage = ? AND status != ?",
-                (PENDING, run_id, stage, SUCCEEDED),
+            db(
+                "UPDATE steps SET status = :pending"
+                " WHERE run_id = :run AND stage = :stage AND status != :done",
+                args,
             )
 
     def run(self, run_id: str) -> RunState:
@@ -328,33 +402,39 @@ class StateStore:
             PipelineError: no such run.
         """
         with self._read() as db:
-            row = (
-                None
+            rows = (
+                []
                 if db is None
-                else db.execute(
+                else db(
                     "SELECT id, created, actor, status, config_digest, options, ended, reason, pid"
-                    " FROM runs WHERE id = ?",
-                    (run_id,),
-                ).fetchone()
+                    " FROM runs WHERE id = :id",
+                    {"id": run_id},
+                )
             )
-            if db is None or row is None:
+            if db is None or not rows:
                 raise PipelineError(f"no pipeline run {run_id!r}", hint="`vintage runs list` shows the runs")
+            row = rows[0]
             run = RunState(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7], row[8])
-            for srow in db.execute(
-                "SELECT name, environment, status, started, ended, reason FROM stages WHERE run_id = ?"
+            for srow in db(
+                "SELECT name, environment, status, started, ended, reason FROM stages WHERE run_id = :id"
                 " ORDER BY position",
-                (run_id,),
+                {"id": run_id},
             ):
                 run.stages.append(StageState(*srow))
             by_stage = {s.name: s for s in run.stages}
-            for st in db.execute(
+            for st in db(
                 "SELECT stage, name, status, started, ended, output, log, attempts FROM steps"
-                " WHERE run_id = ? ORDER BY position",
-                (run_id,),
+                " WHERE run_id = :id ORDER BY position",
+                {"id": run_id},
             ):
                 by_stage[st[0]].steps.append(
                     StepState(st[0], st[1], st[2], st[3], st[4], json.loads(st[5]), st[6], st[7])
                 )
+        shared = self.shared
+        if shared is not None and run.status == RUNNING:
+            # Across machines a pid means nothing: the run is alive while some job holds its lock.
+            with self._shared_errors():
+                run.holder_alive = shared.held(run_lock(run_id))
         return run
 
     def runs(self, limit: int = 20) -> list[RunState]:
@@ -363,18 +443,14 @@ class StateStore:
             if db is None:
                 return []
             ids = [
-                r[0]
-                for r in db.execute("SELECT id FROM runs ORDER BY created DESC, id DESC LIMIT ?", (limit,))
+                r[0] for r in db("SELECT id FROM runs ORDER BY created DESC, id DESC LIMIT :n", {"n": limit})
             ]
         return [self.run(i) for i in ids]
 
     def exists(self, run_id: str) -> bool:
         """True when the run is recorded."""
         with self._read() as db:
-            return (
-                db is not None
-                and db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
-            )
+            return db is not None and bool(db("SELECT 1 FROM runs WHERE id = :id", {"id": run_id}))
 
     # ------------------------------------------------------------------------------------ approvals
 
@@ -391,30 +467,32 @@ class StateStore:
     ) -> None:
         """Record a decision: ``requested``, ``approved``, ``rejected`` or ``expired``."""
         with self._db() as db:
-            db.execute(
+            db(
                 "INSERT INTO approvals (run_id, stage, decision, actor, time, comment, evidence, auto)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    run_id,
-                    stage,
-                    decision,
-                    actor,
-                    now(),
-                    redact(comment),
-                    json.dumps(evidence or {}),
-                    int(auto),
-                ),
+                " VALUES (:run, :stage, :decision, :actor, :time, :comment, :evidence, :auto)",
+                {
+                    "run": run_id,
+                    "stage": stage,
+                    "decision": decision,
+                    "actor": actor,
+                    "time": now(),
+                    "comment": redact(comment),
+                    "evidence": json.dumps(evidence or {}),
+                    "auto": int(auto),
+                },
             )
 
     def approvals(self, run_id: str, stage: str | None = None) -> list[dict[str, Any]]:
         """Every decision on a run (optionally one stage), oldest first."""
-        query = "SELECT stage, decision, actor, time, comment, evidence, auto FROM approvals WHERE run_id = ?"
-        args: list[Any] = [run_id]
+        query = (
+            "SELECT stage, decision, actor, time, comment, evidence, auto FROM approvals WHERE run_id = :run"
+        )
+        args: dict[str, Any] = {"run": run_id}
         if stage:
-            query += " AND stage = ?"
-            args.append(stage)
+            query += " AND stage = :stage"
+            args["stage"] = stage
         with self._read() as db:
-            rows = [] if db is None else db.execute(query + " ORDER BY id", args).fetchall()
+            rows = [] if db is None else db(query + " ORDER BY id", args)
         keys = ("stage", "decision", "actor", "time", "comment", "evidence", "auto")
         return [
             {**dict(zip(keys, r, strict=True)), "evidence": json.loads(r[5]), "auto": bool(r[6])}
@@ -426,53 +504,65 @@ class StateStore:
     def update_release(self, run_id: str, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into the run's release record; returns the record."""
         with self._db() as db:
-            row = db.execute("SELECT record FROM releases WHERE run_id = ?", (run_id,)).fetchone()
-            record: dict[str, Any] = json.loads(row[0]) if row else {"run_id": run_id}
+            rows = db("SELECT record FROM releases WHERE run_id = :run", {"run": run_id})
+            record: dict[str, Any] = json.loads(rows[0][0]) if rows else {"run_id": run_id}
             for key, value in fields.items():
                 if isinstance(value, dict) and isinstance(record.get(key), dict):
                     record[key] = {**record[key], **value}
                 else:
                     record[key] = value
             record = dict(redact_data(record))
-            db.execute(
-                "INSERT INTO releases (run_id, record) VALUES (?, ?)"
-                " ON CONFLICT(run_id) DO UPDATE SET record = ?",
-                (run_id, json.dumps(record, default=str), json.dumps(record, default=str)),
+            db(
+                "INSERT INTO releases (run_id, record) VALUES (:run, :record)"
+                " ON CONFLICT(run_id) DO UPDATE SET record = :record",
+                {"run": run_id, "record": json.dumps(record, default=str)},
             )
         return record
 
     def release(self, run_id: str) -> dict[str, Any] | None:
         """The run's release record, if written."""
         with self._read() as db:
-            row = (
-                None
-                if db is None
-                else db.execute("SELECT record FROM releases WHERE run_id = ?", (run_id,)).fetchone()
+            rows = (
+                [] if db is None else db("SELECT record FROM releases WHERE run_id = :run", {"run": run_id})
             )
-        return json.loads(row[0]) if row else None
+        return json.loads(rows[0][0]) if rows else None
 
     # -------------------------------------------------------------------------------------- waiters
 
     def wait_for(self, run_id: str, environment: str) -> None:
         """Record that a run waits for an environment's lock."""
         with self._db() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO waiters (run_id, environment, since) VALUES (?,?,?)",
-                (run_id, environment, now()),
+            db(
+                "INSERT INTO waiters (run_id, environment, since) VALUES (:run, :env, :since)"
+                " ON CONFLICT DO NOTHING",
+                {"run": run_id, "env": environment, "since": now()},
             )
 
     def done_waiting(self, run_id: str, environment: str) -> None:
         """The run got the lock (or gave up)."""
         with self._db() as db:
-            db.execute("DELETE FROM waiters WHERE run_id = ? AND environment = ?", (run_id, environment))
+            db(
+                "DELETE FROM waiters WHERE run_id = :run AND environment = :env",
+                {"run": run_id, "env": environment},
+            )
 
     def newer_waiter(self, run_id: str, environment: str) -> str | None:
         """A run created after ``run_id`` that waits for the same environment, if any."""
         with self._db() as db:
-            row = db.execute(
+            rows = db(
                 "SELECT w.run_id FROM waiters w JOIN runs r ON r.id = w.run_id"
-                " WHERE w.environment = ? AND r.created > (SELECT created FROM runs WHERE id = ?)"
+                " WHERE w.environment = :env AND r.created > (SELECT created FROM runs WHERE id = :run)"
                 " ORDER BY r.created DESC LIMIT 1",
-                (environment, run_id),
-            ).fetchone()
-        return str(row[0]) if row else None
+                {"env": environment, "run": run_id},
+            )
+        return str(rows[0][0]) if rows else None
+
+
+def run_lock(run_id: str) -> str:
+    """The name of the lock a process holds while it runs ``run_id``."""
+    return f"run-{run_id}"
+
+
+def env_lock(environment: str) -> str:
+    """The name of an environment's deploy lock."""
+    return f"env-{environment}"
