@@ -141,3 +141,16 @@ def state_db(postgres_server: str) -> Iterator[str]:
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     finally:
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_url(postgres_server: str) -> Iterator[str]:
+    """A real ``mlflow server`` on the session's PostgreSQL (its ``mlflow`` database), once per session.
+
+    Yields the server's base URL (``http://127.0.0.1:PORT``). Never skips: without PostgreSQL the
+    fixture errors, telling to run scripts/install-system-deps.sh (the Makefile does it).
+    """
+    from support.servers import mlflow_server
+
+    with mlflow_server(postgres_server) as url:
+        yield url

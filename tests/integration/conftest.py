@@ -8,22 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 try:
-    from tests.support.servers import mlflow_server
     from tests.support.spark import Cluster, spark_cluster
 except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from support.servers import mlflow_server
     from support.spark import Cluster, spark_cluster
-
-
-@pytest.fixture(scope="session")
-def mlflow_server_url(postgres_server: str) -> Iterator[str]:
-    """Start a throwaway PostgreSQL cluster and an ``mlflow server`` on it once per test session.
-
-    Yields the server's base URL (``http://127.0.0.1:PORT``). Never skips: without PostgreSQL the
-    fixture errors, telling to run scripts/install-system-deps.sh (the Makefile does it).
-    """
-    with mlflow_server(postgres_server) as url:
-        yield url
 
 
 @pytest.fixture(scope="session")

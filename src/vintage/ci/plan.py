@@ -95,12 +95,11 @@ def job_id(stage: str, style: IdStyle) -> str:
 def shared_state_problem(spec: Spec) -> str | None:
     """Why stage jobs on different CI machines could not share this pipeline's state, or ``None``.
 
-    The one place that decides it: the pipeline state (runs, locks, approvals, release records, audit
-    trail) lives in SQLite files under ``state_dir`` on the machine that ran the stage. A ``state_url``
-    (a shared database, issue 14) makes it shareable; until the config has one, the answer is always a
-    problem.
+    The one place that decides it: without ``state_url`` the pipeline state (runs, locks, approvals, release
+    records, audit trail) lives in SQLite files under ``state_dir`` on the machine that ran the stage; with
+    it (or ``VINTAGE_STATE_URL`` when rendering), in a shared PostgreSQL database.
     """
-    if getattr(spec, "state_url", None):
+    if spec.state_url:
         return None
     return (
         f"vintage.yaml keeps the pipeline state only in the embedded SQLite state directory "
@@ -119,8 +118,9 @@ def require_shared_state(spec: Spec, *, allow_local_state: bool) -> None:
     if problem and not allow_local_state:
         raise ConfigError(
             problem,
-            hint="shared state (state_url) is coming; until then --allow-local-state renders the file for "
-            "jobs that all run on one machine (one self-hosted runner, one working directory)",
+            hint="set state_url: postgresql://USER@HOST:PORT/DATABASE (docs/team.md); or --allow-local-state "
+            "renders the file for jobs that all run on one machine (one self-hosted runner, one working "
+            "directory)",
         )
 
 

@@ -50,6 +50,7 @@ from vintage.fsutil import write_private
 from vintage.model import digest as model_digest
 from vintage.serving.auth import OPEN_FLAG
 from vintage.serving.client import ServerClient
+from vintage.shared_state import display
 
 if TYPE_CHECKING:
     from typing import Self
@@ -102,6 +103,8 @@ class ContainerTarget(EnvironmentRecords):
         workers: Server worker processes in the container.
         memory: The container's memory limit (``"1g"``); ``None`` = no limit.
         pids_limit: The most processes the container may run.
+        project: What identifies the project (default: the state directory; with a shared state, its
+            database URL without the password).
 
     Raises:
         DeployError: the runtime is not installed (one line, with the fix).
@@ -123,6 +126,7 @@ class ContainerTarget(EnvironmentRecords):
         workers: int = 1,
         memory: str | None = "1g",
         pids_limit: int = 256,
+        project: str | None = None,
     ) -> None:
         super().__init__(environment, state_dir)
         self.port = port
@@ -134,7 +138,9 @@ class ContainerTarget(EnvironmentRecords):
         self.pids_limit = pids_limit
         self.keys_dir = self.dir / "keys"
         self.url = f"http://127.0.0.1:{port}"
-        self.project = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:8]
+        # The project is its state: the state directory, or the shared state database (state_url), so the
+        # CI jobs of one project on different checkouts find (and replace) each other's containers.
+        self.project = hashlib.sha256((project or str(self.state_dir)).encode()).hexdigest()[:8]
         self.runtime = ContainerRuntime(runtime)
 
     @classmethod
@@ -153,6 +159,7 @@ class ContainerTarget(EnvironmentRecords):
             workers=env.workers,
             memory=settings.memory,
             pids_limit=settings.pids_limit,
+            project=display(spec.state_url) if spec.state_url else None,
         )
 
     # -- the DeployTarget protocol ----------------------------------------------------------------------

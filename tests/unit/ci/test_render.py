@@ -208,11 +208,11 @@ def test_local_state_render_says_so_and_uses_one_runner(repo_project: Path) -> N
 
 
 def test_shared_state_renders_for_hosted_runners(repo_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # What state_url will do: shared_state_problem is the one place that decides.
-    import vintage.ci.plan
-
-    monkeypatch.setattr(vintage.ci.plan, "shared_state_problem", lambda spec: None)
+    monkeypatch.setenv(
+        "VINTAGE_STATE_URL", "postgresql://vintage:${secret:ci/state_password}@db:5432/vintage"
+    )
     spec = load_spec(repo_project / "vintage.yaml")
+    assert shared_state_problem(spec) is None
     gh = render(spec, "github-actions", config_path=repo_project / "vintage.yaml", cwd=repo_project)
     az = render(spec, "azure-pipelines", config_path=repo_project / "vintage.yaml", cwd=repo_project)
 
@@ -222,6 +222,9 @@ def test_shared_state_renders_for_hosted_runners(repo_project: Path, monkeypatch
     assert all(job["runs-on"] == "ubuntu-latest" for job in jobs.values())
     assert all(job["steps"][0] == {"uses": "actions/checkout@v4"} for job in jobs.values())
     assert yaml.safe_load(az)["pool"] == {"vmImage": "ubuntu-latest"}
+    # The state password reaches every job (each one opens the shared state), as a masked CI secret.
+    for job in jobs.values():
+        assert "VINTAGE_SECRET__CI__STATE_PASSWORD" in _secrets(job)
 
 
 def test_config_elsewhere_in_the_repo_is_passed_to_the_jobs(repo_project: Path) -> None:
