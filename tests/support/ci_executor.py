@@ -30,7 +30,6 @@ renamed step cannot bypass it.
 from __future__ import annotations
 
 import contextlib
-import enum
 import os
 import secrets as pysecrets
 import shutil
@@ -47,94 +46,13 @@ from typing import Any
 
 from support import ci_gh
 from support.ci_expr import Contexts, WorkflowError, condition, substitute
+from support.ci_results import JobResult, Kill, RunResult, Status, StepResult
 from support.ci_workflow import CHECKOUT, SETUP_PYTHON, Workflow, parse_file_command, step_name
 
 __all__ = ["Executor", "JobResult", "Kill", "RunResult", "Status", "StepResult", "Workflow", "WorkflowError"]
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 BASH = {None: ["-e"], "bash": ["--noprofile", "--norc", "-eo", "pipefail"]}
-
-
-class Status(enum.Enum):
-    """A job's or step's conclusion."""
-
-    SUCCESS = "success"
-    FAILURE = "failure"
-    SKIPPED = "skipped"
-
-
-@dataclass(frozen=True)
-class Kill:
-    """SIGKILL the process group of step ``step`` of job ``job`` when ``when(line)`` is true for an output
-    line (masked, without its newline)."""
-
-    job: str
-    step: str
-    when: Callable[[str], bool]
-
-
-@dataclass
-class StepResult:
-    """One step: its masked log lines, outputs, exit code (None if it ran no process) and times."""
-
-    name: str
-    id: str | None
-    status: Status
-    exit_code: int | None = None
-    outputs: dict[str, str] = field(default_factory=dict)
-    log: list[str] = field(default_factory=list)
-    killed: bool = False
-    timed_out: bool = False
-    started: float = 0.0
-    ended: float = 0.0
-
-
-@dataclass
-class JobResult:
-    """One attempt of one job. ``started``/``ended`` are ``time.monotonic()``; ``*_at`` wall clock (UTC)."""
-
-    job: str
-    attempt: int
-    status: Status
-    exit_code: int | None = None
-    outputs: dict[str, str] = field(default_factory=dict)
-    steps: list[StepResult] = field(default_factory=list)
-    error: str | None = None
-    workspace: Path | None = None
-    started: float = 0.0
-    ended: float = 0.0
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-
-    @property
-    def killed(self) -> bool:
-        """Whether a step was killed (by a :class:`Kill` rule or its timeout)."""
-        return any(s.killed or s.timed_out for s in self.steps)
-
-    @property
-    def duration(self) -> float:
-        """Seconds from the job's start to its end."""
-        return self.ended - self.started
-
-    @property
-    def log(self) -> str:
-        """The job's masked log: every step's lines under a ``##[group]<step name>`` header."""
-        return "\n".join(line for s in self.steps for line in [f"##[group]{s.name}", *s.log])
-
-    def step(self, name: str) -> StepResult:
-        """The step named ``name``."""
-        return next(s for s in self.steps if s.name == name)
-
-
-@dataclass
-class RunResult:
-    """The jobs after one attempt: ``jobs`` holds each job's latest result (re-run or carried over)."""
-
-    run_id: str
-    attempt: int
-    jobs: dict[str, JobResult]
-    executed: list[str]
-    warnings: list[str]
 
 
 @dataclass
@@ -191,7 +109,7 @@ class Executor:
             check=True,
         ).stdout.strip()
         for job_id, step in workflow.steps():
-            wanted = str(step.get("with", {}).get("python-version", version))
+            wanted = str((step.get("with") or {}).get("python-version", version))
             if step.get("uses") == SETUP_PYTHON and wanted != version:
                 raise WorkflowError(f"job {job_id}: setup-python wants {wanted}, the executor has {version}")
         self.jq = shutil.which("jq", path=SYSTEM_PATH) or "jq-not-installed"
@@ -227,8 +145,10 @@ class Executor:
 
     def rerun_failed(self, run_id: str | int | None = None, kill: Kill | None = None) -> RunResult:
         """Re-run the failed jobs and the jobs depending on them, as attempt + 1 of the same run."""
-        run = self._run_of(run_id)
-        return self._rerun(run_id, {j for j, r in run.results.items() if r.status is Status.FAILURE}, kill)
+        failed = {j for j, r in self._run_of(run_id).results.items() if r.status is Status.FAILURE}
+        if not failed:
+            raise WorkflowError(f"run {run_id or 'last'} has no failed job to re-run")
+        return self._rerun(run_id, failed, kill)
 
     def _run_of(self, run_id: str | int | None) -> _Run:
         key = str(run_id) if run_id is not None else next(reversed(self._runs), "")
@@ -412,9 +332,12 @@ class _JobRun:
         self.result.status = Status.FAILURE if failed else Status.SUCCESS
         self.result.exit_code = self.result.exit_code if failed else 0
         ctx = self._ctx(self.env)
-        self.result.outputs = {
-            k: self.mask(substitute(str(v), ctx)) for k, v in self.job.get("outputs", {}).items()
-        }
+        for key, value in self.job.get("outputs", {}).items():
+            value = substitute(str(value), ctx)
+            if self.mask(value) != value:  # GitHub drops a job output that holds a secret
+                self.run.warnings.append(f"job {self.job_id}: output {key} skipped: it may contain a secret")
+            else:
+                self.result.outputs[key] = value
 
     def _step(self, index: int, step: dict[str, Any], env: dict[str, str], ran: StepResult) -> None:
         workspace = self.dirs["workspace"]
@@ -455,7 +378,9 @@ class _JobRun:
             self.file_env |= parse_file_command(files["env"].read_text(encoding="utf-8"))
         except WorkflowError as exc:
             ran.status, ran.log = Status.FAILURE, [*ran.log, f"##[error]{exc}"]
-        self.path[:0] = reversed(files["path"].read_text(encoding="utf-8").split())
+        self.path[:0] = reversed(
+            [p.strip() for p in files["path"].read_text(encoding="utf-8").splitlines() if p.strip()]
+        )
         if ran.id:
             self.outputs[ran.id] = ran.outputs
 
@@ -478,8 +403,9 @@ class _JobRun:
         except subprocess.TimeoutExpired:
             ran.timed_out = True
             ran.log.append(f"##[error]the step exceeded its timeout of {self.x.step_timeout} s")
-        _kill_group(proc.pid)
-        proc.wait()
+        finally:
+            _kill_group(proc.pid)  # also whatever the step left running in the background
+            proc.wait()
         reader.join(timeout=10)
         ran.exit_code = proc.returncode
         if proc.returncode != 0 or ran.killed or ran.timed_out:

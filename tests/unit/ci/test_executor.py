@@ -191,6 +191,9 @@ def test_secrets_are_masked_and_a_missing_one_is_empty_with_a_warning(
     jobs = """\
       leak:
         runs-on: ubuntu-latest
+        outputs:
+          plain: ${{ steps.s.outputs.plain }}
+          holds-secret: ${{ secrets.API_TOKEN }}
         steps:
           - env:
               TOKEN: ${{ secrets.API_TOKEN }}
@@ -199,6 +202,8 @@ def test_secrets_are_masked_and_a_missing_one_is_empty_with_a_warning(
               echo "env $TOKEN, inline ${{ secrets.API_TOKEN }}, missing [$NOPE]"
               echo "::add-mask::dynamic-thing"
               echo "later dynamic-thing"
+              echo "plain=visible" >> "$GITHUB_OUTPUT"
+            id: s
     """
     log_dir = tmp_path / "logs"
     with _executor(
@@ -209,6 +214,8 @@ def test_secrets_are_masked_and_a_missing_one_is_empty_with_a_warning(
     on_disk = "".join(p.read_text() for p in log_dir.rglob("*.log"))
     assert value not in on_disk and "***" in on_disk
     assert any("secrets.NOT_SET" in w for w in result.warnings)
+    assert result.jobs["leak"].outputs == {"plain": "visible"}  # GitHub drops an output holding a secret
+    assert any("output holds-secret skipped" in w for w in result.warnings)
 
 
 def test_unsupported_constructs_are_errors(tmp_path: Path) -> None:
@@ -341,10 +348,15 @@ def test_a_job_killed_mid_step_is_rerun_as_attempt_2(tmp_path: Path, repo: tuple
         assert stage.status is Status.FAILURE and stage.killed and stage.exit_code == -9
         assert stage.duration < 20 and first.jobs["after"].status is Status.SKIPPED
         second = ex.rerun_failed()
-    assert (second.run_id, second.attempt, second.executed) == ("77", 2, ["stage", "after"])
-    assert second.jobs["stage"].status is Status.SUCCESS and second.jobs["after"].status is Status.SUCCESS
-    assert second.jobs["stage"].step("main").log[0] == "attempt=2 run=77"
-    assert second.jobs["build"].attempt == 1  # carried over, not re-run
+        assert (second.run_id, second.attempt, second.executed) == ("77", 2, ["stage", "after"])
+        assert second.jobs["stage"].status is Status.SUCCESS and second.jobs["after"].status is Status.SUCCESS
+        assert second.jobs["stage"].step("main").log[0] == "attempt=2 run=77"
+        assert second.jobs["build"].attempt == 1  # carried over, not re-run
+        with pytest.raises(WorkflowError, match="no failed job"):
+            ex.rerun_failed()
+        third = ex.rerun_job("build")  # re-runs its dependents too, as GitHub does
+        assert (third.attempt, third.executed) == (3, ["build", "stage", "after"])
+        assert all(j.status is Status.SUCCESS and j.attempt == 3 for j in third.jobs.values())
     for result in (stage, second.jobs["stage"]):
         _assert_gone(int(result.step("main").outputs["bg"]))
 
