@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -413,3 +414,62 @@ def test_the_rendered_vintage_workflow_loads_in_stage_order(repo_project: Path, 
     assert wf.order == ("build", "staging", "production")
     assert wf.environment("production") == "production" and wf.needs("production") == ["staging"]
     Executor(wf, repo=tmp_path, commit="HEAD", python=PYTHON, provision={"Install": lambda _: None}).close()
+
+
+# Stands in for .venv/bin/vintage: records each call with what the job's environment told it; the first
+# `stage production` exits 3 (waiting at vintage's approval gate), as the rendered script expects.
+VINTAGE_STUB = """\
+#!/usr/bin/env bash
+echo "$* | actor=$VINTAGE_ACTOR approver=${{VINTAGE_APPROVER:-}} secret=${{{secret}:-}}" >> {calls}
+echo "stand-in vintage sees the secret as ${{{secret}:-}}"
+if [ "$*" = "stage production --run-id $GITHUB_RUN_ID" ] && ! grep -q '^approve' {calls}; then exit 3; fi
+"""
+
+
+def test_the_rendered_vintage_workflow_runs_with_a_stand_in_vintage(
+    repo_project: Path, tmp_path: Path, repo: tuple[Path, str]
+) -> None:
+    text = render(
+        load_spec(repo_project / "vintage.yaml"),
+        "github-actions",
+        config_path=repo_project / "vintage.yaml",
+        cwd=repo_project,
+        allow_local_state=True,
+    )
+    path = tmp_path / "vintage.yml"
+    path.write_text(text)
+    (secret,) = set(re.findall(r"secrets\.(\w+)", text))
+    calls = tmp_path / "calls.txt"
+
+    def install(workspace: Path) -> None:
+        stub = workspace / ".venv" / "bin" / "vintage"
+        stub.parent.mkdir(parents=True)
+        stub.write_text(VINTAGE_STUB.format(secret=secret, calls=calls))
+        stub.chmod(0o755)
+
+    value = "pr1mary-api-key"
+    with Executor(
+        Workflow.load(path),
+        repo=repo[0],
+        commit=repo[1],
+        python=PYTHON,
+        work_dir=tmp_path,
+        secrets={secret: value},
+        reviewers={"production": "alice"},
+        provision={"Install": install},
+        actor="bob",
+    ) as ex:
+        result = ex.run(run_id=900)
+    assert [result.jobs[j].status for j in result.executed] == [Status.SUCCESS] * 3, result.jobs[
+        "production"
+    ].log
+    assert calls.read_text().splitlines() == [
+        "stage build --run-id 900 | actor=bob approver= secret=",
+        "stage staging --run-id 900 | actor=bob approver= secret=",
+        f"stage production --run-id 900 | actor=bob approver=alice secret={value}",
+        "approve 900 production --as alice --comment approved in GitHub environment production, "
+        f"workflow run 900 | actor=bob approver=alice secret={value}",
+        f"stage production --run-id 900 | actor=bob approver=alice secret={value}",
+    ]
+    log = result.jobs["production"].log
+    assert value not in log and "stand-in vintage sees the secret as ***" in log
