@@ -73,8 +73,10 @@ class JobResult:
 
     @property
     def log(self) -> str:
-        """The job's masked log: every step's lines under a ``##[group]<step name>`` header."""
-        return "\n".join(line for s in self.steps for line in [f"##[group]{s.name}", *s.log])
+        """The job's masked log: every step's lines under a ``##[group]<step name>`` header, then the
+        job's own error (a missing approval), if any."""
+        lines = [line for s in self.steps for line in [f"##[group]{s.name}", *s.log]]
+        return "\n".join(lines + ([f"##[error]{self.error}"] if self.error else []))
 
     def step(self, name: str) -> StepResult:
         """The step named ``name``."""
@@ -83,7 +85,9 @@ class JobResult:
 
 @dataclass
 class RunResult:
-    """The jobs after one attempt: ``jobs`` holds each job's latest result (re-run or carried over)."""
+    """The jobs after one attempt: ``jobs`` holds each job's latest result (re-run or carried over),
+    ``executed`` the jobs this attempt ran, ``warnings`` those of the whole run so far (unset secrets,
+    variables or outputs read as the empty string; job outputs dropped because they held a secret)."""
 
     run_id: str
     attempt: int

@@ -321,6 +321,7 @@ def test_an_environment_without_a_reviewer_is_refused(tmp_path: Path, repo: tupl
         job = ex.run(run_id=556).jobs["production"]
     assert job.status is Status.FAILURE and job.steps == []
     assert job.error is not None and job.error.startswith("environment production needs an approval")
+    assert job.log.startswith("##[error]environment production needs an approval")
 
 
 def test_a_job_killed_mid_step_is_rerun_as_attempt_2(tmp_path: Path, repo: tuple[Path, str]) -> None:
