@@ -51,7 +51,7 @@ from support.ci_workflow import CHECKOUT, SETUP_PYTHON, Workflow, parse_file_com
 
 __all__ = ["Executor", "JobResult", "Kill", "RunResult", "Status", "StepResult", "Workflow", "WorkflowError"]
 
-SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # as on GitHub's Ubuntu runners
 BASH = {None: ["-e"], "bash": ["--noprofile", "--norc", "-eo", "pipefail"]}
 
 

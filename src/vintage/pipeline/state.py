@@ -546,6 +546,19 @@ class StateStore:
                 {"run": run_id, "env": environment},
             )
 
+    def waiting(self, environment: str) -> list[str]:
+        """The runs waiting for an environment's lock, oldest wait first."""
+        with self._read() as db:
+            rows = (
+                []
+                if db is None
+                else db(
+                    "SELECT run_id FROM waiters WHERE environment = :env ORDER BY since, run_id",
+                    {"env": environment},
+                )
+            )
+        return [str(r[0]) for r in rows]
+
     def newer_waiter(self, run_id: str, environment: str) -> str | None:
         """A run created after ``run_id`` that waits for the same environment, if any."""
         with self._db() as db:

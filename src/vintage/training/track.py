@@ -140,7 +140,7 @@ def log_success(
         result.model.set_params(**refs)
     signature = infer_signature(example, result.model.predict(example))
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_input(dataset, context="training")
+        _log_input(dataset)
         info = mlflow.sklearn.log_model(
             result.model,
             name="model",
@@ -153,6 +153,27 @@ def log_success(
         client.set_tag(run_id, TAG_MODEL_URI, info.model_uri)
         client.set_tag(run_id, TAG_KEY, key)
     return str(info.model_uri)
+
+
+def _log_input(dataset: Any, attempts: int = 4) -> None:
+    """``mlflow.log_input`` that survives another client logging the same dataset at the same moment.
+
+    A tracking server inserts a dataset it does not know yet; two runs (two CI machines training on one
+    data set) that log it at once race on its primary key, and the loser gets a unique-constraint error. The
+    retry finds the dataset stored and only links it to the run.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context="training")
+            return
+        except MlflowException as exc:
+            text = str(exc).lower()
+            if attempt == attempts - 1 or not ("unique" in text or "duplicate key" in text):
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def dataset_metadata(dataset: Dataset) -> Any:
