@@ -214,3 +214,43 @@ def test_the_lock_key_is_stable_and_distinct():
     assert statedb.lock_key("env-production") == statedb.lock_key("env-production")
     assert statedb.lock_key("env-production") != statedb.lock_key("env-staging")
     assert -(2**63) <= statedb.lock_key("run-x") < 2**63
+
+
+def test_a_role_that_may_only_append_to_the_audit_trail_runs_the_pipeline_state(state_db, tmp_path):
+    """The hardening docs/security.md recommends: tables made by an administrator, and a CI role with no
+    CREATE, no UPDATE or DELETE on the audit table. vintage works with it; the role cannot rewrite history."""
+    from sqlalchemy import create_engine, text
+
+    admin = _machine(tmp_path / "admin", state_db)
+    assert admin.runs() == []  # the administrator's first use creates the schema and tables
+    engine = create_engine(
+        state_db.replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT"
+    )
+    role = f"vintage_ci_{os.getpid()}_{tmp_path.name[-6:].replace('-', '_').lower()}"
+    with engine.connect() as conn:
+        for sql in (
+            "CREATE ROLE {role} LOGIN PASSWORD 'ci-password-0123456789'",
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+            "GRANT USAGE ON SCHEMA vintage TO {role}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON vintage.runs, vintage.stages, vintage.steps,"
+            " vintage.approvals, vintage.releases, vintage.waiters TO {role}",
+            "GRANT SELECT, INSERT ON vintage.events TO {role}",
+            "GRANT USAGE ON ALL SEQUENCES IN SCHEMA vintage TO {role}",
+        ):
+            conn.execute(text(sql.format(role=role)))
+    engine.dispose()
+    ci_url = state_db.replace("postgresql://postgres@", f"postgresql://{role}@")
+    ci = _machine(tmp_path / "ci", ci_url)
+    ci.create_run("ci-1", "bob", "d", [("build", None, ["train"])], {})
+    ci.set_step("ci-1", "build", "train", st.SUCCEEDED, output={"ok": 1})
+    ci.wait_for("ci-1", "staging")
+    ci.done_waiting("ci-1", "staging")
+    ci.update_release("ci-1", version=1)
+    audit.record(ci.state_dir, "deploy", "staging", "ok", actor="bob")
+    assert [e.action for e in audit.events(ci.state_dir)] == ["deploy"]
+    shared = statedb.bound(ci.state_dir)
+    assert shared is not None
+    for forbidden in ("DELETE FROM events", "UPDATE events SET actor = 'mallory'"):
+        with pytest.raises(statedb.StateDBError, match="permission denied"), shared.write() as tx:
+            tx(forbidden)
+    assert [e.actor for e in audit.events(admin.state_dir)] == ["bob"]
