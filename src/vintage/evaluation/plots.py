@@ -163,8 +163,13 @@ def _residuals_vs_predicted(ax: Axes, data: Sequence[tuple[str, Any, Any]]) -> N
 
 
 def _residual_histogram(ax: Axes, data: Sequence[tuple[str, Any]]) -> None:
+    # One set of bins for every model (comparable bars), and a range even when all residuals are equal.
+    lo = min(float(r.min()) for _, r in data)
+    hi = max(float(r.max()) for _, r in data)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5, hi + 0.5
     for i, (label, r) in enumerate(data):
-        ax.hist(r, bins=30, alpha=0.55, color=_COLORS[i % len(_COLORS)], label=label)
+        ax.hist(r, bins=30, range=(lo, hi), alpha=0.55, color=_COLORS[i % len(_COLORS)], label=label)
     ax.axvline(0.0, color="#444444", linewidth=0.8, linestyle="--")
     ax.set_xlabel("residual (actual - predicted)")
     ax.set_ylabel("rows")

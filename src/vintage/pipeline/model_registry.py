@@ -38,6 +38,14 @@ class ModelRegistry(Protocol):
         """The version ``alias`` points at (``None``: not set)."""
         ...
 
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str) -> None:
+        """Store the file ``path`` among the tracking run's artifacts, under ``artifact_path``."""
+        ...
+
+    def tag_version(self, name: str, version: int, key: str, value: str) -> None:
+        """Tag the registered version ``name`` v``version``."""
+        ...
+
     def move_alias(self, name: str, alias: str, version: int, *, actor: str, reason: str = "") -> int | None:
         """Point ``alias`` at ``version`` (recorded in its history); the version it pointed at before."""
         ...
@@ -79,6 +87,12 @@ class MlflowRegistry:
         from vintage.registry import alias_version
 
         return alias_version(self._session().client, name, alias)
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str) -> None:
+        self._session().client.log_artifact(run_id, str(path), artifact_path)
+
+    def tag_version(self, name: str, version: int, key: str, value: str) -> None:
+        self._session().client.set_model_version_tag(name, str(version), key, value)
 
     def move_alias(self, name: str, alias: str, version: int, *, actor: str, reason: str = "") -> int | None:
         from vintage.registry import move_alias
