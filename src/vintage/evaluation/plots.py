@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -86,17 +87,23 @@ def importance_of(model: Any, features: Sequence[str]) -> Importance | None:
 
 
 def prediction_plots(y_true: Any, y_pred: Any) -> dict[str, bytes]:
-    """The three plots of holdout predictions (:data:`PREDICTION_PLOTS` -> PNG bytes)."""
+    """The three plots of holdout predictions (:data:`PREDICTION_PLOTS` -> PNG bytes).
+
+    Each plot is a figure built once per process and re-drawn with new data for every model: creating
+    the axes, ticks and labels costs about as much as drawing them, and training draws these for every
+    grid point (one call at a time per process: a lock serialises concurrent callers).
+    """
     import numpy as np
 
     y = np.asarray(y_true, dtype="float64").reshape(-1)
     pred = np.asarray(y_pred, dtype="float64").reshape(-1)
     resid = y - pred
-    return {
-        PREDICTED_VS_ACTUAL: _png(lambda ax: _predicted_vs_actual(ax, [("model", y, pred)])),
-        RESIDUALS_VS_PREDICTED: _png(lambda ax: _residuals_vs_predicted(ax, [("model", pred, resid)])),
-        RESIDUAL_HISTOGRAM: _png(lambda ax: _residual_histogram(ax, [("model", resid)])),
-    }
+    with _LOCK:
+        return {
+            PREDICTED_VS_ACTUAL: _template(_PredictedVsActual).render(y, pred),
+            RESIDUALS_VS_PREDICTED: _template(_ResidualsVsPredicted).render(pred, resid),
+            RESIDUAL_HISTOGRAM: _template(_ResidualHistogram).render(resid),
+        }
 
 
 def comparison_plots(series: Sequence[tuple[str, Any, Any]]) -> dict[str, bytes]:
@@ -119,19 +126,12 @@ def comparison_plots(series: Sequence[tuple[str, Any, Any]]) -> dict[str, bytes]
 def importance_chart(importance: Importance, title: str | None = None) -> bytes:
     """A horizontal bar chart of ``importance`` (largest magnitude on top) as PNG bytes."""
     ranked = importance.ranked()[::-1]
-
-    def draw(ax: Axes) -> None:
-        names = [n for n, _ in ranked]
-        values = [v for _, v in ranked]
-        colors = ["#c0504d" if v < 0 else "#4f81bd" for v in values]
-        ax.barh(range(len(values)), values, color=colors)
-        ax.set_yticks(range(len(values)), names, fontsize=7)
-        ax.axvline(0.0, color="#444444", linewidth=0.6)
-        label = "coefficient" if importance.kind == "coefficients" else "impurity importance"
-        ax.set_xlabel(label)
-        ax.set_title(title or label.capitalize() + "s", fontsize=9)
-
-    return _png(draw, size=(4.8, 0.9 + 0.2 * max(len(ranked), 3)), left=0.36)
+    label = "coefficient" if importance.kind == "coefficients" else "impurity importance"
+    with _LOCK:
+        chart = _template(_Bars, len(ranked))
+        return chart.render(
+            [n for n, _ in ranked], [v for _, v in ranked], label, title or f"{label}s".capitalize()
+        )
 
 
 # ------------------------------------------------------------------------------------------- drawing
@@ -148,7 +148,7 @@ def _predicted_vs_actual(ax: Axes, data: Sequence[tuple[str, Any, Any]]) -> None
     ax.plot([lo, hi], [lo, hi], color="#444444", linewidth=0.8, linestyle="--")
     ax.set_xlabel("actual")
     ax.set_ylabel("predicted")
-    ax.set_title("Predicted vs actual (holdout)", fontsize=9)
+    ax.set_title("Predicted vs actual (holdout)", fontsize=9, y=1.0)
     _legend(ax, data)
 
 
@@ -158,7 +158,7 @@ def _residuals_vs_predicted(ax: Axes, data: Sequence[tuple[str, Any, Any]]) -> N
     ax.axhline(0.0, color="#444444", linewidth=0.8, linestyle="--")
     ax.set_xlabel("predicted")
     ax.set_ylabel("residual (actual - predicted)")
-    ax.set_title("Residuals vs predicted (holdout)", fontsize=9)
+    ax.set_title("Residuals vs predicted (holdout)", fontsize=9, y=1.0)
     _legend(ax, data)
 
 
@@ -173,7 +173,7 @@ def _residual_histogram(ax: Axes, data: Sequence[tuple[str, Any]]) -> None:
     ax.axvline(0.0, color="#444444", linewidth=0.8, linestyle="--")
     ax.set_xlabel("residual (actual - predicted)")
     ax.set_ylabel("rows")
-    ax.set_title("Residual histogram (holdout)", fontsize=9)
+    ax.set_title("Residual histogram (holdout)", fontsize=9, y=1.0)
     _legend(ax, data)
 
 
@@ -199,3 +199,130 @@ def _figure(size: tuple[float, float]) -> Figure:
     fig = Figure(figsize=size, dpi=_DPI)
     FigureCanvasAgg(fig)
     return fig
+
+
+# ------------------------------------------------------------------------------ reused single-model figures
+
+_T = TypeVar("_T")
+_LOCK = threading.Lock()
+_TEMPLATES: dict[tuple[Any, ...], Any] = {}
+
+
+def _template(cls: type[_T], *args: Any) -> _T:
+    """This process's figure of kind ``cls`` (built on first use)."""
+    key = (cls, *args)
+    found = _TEMPLATES.get(key)
+    if found is None:
+        found = _TEMPLATES[key] = cls(*args)
+    return cast("_T", found)
+
+
+def _limits(lo: float, hi: float) -> tuple[float, float]:
+    pad = (hi - lo) * 0.05 or 0.5
+    return lo - pad, hi + pad
+
+
+def _save(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI, pil_kwargs=_PNG)
+    return buf.getvalue()
+
+
+def _margins(fig: Figure, size: tuple[float, float], left: float = 0.16) -> None:
+    fig.subplots_adjust(left=left, right=0.97, bottom=0.6 / size[1], top=1 - 0.3 / size[1])
+
+
+class _PredictedVsActual:
+    def __init__(self) -> None:
+        self.fig = _figure(_SIZE)
+        self.ax = self.fig.add_subplot()
+        self.points = self.ax.scatter([], [], s=6, alpha=0.35, color=_COLORS[0], linewidths=0)
+        (self.diagonal,) = self.ax.plot([0, 1], [0, 1], color="#444444", linewidth=0.8, linestyle="--")
+        self.ax.set_xlabel("actual")
+        self.ax.set_ylabel("predicted")
+        self.ax.set_title("Predicted vs actual (holdout)", fontsize=9, y=1.0)
+        _margins(self.fig, _SIZE)
+
+    def render(self, y: Any, pred: Any) -> bytes:
+        import numpy as np
+
+        self.points.set_offsets(np.column_stack([y, pred]))
+        lo, hi = min(float(y.min()), float(pred.min())), max(float(y.max()), float(pred.max()))
+        self.diagonal.set_data([lo, hi], [lo, hi])
+        self.ax.set_xlim(*_limits(lo, hi))
+        self.ax.set_ylim(*_limits(lo, hi))
+        return _save(self.fig)
+
+
+class _ResidualsVsPredicted:
+    def __init__(self) -> None:
+        self.fig = _figure(_SIZE)
+        self.ax = self.fig.add_subplot()
+        self.points = self.ax.scatter([], [], s=6, alpha=0.35, color=_COLORS[0], linewidths=0)
+        self.ax.axhline(0.0, color="#444444", linewidth=0.8, linestyle="--")
+        self.ax.set_xlabel("predicted")
+        self.ax.set_ylabel("residual (actual - predicted)")
+        self.ax.set_title("Residuals vs predicted (holdout)", fontsize=9, y=1.0)
+        _margins(self.fig, _SIZE)
+
+    def render(self, pred: Any, resid: Any) -> bytes:
+        import numpy as np
+
+        self.points.set_offsets(np.column_stack([pred, resid]))
+        self.ax.set_xlim(*_limits(float(pred.min()), float(pred.max())))
+        top = float(np.abs(resid).max())
+        self.ax.set_ylim(*_limits(-top, top))
+        return _save(self.fig)
+
+
+class _ResidualHistogram:
+    _BINS = 30
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self.fig = _figure(_SIZE)
+        self.ax = self.fig.add_subplot()
+        self.steps = self.ax.stairs(
+            np.zeros(self._BINS), np.arange(self._BINS + 1.0), fill=True, color=_COLORS[0], alpha=0.55
+        )
+        self.zero = self.ax.axvline(0.0, color="#444444", linewidth=0.8, linestyle="--")
+        self.ax.set_xlabel("residual (actual - predicted)")
+        self.ax.set_ylabel("rows")
+        self.ax.set_title("Residual histogram (holdout)", fontsize=9, y=1.0)
+        _margins(self.fig, _SIZE)
+
+    def render(self, resid: Any) -> bytes:
+        import numpy as np
+
+        lo, hi = float(resid.min()), float(resid.max())
+        if hi - lo < 1e-9:
+            lo, hi = lo - 0.5, hi + 0.5
+        counts, edges = np.histogram(resid, bins=self._BINS, range=(lo, hi))
+        self.steps.set_data(counts, edges)
+        self.ax.set_xlim(*_limits(float(edges[0]), float(edges[-1])))
+        self.ax.set_ylim(0, max(1, int(counts.max())) * 1.05)
+        return _save(self.fig)
+
+
+class _Bars:
+    def __init__(self, n: int) -> None:
+        self.size = (4.8, 0.9 + 0.2 * max(n, 3))
+        self.fig = _figure(self.size)
+        self.ax = self.fig.add_subplot()
+        self.bars = self.ax.barh(range(n), [0.0] * n)
+        self.ax.axvline(0.0, color="#444444", linewidth=0.6)
+        self.ax.set_yticks(range(n), [""] * n, fontsize=7)
+        self.title = self.ax.set_title("", fontsize=9, y=1.0)
+        _margins(self.fig, self.size, left=0.36)
+
+    def render(self, names: list[str], values: list[float], label: str, title: str) -> bytes:
+        for bar, value in zip(self.bars, values, strict=True):
+            bar.set_width(value)
+            bar.set_color("#c0504d" if value < 0 else "#4f81bd")
+        self.ax.set_yticks(range(len(names)), names, fontsize=7)
+        lo, hi = min(0.0, *values), max(0.0, *values)
+        self.ax.set_xlim(*_limits(lo, hi))
+        self.ax.set_xlabel(label)
+        self.title.set_text(title)
+        return _save(self.fig)
