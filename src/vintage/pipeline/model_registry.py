@@ -8,7 +8,8 @@ an in-memory one to :class:`~vintage.pipeline.runner.Runner` (``tests/support/fa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -63,6 +64,21 @@ class ModelRegistry(Protocol):
         ...
 
 
+@contextlib.contextmanager
+def _refused(what: str) -> Iterator[None]:
+    """MLflow's refusal as a :class:`RegistryError` naming what was refused."""
+    from mlflow.exceptions import MlflowException
+
+    from vintage.errors import RegistryError, first_line
+
+    try:
+        yield
+    except MlflowException as exc:
+        raise RegistryError(
+            f"the tracking store refused {what}: {first_line(exc)}", hint="--verbose shows the full error"
+        ) from exc
+
+
 class MlflowRegistry:
     """The tracking store's model registry (:mod:`vintage.registry`), the session opened on first use.
 
@@ -89,10 +105,12 @@ class MlflowRegistry:
         return alias_version(self._session().client, name, alias)
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str) -> None:
-        self._session().client.log_artifact(run_id, str(path), artifact_path)
+        with _refused(f"storing {path.name} in run {run_id}"):
+            self._session().client.log_artifact(run_id, str(path), artifact_path)
 
     def tag_version(self, name: str, version: int, key: str, value: str) -> None:
-        self._session().client.set_model_version_tag(name, str(version), key, value)
+        with _refused(f"tagging {name} v{version}"):
+            self._session().client.set_model_version_tag(name, str(version), key, value)
 
     def move_alias(self, name: str, alias: str, version: int, *, actor: str, reason: str = "") -> int | None:
         from vintage.registry import move_alias
