@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -77,6 +78,14 @@ def env_for(src: Path) -> dict[str, str]:
     return env
 
 
+def wait_for_quiet(max_load: float, max_wait_s: float = 600.0) -> None:
+    """Wait (at most ``max_wait_s``) until the 1-minute load average is below ``max_load``: a sample
+    taken while other work runs on the machine measures that work too."""
+    deadline = time.monotonic() + max_wait_s
+    while os.getloadavg()[0] >= max_load and time.monotonic() < deadline:
+        time.sleep(5)
+
+
 def train_once(src: Path, config: Path, expect_evaluation: bool) -> float:
     """Seconds of one cold ``vintage train`` with ``src`` into a fresh state directory."""
     with tempfile.TemporaryDirectory(prefix="vintage-bench-") as tmp:
@@ -117,7 +126,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="samples per variant and workload")
     parser.add_argument("--only", choices=sorted(WORKLOADS), help="one workload")
     parser.add_argument("--json", action="store_true", help="print the samples as JSON")
+    parser.add_argument(
+        "--max-load",
+        type=float,
+        default=0.0,
+        help="before each sample, wait until the 1-minute load average is below this (0: do not wait)",
+    )
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # temporary directories are removed
     tmp = Path(tempfile.mkdtemp(prefix="vintage-bench-src-"))
     try:
         variants = {"before": (extract(args.before, tmp), False), "after": (REPO / "src", True)}
@@ -131,6 +147,8 @@ def main() -> None:
             for i in range(args.repeat):
                 order = ("before", "after") if i % 2 == 0 else ("after", "before")
                 for variant in order:
+                    if args.max_load:
+                        wait_for_quiet(args.max_load)
                     src, expect = variants[variant]
                     samples[variant].append(train_once(src, config, expect))
                     print(f"  {name} {variant}: {samples[variant][-1]:.2f} s", file=sys.stderr)

@@ -162,3 +162,60 @@ def test_ui_prints_and_serves_the_experiments_runs_view(project: Path, trained: 
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def _write(project: Path, grid: list[dict[str, Any]]) -> None:
+    spec = yaml.safe_load((project / "vintage.yaml").read_text())
+    spec["estimator"] = {
+        "class": "sklearn.linear_model.ElasticNet",
+        "params": {"random_state": 42},
+        "grid": grid,
+    }
+    spec["pipeline"] = {"stages": [{"name": "build", "steps": ["validate", "train", "register", "release"]}]}
+    (project / "vintage.yaml").write_text(yaml.safe_dump(spec))
+
+
+def test_a_release_report_compares_the_candidate_with_the_production_model(
+    project: Path, cli: Any, tmp_path: Path
+) -> None:
+    import mlflow.pyfunc
+
+    from vintage.config import load_spec
+    from vintage.data import load_dataset
+
+    _write(project, [{"alpha": 0.5, "l1_ratio": 0.5}])
+    assert cli("run").code == 0
+    client = _client(project)
+    client.set_registered_model_alias("winequality", "production", "1")  # v1 serves production
+    _write(project, [{"alpha": 0.05, "l1_ratio": 0.1}])
+    run = cli("run", "--json")
+    assert run.code == 0, run.err
+    run_id = json.loads(run.out)["id"]
+
+    record = json.loads(cli("release", "show", run_id, "--json").out)
+    evaluation = record["evaluation"]
+    assert record["version"] == 2 and evaluation["champion_version"] == 1
+    spec = load_spec(project / "vintage.yaml")
+    ds = load_dataset(spec.data)
+    _, test = ds.split(spec.data.split.test_size, spec.data.split.seed)
+    y = test[ds.target].to_numpy(dtype="float64")
+    for side, version in (("candidate", 2), ("champion", 1)):
+        model = mlflow.pyfunc.load_model(f"models:/winequality/{version}")
+        err = np.abs(y - np.asarray(model.predict(test[list(ds.features)]), dtype="float64"))
+        assert evaluation[side]["rmse"] == pytest.approx(float(np.sqrt(np.mean(err**2))), rel=1e-9)
+        assert evaluation[side]["acc_1.0"] == pytest.approx(float(np.mean(err <= 1.0)), abs=1e-12)
+
+    report = project / ".vintage" / evaluation["report"]
+    page = report.read_text()
+    assert (
+        f"{evaluation['candidate']['rmse']:.4f}" in page and f"{evaluation['champion']['rmse']:.4f}" in page
+    )
+    assert "http://" not in page and "https://" not in page
+    version = client.get_model_version("winequality", "2")
+    assert version.tags["vintage.evaluation_report"] == evaluation["artifact_uri"]
+    logged = Path(
+        client.download_artifacts(record["mlflow_run_id"], f"evaluation/{report.name}", str(tmp_path))
+    )
+    assert logged.read_text() == page
+    shown = cli("release", "show", run_id)
+    assert f"evaluation report: {report.resolve()}" in shown.out

@@ -89,9 +89,8 @@ def importance_of(model: Any, features: Sequence[str]) -> Importance | None:
 def prediction_plots(y_true: Any, y_pred: Any) -> dict[str, bytes]:
     """The three plots of holdout predictions (:data:`PREDICTION_PLOTS` -> PNG bytes).
 
-    Each plot is a figure built once per process and re-drawn with new data for every model: creating
-    the axes, ticks and labels costs about as much as drawing them, and training draws these for every
-    grid point (one call at a time per process: a lock serialises concurrent callers).
+    Drawn on backgrounds kept per process (see "reused single-model figures" below): training calls this
+    for every grid point.
     """
     import numpy as np
 
@@ -100,9 +99,9 @@ def prediction_plots(y_true: Any, y_pred: Any) -> dict[str, bytes]:
     resid = y - pred
     with _LOCK:
         return {
-            PREDICTED_VS_ACTUAL: _template(_PredictedVsActual).render(y, pred),
-            RESIDUALS_VS_PREDICTED: _template(_ResidualsVsPredicted).render(pred, resid),
-            RESIDUAL_HISTOGRAM: _template(_ResidualHistogram).render(resid),
+            PREDICTED_VS_ACTUAL: _scatter_png(PREDICTED_VS_ACTUAL, y, pred),
+            RESIDUALS_VS_PREDICTED: _scatter_png(RESIDUALS_VS_PREDICTED, pred, resid),
+            RESIDUAL_HISTOGRAM: _histogram_png(resid),
         }
 
 
@@ -202,17 +201,28 @@ def _figure(size: tuple[float, float]) -> Figure:
 
 
 # ------------------------------------------------------------------------------ reused single-model figures
+#
+# Training draws these for every grid point, and most of a figure's cost is its axes: ticks, tick labels,
+# axis labels, title (text layout and glyph rendering). So each kind of figure is drawn once per process
+# and per set of axis limits, limits rounded outwards to a coarse grid so that the points of one grid
+# (same holdout, similar models) mostly share them; that drawing is kept as a background. A model's plot
+# restores the background, draws only its data artist on it and encodes the canvas. A lock serialises
+# callers: the figures are shared state.
 
 _T = TypeVar("_T")
 _LOCK = threading.Lock()
 _TEMPLATES: dict[tuple[Any, ...], Any] = {}
+_MAX_TEMPLATES: Final = 32
 
 
 def _template(cls: type[_T], *args: Any) -> _T:
-    """This process's figure of kind ``cls`` (built on first use)."""
+    """This process's figure of kind ``cls`` for ``args`` (built on first use; the oldest is dropped
+    beyond :data:`_MAX_TEMPLATES`)."""
     key = (cls, *args)
     found = _TEMPLATES.get(key)
     if found is None:
+        if len(_TEMPLATES) >= _MAX_TEMPLATES:
+            _TEMPLATES.pop(next(iter(_TEMPLATES)))
         found = _TEMPLATES[key] = cls(*args)
     return cast("_T", found)
 
@@ -220,6 +230,18 @@ def _template(cls: type[_T], *args: Any) -> _T:
 def _limits(lo: float, hi: float) -> tuple[float, float]:
     pad = (hi - lo) * 0.05 or 0.5
     return lo - pad, hi + pad
+
+
+def _coarse(lo: float, hi: float) -> tuple[float, float]:
+    """``lo``..``hi`` (plus 3 % of the range) widened outwards to multiples of a step of at least a sixth
+    of the range (1-2-2.5-5 series): data of similar range get the same limits."""
+    import math
+
+    span = hi - lo if hi - lo > 1e-12 * max(abs(lo), abs(hi), 1.0) else max(abs(hi), 1.0)
+    base = 10 ** math.floor(math.log10(span / 6))
+    step = next(m * base for m in (1, 2, 2.5, 5, 10) if m * base >= span / 6)
+    margin = 0.03 * span
+    return math.floor((lo - margin) / step) * step, math.ceil((hi + margin) / step) * step
 
 
 def _save(fig: Figure) -> bytes:
@@ -232,77 +254,97 @@ def _margins(fig: Figure, size: tuple[float, float], left: float = 0.16) -> None
     fig.subplots_adjust(left=left, right=0.97, bottom=0.6 / size[1], top=1 - 0.3 / size[1])
 
 
-class _PredictedVsActual:
-    def __init__(self) -> None:
+class _Background:
+    """A figure drawn once without its data artist (``animated``), kept as pixels."""
+
+    def __init__(
+        self, title: str, xlabel: str, ylabel: str, xlim: tuple[float, float], ylim: tuple[float, float]
+    ) -> None:
         self.fig = _figure(_SIZE)
         self.ax = self.fig.add_subplot()
-        self.points = self.ax.scatter([], [], s=6, alpha=0.35, color=_COLORS[0], linewidths=0)
-        (self.diagonal,) = self.ax.plot([0, 1], [0, 1], color="#444444", linewidth=0.8, linestyle="--")
-        self.ax.set_xlabel("actual")
-        self.ax.set_ylabel("predicted")
-        self.ax.set_title("Predicted vs actual (holdout)", fontsize=9, y=1.0)
+        self.ax.set_xlabel(xlabel)
+        self.ax.set_ylabel(ylabel)
+        self.ax.set_title(title, fontsize=9, y=1.0)
+        self.ax.set_xlim(*xlim)
+        self.ax.set_ylim(*ylim)
         _margins(self.fig, _SIZE)
 
-    def render(self, y: Any, pred: Any) -> bytes:
+    def keep(self) -> None:
+        """Draw everything but the animated artists and keep the pixels."""
+        canvas = self.fig.canvas
+        canvas.draw()
+        self.pixels = canvas.copy_from_bbox(self.fig.bbox)  # type: ignore[attr-defined]
+
+    def png(self, artist: Any) -> bytes:
+        """The background with ``artist`` drawn on it, as PNG."""
+        import numpy as np
+        from matplotlib.image import imsave
+
+        canvas = self.fig.canvas
+        canvas.restore_region(self.pixels)  # type: ignore[attr-defined]
+        self.ax.draw_artist(artist)
+        buf = io.BytesIO()
+        imsave(buf, np.asarray(canvas.buffer_rgba()), format="png", pil_kwargs=_PNG)  # type: ignore[attr-defined]
+        return buf.getvalue()
+
+
+class _Scatter(_Background):
+    def __init__(self, kind: str, xlim: tuple[float, float], ylim: tuple[float, float]) -> None:
+        if kind == PREDICTED_VS_ACTUAL:
+            super().__init__("Predicted vs actual (holdout)", "actual", "predicted", xlim, ylim)
+            self.ax.plot(xlim, xlim, color="#444444", linewidth=0.8, linestyle="--")
+        else:
+            super().__init__(
+                "Residuals vs predicted (holdout)", "predicted", "residual (actual - predicted)", xlim, ylim
+            )
+            self.ax.axhline(0.0, color="#444444", linewidth=0.8, linestyle="--")
+        self.points = self.ax.scatter([], [], s=6, alpha=0.35, color=_COLORS[0], linewidths=0, animated=True)
+        self.keep()
+
+    def render(self, x: Any, y: Any) -> bytes:
         import numpy as np
 
-        self.points.set_offsets(np.column_stack([y, pred]))
-        lo, hi = min(float(y.min()), float(pred.min())), max(float(y.max()), float(pred.max()))
-        self.diagonal.set_data([lo, hi], [lo, hi])
-        self.ax.set_xlim(*_limits(lo, hi))
-        self.ax.set_ylim(*_limits(lo, hi))
-        return _save(self.fig)
+        self.points.set_offsets(np.column_stack([x, y]))
+        return self.png(self.points)
 
 
-class _ResidualsVsPredicted:
-    def __init__(self) -> None:
-        self.fig = _figure(_SIZE)
-        self.ax = self.fig.add_subplot()
-        self.points = self.ax.scatter([], [], s=6, alpha=0.35, color=_COLORS[0], linewidths=0)
-        self.ax.axhline(0.0, color="#444444", linewidth=0.8, linestyle="--")
-        self.ax.set_xlabel("predicted")
-        self.ax.set_ylabel("residual (actual - predicted)")
-        self.ax.set_title("Residuals vs predicted (holdout)", fontsize=9, y=1.0)
-        _margins(self.fig, _SIZE)
+class _Histogram(_Background):
+    BINS: Final = 30
 
-    def render(self, pred: Any, resid: Any) -> bytes:
+    def __init__(self, xlim: tuple[float, float], ylim: tuple[float, float]) -> None:
         import numpy as np
 
-        self.points.set_offsets(np.column_stack([pred, resid]))
-        self.ax.set_xlim(*_limits(float(pred.min()), float(pred.max())))
-        top = float(np.abs(resid).max())
-        self.ax.set_ylim(*_limits(-top, top))
-        return _save(self.fig)
-
-
-class _ResidualHistogram:
-    _BINS = 30
-
-    def __init__(self) -> None:
-        import numpy as np
-
-        self.fig = _figure(_SIZE)
-        self.ax = self.fig.add_subplot()
+        super().__init__("Residual histogram (holdout)", "residual (actual - predicted)", "rows", xlim, ylim)
+        self.ax.axvline(0.0, color="#444444", linewidth=0.8, linestyle="--", zorder=3)
+        self.edges = np.linspace(xlim[0], xlim[1], self.BINS + 1)
         self.steps = self.ax.stairs(
-            np.zeros(self._BINS), np.arange(self._BINS + 1.0), fill=True, color=_COLORS[0], alpha=0.55
+            np.zeros(self.BINS), self.edges, fill=True, color=_COLORS[0], alpha=0.55, animated=True
         )
-        self.zero = self.ax.axvline(0.0, color="#444444", linewidth=0.8, linestyle="--")
-        self.ax.set_xlabel("residual (actual - predicted)")
-        self.ax.set_ylabel("rows")
-        self.ax.set_title("Residual histogram (holdout)", fontsize=9, y=1.0)
-        _margins(self.fig, _SIZE)
+        self.keep()
 
-    def render(self, resid: Any) -> bytes:
-        import numpy as np
+    def render(self, counts: Any) -> bytes:
+        self.steps.set_data(counts, self.edges)
+        return self.png(self.steps)
 
-        lo, hi = float(resid.min()), float(resid.max())
-        if hi - lo < 1e-9:
-            lo, hi = lo - 0.5, hi + 0.5
-        counts, edges = np.histogram(resid, bins=self._BINS, range=(lo, hi))
-        self.steps.set_data(counts, edges)
-        self.ax.set_xlim(*_limits(float(edges[0]), float(edges[-1])))
-        self.ax.set_ylim(0, max(1, int(counts.max())) * 1.05)
-        return _save(self.fig)
+
+def _scatter_png(kind: str, x: Any, y: Any) -> bytes:
+    if kind == PREDICTED_VS_ACTUAL:  # one range for both axes: the diagonal is the diagonal
+        xlim = ylim = _coarse(min(float(x.min()), float(y.min())), max(float(x.max()), float(y.max())))
+    else:
+        xlim = _coarse(float(x.min()), float(x.max()))
+        top = float(abs(y).max())
+        ylim = _coarse(-top, top)
+    return _template(_Scatter, kind, xlim, ylim).render(x, y)
+
+
+def _histogram_png(resid: Any) -> bytes:
+    import numpy as np
+
+    xlim = _coarse(float(resid.min()), float(resid.max()))
+    edges = np.linspace(xlim[0], xlim[1], _Histogram.BINS + 1)
+    counts, _ = np.histogram(resid, bins=edges)
+    peak = int(counts.max())
+    return _template(_Histogram, xlim, (0.0, _coarse(0.0, max(peak, 1))[1])).render(counts)
 
 
 class _Bars:

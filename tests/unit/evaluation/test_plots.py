@@ -49,3 +49,23 @@ def test_tree_importances_and_a_model_without_either() -> None:
     assert imp.values == tuple(tree.feature_importances_)
     assert plots.importance_of(KNeighborsRegressor().fit(x, y), FEATURES) is None
     assert plots.importance_of(tree, ["only", "two"]) is None  # not one weight per feature
+
+
+def test_a_reused_figure_keeps_nothing_of_the_model_drawn_before() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.integers(3, 9, 300).astype("float64")
+    good = y + rng.normal(0, 0.3, 300)
+    resid = y - good
+    # Another model, within the same ranges: 20 rows away from every extreme predicted 0.1 higher.
+    inner = np.argsort(np.abs(resid))[:20]
+    other_pred = good.copy()
+    other_pred[inner] += 0.1
+    first = plots.prediction_plots(y, good)
+    built = set(plots._TEMPLATES)
+    other = plots.prediction_plots(y, other_pred)
+    assert set(plots._TEMPLATES) == built  # same axis limits: drawn on the same backgrounds
+    again = plots.prediction_plots(y, good)
+
+    assert again == first
+    assert other[plots.PREDICTED_VS_ACTUAL] != first[plots.PREDICTED_VS_ACTUAL]
+    assert other[plots.RESIDUALS_VS_PREDICTED] != first[plots.RESIDUALS_VS_PREDICTED]
