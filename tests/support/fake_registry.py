@@ -52,6 +52,7 @@ class InMemoryRegistry:
     aliases: dict[tuple[str, str], int] = field(default_factory=dict)
     history: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     run_tags: dict[str, dict[str, str]] = field(default_factory=dict)
+    artifacts: dict[str, dict[str, bytes]] = field(default_factory=dict)
     predict: dict[tuple[str, int], Predict] = field(default_factory=dict)
     materialized: list[tuple[str, int]] = field(default_factory=list)
     fail_register: str | None = None
@@ -91,6 +92,16 @@ class InMemoryRegistry:
 
     def alias_version(self, name: str, alias: str) -> int | None:
         return self.aliases.get((name, alias))
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str) -> None:
+        self.artifacts.setdefault(run_id, {})[f"{artifact_path}/{path.name}"] = path.read_bytes()
+
+    def tag_version(self, name: str, version: int, key: str, value: str) -> None:
+        for v in self.versions.get(name, []):
+            if v.version == version:
+                v.tags[key] = value
+                return
+        raise RegistryError(f"{name} has no version {version}")
 
     def move_alias(self, name: str, alias: str, version: int, *, actor: str, reason: str = "") -> int | None:
         previous = self.aliases.get((name, alias))

@@ -373,7 +373,8 @@ def release_show(
     from vintage.errors import PipelineError
     from vintage.pipeline.state import StateStore
 
-    store = StateStore(state.settings().state_dir.resolve())
+    state_dir = state.settings().state_dir.resolve()
+    store = StateStore(state_dir)
     record = None
     if run_id is None:
         for r in store.runs(200):
@@ -393,5 +394,5 @@ def release_show(
     from vintage.cli.render import release_lines
 
     console = state.out()
-    for line in release_lines(record):
+    for line in release_lines(record, state_dir):
         console.print(line, markup=False, soft_wrap=True)

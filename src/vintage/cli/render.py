@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rich.table import Table
 
     from vintage.registry import RegisteredVersion
@@ -106,11 +108,31 @@ _RELEASE_SHOWN = frozenset(
         "metrics",
         "selection_metric",
         "champion",
+        "evaluation",
         "approvals",
         "deployments",
         "promotions",
     }
 )
+
+
+def _evaluation_lines(evaluation: Any, state_dir: Path | None) -> list[str]:
+    if not isinstance(evaluation, dict):
+        return []
+    report = str(evaluation.get("report") or "?")
+    where = str(state_dir / report) if state_dir is not None and "://" not in report else report
+    lines = [f"  evaluation report: {where}"]
+    if evaluation.get("artifact_uri"):
+        lines.append(f"    artifact: {evaluation['artifact_uri']}")
+    cand, champ = evaluation.get("candidate") or {}, evaluation.get("champion")
+    shown = ("rmse", "mae", "r2", "acc_0.5", "acc_1.0")
+    lines.append("    candidate: " + ", ".join(f"{k} {fmt(cand[k])}" for k in shown if k in cand))
+    if isinstance(champ, dict):
+        lines.append(
+            f"    champion v{evaluation.get('champion_version', '?')}: "
+            + ", ".join(f"{k} {fmt(champ[k])}" for k in shown if k in champ)
+        )
+    return lines
 
 
 def _compact(value: Any) -> str:
@@ -123,10 +145,11 @@ def _time(value: Any) -> str:
     return str(value)[:19].replace("T", " ") if value else "?"
 
 
-def release_lines(record: dict[str, Any]) -> list[str]:
+def release_lines(record: dict[str, Any], state_dir: Path | None = None) -> list[str]:
     """A release record for people (``vintage release show``; ``--json`` prints the record itself).
 
     Every key of the record is shown: the known ones in their own words, any other as ``key: value``.
+    ``state_dir`` makes the evaluation report's path absolute.
     """
     model = f"{record.get('model_name', '?')} v{record.get('version', '?')}"
     lines = [
@@ -155,6 +178,7 @@ def release_lines(record: dict[str, Any]) -> list[str]:
         if champ.get("forced"):
             line += f"; forced: {champ.get('force_reason', '')}"
         lines.append(line)
+    lines += _evaluation_lines(record.get("evaluation"), state_dir)
     for stage, a in sorted((record.get("approvals") or {}).items()):
         how = "auto-approved (--auto-approve)" if a.get("auto") else a.get("decision", "approved")
         comment = f": {a['comment']}" if a.get("comment") else ""

@@ -1,4 +1,9 @@
-"""``vintage ui``: the MLflow UI on vintage's store, bound to 127.0.0.1."""
+"""``vintage ui``: the MLflow UI on vintage's store, bound to 127.0.0.1, opened at the experiment's runs.
+
+MLflow 3's UI is a single-page app with hash routes; its home page is the GenAI overview. The runs table
+of an experiment is the route ``/experiments/:experimentId/runs`` (``experimentPageTabRuns`` in the
+UI's ``experiment-tracking/routes``), so the address to open is ``<base>/#/experiments/<id>/runs``.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +12,61 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from vintage.cli import state
 
+if TYPE_CHECKING:
+    from vintage.config import Spec
+    from vintage.tracking import Resolve, TrackingTarget
+
+
+def runs_view_url(base: str, experiment_id: str | None) -> str:
+    """The MLflow UI address of an experiment's runs table (``base`` itself when the experiment is not
+    known yet)."""
+    base = base.rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs" if experiment_id else f"{base}/"
+
+
+def experiment_id(spec: Spec, target: TrackingTarget, resolve: Resolve) -> str | None:
+    """The id of the workload's experiment in the tracking store; ``None`` when the store or the
+    experiment does not exist yet, or the store cannot be read (the UI then opens at its home page)."""
+    from vintage.errors import VintageError
+    from vintage.tracking import open_session
+
+    if target.store_path is not None and not target.store_path.exists():
+        return None
+    try:
+        return open_session(spec, create_experiment=False, resolve=resolve).experiment_id
+    except VintageError:
+        return None
+
 
 def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the runs view in a web browser once the UI answers.")
+    ] = False,
 ) -> None:
-    """Open the MLflow UI on the embedded store (127.0.0.1 only). Ctrl-C stops it."""
+    """Start the MLflow UI on the embedded store (127.0.0.1 only) and print the address of the
+    experiment's runs view. Ctrl-C stops it."""
     from vintage.tracking import resolve_target
 
     spec = state.load()
-    target = resolve_target(spec, resolve=state.secret_reader("cli:ui", spec=spec).resolve)
+    resolve = state.secret_reader("cli:ui", spec=spec).resolve
+    target = resolve_target(spec, resolve=resolve)
     console = state.err()
-    if target.uri.split(":", 1)[0] in ("http", "https", "databricks"):
+    scheme = target.uri.split(":", 1)[0]
+    if scheme == "databricks":
         console.print(f"The tracking server at {target.display} serves its own UI; open it in a browser.")
+        return
+    if scheme in ("http", "https"):
+        url = runs_view_url(target.display, experiment_id(spec, target, resolve))
+        console.print(f"The tracking server serves its own UI: {url}")
         return
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", target.uri]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
@@ -34,9 +75,27 @@ def ui(
             console.print("[yellow]No runs yet[/] (`vintage train` creates them); starting the UI anyway.")
         target.artifact_root.mkdir(parents=True, exist_ok=True)
         cmd += ["--default-artifact-root", str(target.artifact_root)]
-    console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    url = runs_view_url(f"http://127.0.0.1:{port}", experiment_id(spec, target, resolve))
+    console.print(f"MLflow UI: {url} (Ctrl-C to stop)")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if open_browser:
+        threading.Thread(target=_open_when_up, args=(port, url), daemon=True).start()
     raise typer.Exit(_run_group(cmd, env))
+
+
+def _open_when_up(port: int, url: str, timeout_s: float = 120.0) -> None:
+    """Open ``url`` in the default browser once the server on ``port`` answers its health check."""
+    import urllib.request
+    import webbrowser
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                webbrowser.open(url)
+                return
+        except OSError:
+            time.sleep(0.5)
 
 
 def _run_group(cmd: list[str], env: dict[str, str]) -> int:

@@ -17,7 +17,7 @@ from vintage.errors import Interrupted, SelectionError
 from vintage.registry import CANDIDATE, RegisteredVersion, register_run
 from vintage.secrets.access import SecretReader
 from vintage.tracking import open_session
-from vintage.training import PointRun, TrainingReport, select_best, train_grid
+from vintage.training import PointRun, TrainingReport, log_chosen_files, select_best, train_grid
 
 if TYPE_CHECKING:
     from vintage.config import Spec
@@ -96,6 +96,7 @@ def train_and_select(
         session.client.set_tag(report.parent_run_id, "vintage.outcome", "no-run-meets-threshold")
         raise
     session.client.set_tag(report.parent_run_id, "vintage.selected_run_id", selected.run_id)
+    log_chosen_files(session, report, selected)
     return Trained(session, report, selected)
 
 

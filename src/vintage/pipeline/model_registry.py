@@ -8,7 +8,8 @@ an in-memory one to :class:`~vintage.pipeline.runner.Runner` (``tests/support/fa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -38,6 +39,14 @@ class ModelRegistry(Protocol):
         """The version ``alias`` points at (``None``: not set)."""
         ...
 
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str) -> None:
+        """Store the file ``path`` among the tracking run's artifacts, under ``artifact_path``."""
+        ...
+
+    def tag_version(self, name: str, version: int, key: str, value: str) -> None:
+        """Tag the registered version ``name`` v``version``."""
+        ...
+
     def move_alias(self, name: str, alias: str, version: int, *, actor: str, reason: str = "") -> int | None:
         """Point ``alias`` at ``version`` (recorded in its history); the version it pointed at before."""
         ...
@@ -53,6 +62,21 @@ class ModelRegistry(Protocol):
     def load_model(self, name: str, version: int, store: Path) -> Any:
         """The served-model loader of ``name`` v``version``: ``predict(array)`` and ``info.columns``."""
         ...
+
+
+@contextlib.contextmanager
+def _refused(what: str) -> Iterator[None]:
+    """MLflow's refusal as a :class:`RegistryError` naming what was refused."""
+    from mlflow.exceptions import MlflowException
+
+    from vintage.errors import RegistryError, first_line
+
+    try:
+        yield
+    except MlflowException as exc:
+        raise RegistryError(
+            f"the tracking store refused {what}: {first_line(exc)}", hint="--verbose shows the full error"
+        ) from exc
 
 
 class MlflowRegistry:
@@ -79,6 +103,14 @@ class MlflowRegistry:
         from vintage.registry import alias_version
 
         return alias_version(self._session().client, name, alias)
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str) -> None:
+        with _refused(f"storing {path.name} in run {run_id}"):
+            self._session().client.log_artifact(run_id, str(path), artifact_path)
+
+    def tag_version(self, name: str, version: int, key: str, value: str) -> None:
+        with _refused(f"tagging {name} v{version}"):
+            self._session().client.set_model_version_tag(name, str(version), key, value)
 
     def move_alias(self, name: str, alias: str, version: int, *, actor: str, reason: str = "") -> int | None:
         from vintage.registry import move_alias

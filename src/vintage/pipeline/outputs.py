@@ -118,8 +118,11 @@ class ReleaseOutput(StepOutput):
     """``release``: where the release record was written (relative to the state directory)."""
 
     STEP = "release"
+    OMIT_NONE = frozenset({"report"})
 
     path: str
+    report: str | None = None
+    """The evaluation report (relative to the state directory), when one was made."""
 
 
 class DeployOutput(StepOutput):

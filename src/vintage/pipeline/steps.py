@@ -107,6 +107,9 @@ def release(ctx: StepContext) -> ReleaseOutput:
     chosen = trained.selected.run_id if trained else None
     source = (reg.run_id if reg else None) or chosen
     reproduced = {"reproduced_by_run_id": chosen} if chosen and chosen != source else {}
+    from vintage.pipeline.evaluate import evaluation_report
+
+    evaluation = evaluation_report(ctx, name, version, source)
     record = ctx.store.update_release(
         ctx.run_id,
         model_name=name,
@@ -118,12 +121,15 @@ def release(ctx: StepContext) -> ReleaseOutput:
         data_digest=trained.data_digest if trained else None,
         config_digest=config_digest(ctx.spec),
         created=st.now(),
+        **({"evaluation": evaluation} if evaluation else {}),
     )
     out_dir = ctx.state_dir / "releases"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{ctx.run_id}.json").write_text(json.dumps(record, indent=2, default=str))
     ctx.say(f"release record written: {name} v{version} (run {reg.run_id if reg else None})")
-    return ReleaseOutput(path=f"releases/{ctx.run_id}.json")
+    return ReleaseOutput(
+        path=f"releases/{ctx.run_id}.json", report=evaluation["report"] if evaluation else None
+    )
 
 
 # ------------------------------------------------------------------------------------- environments

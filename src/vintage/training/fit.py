@@ -1,6 +1,9 @@
 """Fit and evaluate one grid point. Runs in a worker process: scikit-learn only, no MLflow, no I/O.
 
-The train/holdout frames are sent once per worker (``init_worker``), not once per task.
+The train/holdout frames are sent once per worker (``init_worker``), not once per task. The worker also
+renders the point's evaluation plots and its coefficients or importances
+(:mod:`vintage.evaluation.plots`), so the drawing runs in parallel with the other fits instead of in
+the process that logs the runs one after the other.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from vintage.config.models import import_estimator
 from vintage.errors import first_line
-from vintage.metrics import METRICS, holdout_metrics
+from vintage.evaluation.metrics import evaluation_metrics
+from vintage.metrics import METRICS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,6 +37,10 @@ class FitResult:
     error: str | None = None
     error_detail: str | None = None
     seconds: float = 0.0
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+    """Evaluation files by name (plots as PNG, coefficients or importances as CSV and PNG)."""
+    artifacts_error: str | None = None
+    """Why the evaluation files could not be made (the point itself still counts)."""
 
     @property
     def ok(self) -> bool:
@@ -75,11 +83,16 @@ def fit_point(point: GridPoint) -> FitResult:
         model = cls(**point.params)
         x_train, y_train = job.train[job.features], job.train[job.target]
         model.fit(x_train, y_train)
-        metrics = score(job.test[job.target].to_numpy(), model.predict(job.test[job.features]))
+        y_test = job.test[job.target].to_numpy()
+        pred = model.predict(job.test[job.features])
+        metrics = score(y_test, pred)
         if job.cv:
             metrics.update(_cross_validate(cls(**point.params), x_train, y_train, job.cv, job.seed))
         params = {k: v for k, v in model.get_params(deep=False).items() if not _is_estimator(v)}
-        return FitResult(point.index, metrics, model, params, seconds=time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        result = FitResult(point.index, metrics, model, params, seconds=seconds)
+        result.artifacts, result.artifacts_error = evaluation_files(model, job.features, y_test, pred)
+        return result
     except Exception as exc:
         headline = f"{exc.__class__.__name__}: {first_line(exc, 500)}"
         return FitResult(
@@ -91,14 +104,33 @@ def fit_point(point: GridPoint) -> FitResult:
 
 
 def score(y_true: Any, y_pred: Any) -> dict[str, float]:
-    """Holdout metrics (:func:`vintage.metrics.holdout_metrics`). Non-finite predictions are an error,
-    not a metric."""
+    """Holdout metrics (:func:`vintage.evaluation.metrics.evaluation_metrics`: rmse, mae, r2, acc_0.5,
+    acc_1.0). Non-finite predictions are an error, not a metric."""
     import numpy as np
 
     pred = np.asarray(y_pred, dtype="float64")
     if not np.isfinite(pred).all():
         raise ValueError("the model predicted NaN or infinite values on the holdout")
-    return holdout_metrics(y_true, pred)
+    return evaluation_metrics(y_true, pred)
+
+
+def evaluation_files(
+    model: Any, features: list[str], y_true: Any, y_pred: Any
+) -> tuple[dict[str, bytes], str | None]:
+    """The point's evaluation files: the three prediction plots, and the coefficients or feature
+    importances as CSV and bar chart when the model has them. A drawing error leaves the files out and
+    is returned as text: it never fails the point."""
+    from vintage.evaluation import plots
+
+    try:
+        files = plots.prediction_plots(y_true, y_pred)
+        importance = plots.importance_of(model, features)
+        if importance is not None:
+            files[importance.csv_name] = importance.to_csv().encode()
+            files[importance.png_name] = plots.importance_chart(importance)
+    except Exception as exc:
+        return {}, f"{exc.__class__.__name__}: {first_line(exc, 300)}"
+    return files, None
 
 
 def _cross_validate(model: Any, x: Any, y: Any, folds: int, seed: int) -> dict[str, float]:

@@ -52,6 +52,9 @@ class TrainingReport:
     data_source: str
     n_jobs: int
     runs: list[PointRun]
+    evaluation_files: dict[int, dict[str, bytes]] = field(default_factory=dict, repr=False)
+    """Each finished point's evaluation files (plots, importances), by grid index: the chosen point's
+    go to the parent run once selection has chosen it (:func:`log_chosen_files`)."""
 
     @property
     def failed(self) -> list[PointRun]:
@@ -179,7 +182,13 @@ def train_grid(
     finally:
         executor.close()
     report = TrainingReport(
-        session.experiment_id, runs.parent_id, dataset.digest, dataset.source, executor.n_jobs, runs.runs
+        session.experiment_id,
+        runs.parent_id,
+        dataset.digest,
+        dataset.source,
+        executor.n_jobs,
+        runs.runs,
+        runs.files,
     )
     if not any(r.status == "FINISHED" for r in report.runs):
         first = report.runs[0].error if report.runs else "no grid points"
@@ -216,10 +225,17 @@ def _uses_mllib(spec: Spec) -> bool:
     return True
 
 
+def log_chosen_files(session: TrackingSession, report: TrainingReport, chosen: PointRun) -> None:
+    """Log the chosen point's evaluation files (plots, importances) on the parent run as well, so the
+    grid's run shows the model it produced."""
+    track.log_evaluation_files(session, report.parent_run_id, report.evaluation_files.get(chosen.index, {}))
+
+
 @dataclass
 class _Logged:
     parent_id: str
     runs: list[PointRun]
+    files: dict[int, dict[str, bytes]]
 
 
 def _log_all(
@@ -254,6 +270,7 @@ def _log_all(
     parent_id = str(parent.info.run_id)
     child_ids: dict[int, str] = {}
     runs: dict[int, PointRun] = {}
+    files: dict[int, dict[str, bytes]] = {}
     try:
         for p in points:
             child_ids[p.index] = track.create_child(session, parent_id, p, tags, start_ms)
@@ -282,6 +299,8 @@ def _log_all(
             if where:  # Spark: the executor (id/pid) that fitted this point
                 client.set_tag(run.run_id, "vintage.executor", where)
             runs[point.index] = run
+            if run.status == "FINISHED" and result.artifacts:
+                files[point.index] = result.artifacts
             if on_point:
                 on_point(run)
     except BaseException:
@@ -291,10 +310,11 @@ def _log_all(
                 client.set_terminated(rid, "KILLED")
         client.set_terminated(parent_id, "KILLED")
         raise
-    client.log_batch(parent_id, params=[track.param("n_points", len(points))])
-    status = "FINISHED" if any(r.status == "FINISHED" for r in runs.values()) else "FAILED"
+    finished = [r.metrics for r in runs.values() if r.status == "FINISHED"]
+    track.log_grid_summary(session, parent_id, finished, len(points))
+    status = "FINISHED" if finished else "FAILED"
     client.set_terminated(parent_id, status)
-    return _Logged(parent_id, [runs[i] for i in sorted(runs)])
+    return _Logged(parent_id, [runs[i] for i in sorted(runs)], files)
 
 
 def _log_one(

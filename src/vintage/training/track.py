@@ -14,7 +14,7 @@ from vintage import __version__
 from vintage.redact import redact, redact_data
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     import pandas as pd
 
@@ -35,6 +35,7 @@ TAG_ERROR = "vintage.error"
 TAG_ROLE = "vintage.role"
 TAG_GRID = "vintage.grid_params"
 TAG_INDEX = "vintage.grid_index"
+TAG_PLOT_ERROR = "vintage.evaluation_error"
 
 
 def now_ms() -> int:
@@ -139,6 +140,9 @@ def log_success(
         # The saved model must not carry a resolved secret: put the references back before pickling.
         result.model.set_params(**refs)
     signature = infer_signature(example, result.model.predict(example))
+    log_evaluation_files(session, run_id, result.artifacts)
+    if result.artifacts_error:
+        client.set_tag(run_id, TAG_PLOT_ERROR, redact(result.artifacts_error))
     with mlflow.start_run(run_id=run_id):
         _log_input(dataset)
         info = mlflow.sklearn.log_model(
@@ -153,6 +157,40 @@ def log_success(
         client.set_tag(run_id, TAG_MODEL_URI, info.model_uri)
         client.set_tag(run_id, TAG_KEY, key)
     return str(info.model_uri)
+
+
+def log_evaluation_files(session: TrackingSession, run_id: str, files: Mapping[str, bytes]) -> None:
+    """Log evaluation files (name -> content, from the worker) under the run's ``evaluation/`` artifacts."""
+    if not files:
+        return
+    import tempfile
+
+    from vintage.evaluation.plots import ARTIFACT_DIR
+
+    with tempfile.TemporaryDirectory(prefix="vintage-eval-") as tmp:
+        for name, content in files.items():
+            (Path(tmp) / name).write_bytes(content)
+        session.client.log_artifacts(run_id, tmp, ARTIFACT_DIR)
+
+
+def log_grid_summary(
+    session: TrackingSession, parent_id: str, metrics: Sequence[Mapping[str, float]], n_points: int
+) -> dict[str, float]:
+    """Log on the parent (grid) run each metric's best value over the finished points (rmse: the
+    lowest, r2 and acc_*: the highest; :func:`vintage.evaluation.metrics.best_values`) under the points'
+    own metric names, and the point count. Returns the values logged."""
+    from mlflow.entities import Metric
+
+    from vintage.evaluation.metrics import best_values
+
+    best = best_values(metrics)
+    ts = now_ms()
+    session.client.log_batch(
+        parent_id,
+        metrics=[Metric(k, v, ts, 0) for k, v in best.items()],
+        params=[param("n_points", n_points)],
+    )
+    return best
 
 
 def _log_input(dataset: Any, attempts: int = 4) -> None:

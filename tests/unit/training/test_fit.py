@@ -43,7 +43,7 @@ def test_tutorial_elasticnet_rmse_on_red_holdout(red: Dataset, red_split: Any) -
     assert result.index == 0
     # The MLflow wine tutorial's published figure for alpha=0.5, l1_ratio=0.5 (seed 40, test 25 %).
     assert result.metrics["rmse"] == pytest.approx(0.7932, abs=5e-4)
-    assert set(result.metrics) == {"rmse", "mae", "r2"}
+    assert set(result.metrics) == {"rmse", "mae", "r2", "acc_0.5", "acc_1.0"}
 
 
 def test_metrics_match_sklearn_on_the_returned_model(red: Dataset, red_split: Any) -> None:
@@ -99,6 +99,8 @@ def test_cv_adds_cross_validated_metrics_and_std(red: Dataset, red_split: Any) -
         "rmse",
         "mae",
         "r2",
+        "acc_0.5",
+        "acc_1.0",
         "cv_rmse",
         "cv_mae",
         "cv_r2",
@@ -118,7 +120,7 @@ def test_cv_does_not_change_holdout_metrics(red: Dataset, red_split: Any) -> Non
     init(red, red_split, cv=3)
     with_cv = fit_point(TUTORIAL)
 
-    assert {k: with_cv.metrics[k] for k in ("rmse", "mae", "r2")} == plain.metrics
+    assert {k: with_cv.metrics[k] for k in plain.metrics} == plain.metrics
 
 
 def test_cv_metrics_are_deterministic(red: Dataset, red_split: Any) -> None:
@@ -166,4 +168,4 @@ def test_score_rejects_non_finite_predictions() -> None:
 def test_score_of_perfect_prediction() -> None:
     y = np.array([3.0, 5.0, 7.0])
 
-    assert score(y, y) == {"rmse": 0.0, "mae": 0.0, "r2": 1.0}
+    assert score(y, y) == {"rmse": 0.0, "mae": 0.0, "r2": 1.0, "acc_0.5": 1.0, "acc_1.0": 1.0}
