@@ -52,7 +52,7 @@ def monitor(
         others = sum(d.flagged for d in result.columns().values()) - 1
         more = f" and {others} other column(s)" if others else ""
         raise DriftDetected(
-            f"drift in {environment}: {name} ({'; '.join(drift.reasons)}){more}",
+            f"{environment}: {name} drifted ({'; '.join(drift.reasons)}){more}",
             hint=f"`vintage monitor {environment} --html report.html` plots each column against the training "
             "data; thresholds are `monitoring` in vintage.yaml",
         )
