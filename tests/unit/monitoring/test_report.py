@@ -23,8 +23,8 @@ from vintage.serving.inference_log import InferenceLog, InferenceLogSettings
 
 COLUMNS = ("alcohol", "pH")
 FEATURE_KEYS = {
-    "psi", "ks_stat", "ks_p", "missing_rate", "out_of_range_rate", "flagged", "reasons", "bins", "train_share",
-    "recent_share",
+    "psi", "ks_stat", "ks_p", "missing_rate", "out_of_range_rate", "flagged", "reasons", "bins",
+    "train_share", "recent_share",
 }  # fmt: skip
 
 
@@ -40,8 +40,8 @@ def _write(directory: Path, rows: np.ndarray, at: float, version: str = "2", sam
         COLUMNS,
         clock=lambda: at,
     )
-    log.sample = sample  # what the file records; every row offered here is kept (random() < 1.0)
-    log._random = lambda: 0.0  # noqa: SLF001 - keep every offered row while recording the given rate
+    log.sample = sample  # what the file records ...
+    log._random = lambda: 0.0  # ... while every offered row is kept
     log.directory.mkdir(parents=True, exist_ok=True)
     model = _model(version)
     for row in rows:
