@@ -303,7 +303,7 @@ class ScoringApp:
         if self.control is not None:
             self.control.report(os.getpid(), {**self.slot.describe(), "ready": self.ready})
 
-    # -- multi-worker: follow the control file ------------------------------------------------------------
+    # -- the inference log and the server's life cycle -----------------------------------------------------
 
     def start_inference_log(self) -> None:
         """Start recording scored rows when the config asks for it (a serving process, not a supervisor).
@@ -343,6 +343,8 @@ class ScoringApp:
     def _on_exit_signal(self, previous: Callable[[int, Any], Any], signum: int, frame: Any) -> None:
         self.draining = True
         previous(signum, frame)
+
+    # -- multi-worker: follow the control file ------------------------------------------------------------
 
     async def _watch(self, control: ControlFile, every_s: float = 0.5) -> None:
         while True:
