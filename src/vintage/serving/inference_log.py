@@ -263,10 +263,12 @@ class InferenceLog:
         latency = np.repeat(
             np.fromiter((e[2] * 1000.0 for e in entries), dtype=np.float64, count=len(entries)), counts
         )
-        versions = [_version(e[1]) for e in entries]
+        known: dict[int, int | None] = {}  # one lookup per model object, not per entry
+        versions = [known[id(e[1])] if id(e[1]) in known else known.setdefault(id(e[1]), _version(e[1]))
+                    for e in entries]  # fmt: skip
         version_col = pa.array(np.repeat(np.array(versions, dtype=object), counts).tolist(), type=pa.int64())
         x = np.concatenate([e[3] for e in entries]).reshape(-1, len(self.columns))
-        pred = np.concatenate([np.asarray(e[4], dtype=np.float64).reshape(-1) for e in entries])
+        pred = np.concatenate([e[4] for e in entries]).astype(np.float64, copy=False).reshape(-1)
         arrays = [
             pa.array((times * 1e6).astype("int64"), type=pa.timestamp("us", tz="UTC")),
             version_col,
