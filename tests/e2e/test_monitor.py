@@ -1,7 +1,7 @@
 """The inference log and `vintage monitor` end to end: a real pipeline deploys staging (two server workers)
-with the log on; real HTTP requests carry the data set's holdout rows, then the same rows with alcohol + 3;
-`vintage monitor` passes the first window (exit 0) and flags the second (exit 4, naming alcohol); a stop
-drains every row still in memory to disk."""
+with the log on (its smoke test's rows are the first logged); real HTTP requests carry the data set's
+holdout rows, then the same rows with alcohol + 3; `vintage monitor` passes the first window (exit 0) and
+flags the second (exit 4, naming alcohol); a stop drains every row still in memory to disk."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 VINTAGE = str(Path(sys.executable).with_name("vintage"))
 
 pytestmark = pytest.mark.slow
+GAP_S = 15  # between the unshifted and the shifted requests
+SLACK_S = 10  # more than `vintage monitor` takes to start, less than GAP_S
 
 
 def _vintage(root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -85,33 +87,44 @@ def test_a_shifted_sample_is_flagged_and_an_unshifted_one_is_not(tmp_path: Path)
         assert res.returncode == 0, res.stdout + res.stderr
     log_dir = tmp_path / ".vintage" / "envs" / "staging" / "inference"
     try:
-        res = _vintage(tmp_path, "monitor", "staging")
-        assert res.returncode == 1 and "no inference log" in res.stderr  # deployed, nothing scored yet
+        # the staging stage's smoke test scored the data set's first rows: logged like any traffic
+        from vintage.config.models import PipelineSpec
+
+        smoke = PipelineSpec().smoke_rows
+        _wait_rows(log_dir, smoke)
+        time.sleep(3)
+        res = _vintage(tmp_path, "monitor", "staging", "--since", "2s")
+        assert res.returncode == 1 and "no rows since" in res.stderr, res.stderr
 
         columns, rows = _holdout()
         _send(port, columns, rows)
-        _wait_rows(log_dir, len(rows))
+        _wait_rows(log_dir, smoke + len(rows))
         res = _vintage(tmp_path, "monitor", "staging", "--json", "--html", "same.html")
         assert res.returncode == 0, res.stdout + res.stderr
         same = json.loads(res.stdout)
         assert same["flagged"] is False
-        assert same["sampled_rows"] == same["rows"] == len(rows)
+        assert same["sampled_rows"] == same["rows"] == len(rows) + smoke
         assert same["model_versions"] == [1]
         assert 0 < same["latency_ms"]["p50"] <= same["latency_ms"]["p99"]
         assert same["prediction"]["flagged"] is False
 
-        time.sleep(3)  # the shifted window starts well after the last unshifted row
+        time.sleep(GAP_S)  # the shifted window starts well after the last unshifted row
         shifted_from = time.time()
         alcohol = columns.index("alcohol")
         shifted = [[v + 3.0 if j == alcohol else v for j, v in enumerate(row)] for row in rows]
         _send(port, columns, shifted)
-        _wait_rows(log_dir, 2 * len(rows))
-        since = f"{math.ceil(time.time() - shifted_from) + 1}s"
-        res = _vintage(tmp_path, "monitor", "staging", "--since", since, "--html", "shifted.html")
+        _wait_rows(log_dir, smoke + 2 * len(rows))
+
+        def since() -> str:
+            # the window opens SLACK_S before the first shifted row, less the monitor's own start-up time
+            # (the command measures from its own clock): none of the unshifted rows, GAP_S before, are in it
+            return f"{math.ceil(time.time() - shifted_from) + SLACK_S}s"
+
+        res = _vintage(tmp_path, "monitor", "staging", "--since", since(), "--html", "shifted.html")
         assert res.returncode == 4, res.stdout + res.stderr
         headline = res.stderr.strip().splitlines()[0]
         assert headline.startswith("drift: staging: alcohol drifted (PSI"), headline
-        res = _vintage(tmp_path, "monitor", "staging", "--since", since, "--json")
+        res = _vintage(tmp_path, "monitor", "staging", "--since", since(), "--json")
         assert res.returncode == 4
         drift = json.loads(res.stdout)
         assert drift["sampled_rows"] == len(rows)  # only the shifted window
@@ -132,7 +145,7 @@ def test_a_shifted_sample_is_flagged_and_an_unshifted_one_is_not(tmp_path: Path)
     finally:
         stopped = _vintage(tmp_path, "stop", "staging")
     assert stopped.returncode == 0, stopped.stderr
-    assert _logged_rows(log_dir) == 2 * len(rows) + 50
+    assert _logged_rows(log_dir) == smoke + 2 * len(rows) + 50
     files = list(log_dir.glob("*.parquet"))
     assert len({f.name.split("-")[1] for f in files}) == 2  # each worker process wrote its own files
     assert stat.S_IMODE(log_dir.stat().st_mode) == 0o700
