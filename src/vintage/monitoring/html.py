@@ -19,7 +19,7 @@ body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1100px; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child, th:last-child, td:last-child { text-align: left; }
 tr.flagged td { background: #fde2e1; }
 .verdict { padding: 0.6em 1em; border-radius: 4px; display: inline-block; font-weight: bold; }
 .drift { background: #fde2e1; color: #8a1c12; } .ok { background: #e3f4e1; color: #1d5e1a; }
