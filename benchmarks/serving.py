@@ -57,7 +57,8 @@ machine. ``--json`` prints every sample as well. The target lines judge the ``vi
 scoring-server issue's targets: >= 25x MLflow's req/s at 16 connections (1 and 10 rows), p99 <= 5 ms at
 16 connections, p50 <= 0.3 ms at 1 connection, cold start <= 1 s, RSS <= 150 MB; and the inference log's
 (issue 15): ``vintage + log 0.1`` loses <= 10% of ``vintage``'s req/s at 16 connections (medians; the
-per-repeat paired losses are printed too: each repeat runs the logged servers right after ``vintage``).
+per-repeat paired losses are printed too: each repeat runs the logged servers right after ``vintage``; and the
+same losses computed from the server's CPU time per request, steadier on a busy machine).
 """
 
 from __future__ import annotations
@@ -800,8 +801,15 @@ def paired_log_costs(results: list[ServerSamples]) -> dict[str, list[float]]:
         if base is None or logged is None:
             continue
         for n in BODY_ROWS:
-            pairs = zip(base.loads.get((n, 16), []), logged.loads.get((n, 16), []), strict=False)
+            pairs = list(zip(base.loads.get((n, 16), []), logged.loads.get((n, 16), []), strict=False))
             out[f"{name}, {n} row(s)"] = [100.0 * (1.0 - b.rps / a.rps) for a, b in pairs]
+            # the same from the server's CPU time per request, which other processes on the machine disturb
+            # less than req/s: on a quiet machine one worker is CPU-bound, so req/s = 1 / (CPU per request)
+            out[f"{name}, {n} row(s), from server CPU per request"] = [
+                100.0 * (1.0 - (a.server_cores / a.rps) / (b.server_cores / b.rps))
+                for a, b in pairs
+                if a.rps and b.rps and b.server_cores
+            ]
     return out
 
 
@@ -863,7 +871,10 @@ def render(rows: list[Row], results: list[ServerSamples], box: Machine, args: ar
         lines.append(f"\nlargest |vintage - MLflow| prediction difference on the checked bodies: {diff:.3g}")
     for what, costs in paired_log_costs(results).items():
         shown = ", ".join(f"{c:.1f}" for c in costs)
-        lines.append(f"req/s lost to the inference log per repeat (%), {what}, 16 connections: {shown}")
+        median = f" (median {statistics.median(costs):.1f})" if costs else ""
+        lines.append(
+            f"req/s lost to the inference log per repeat (%), {what}, 16 connections: {shown}{median}"
+        )
     lines.append("")
     for t in targets(rows):
         value = "n/a" if t["value"] is None else f"{t['value']:.3g}{t['unit']}"
