@@ -17,6 +17,9 @@ What it does, in one run on this machine:
      uvicorn+httptools+uvloop, one process): what ``vintage serve`` execs.
    * ``vintage + API key``: the same with ``--api-key-file`` (every request carries ``Authorization:
      Bearer <key>``), to show what authentication costs.
+   * ``vintage + log 0.1`` and ``vintage + log 1.0``: the same with the inference log on
+     (``--inference-log DIR --inference-sample 0.1``, the default of ``environments.<env>.inference_log``,
+     and 1.0: every request's rows recorded), to show what recording the traffic costs.
    * ``mlflow``: the anchor, ``mlflow models serve -m models:/winequality/1 --env-manager local`` on the
      same registered model, with MLflow's default worker count (1 uvicorn worker in MLflow 3.x).
    * ``vintage on granian``: the same ASGI app (``benchmarks/_granian_app.py``) under granian (ASGI
@@ -52,7 +55,10 @@ lines (stderr) give the cores used by the server and by wrk in each sample: a on
 core is the limit itself, not the client. The ceiling rows show what the HTTP stack alone costs on this
 machine. ``--json`` prints every sample as well. The target lines judge the ``vintage`` rows against the
 scoring-server issue's targets: >= 25x MLflow's req/s at 16 connections (1 and 10 rows), p99 <= 5 ms at
-16 connections, p50 <= 0.3 ms at 1 connection, cold start <= 1 s, RSS <= 150 MB.
+16 connections, p50 <= 0.3 ms at 1 connection, cold start <= 1 s, RSS <= 150 MB; and the inference log's
+(issue 15): ``vintage + log 0.1`` loses <= 10% of ``vintage``'s req/s at 16 connections (medians; the
+per-repeat paired losses are printed too: each repeat runs the logged servers right after ``vintage``; and the
+same losses computed from the server's CPU time per request, steadier on a busy machine).
 """
 
 from __future__ import annotations
@@ -97,6 +103,8 @@ TRAIN_TIMEOUT_S = 600
 
 VINTAGE = "vintage"
 VINTAGE_KEY = "vintage + API key"
+VINTAGE_LOG = "vintage + log 0.1"
+VINTAGE_LOG_ALL = "vintage + log 1.0"
 BASELINE = "vintage @"
 MLFLOW = "mlflow"
 GRANIAN = "vintage on granian"
@@ -109,6 +117,7 @@ TARGET_P99_MS = 5.0
 TARGET_P50_MS = 0.3
 TARGET_COLD_S = 1.0
 TARGET_RSS_MB = 150.0
+TARGET_LOG_COST = 0.10  # the inference log (sample 0.1) may cost this share of req/s at 16 connections
 
 MATERIALIZE_SCRIPT = """\
 import sys
@@ -326,7 +335,12 @@ def free_port() -> int:
 
 
 def server_specs(
-    model_dir: Path, tracking_uri: str, key_file: Path, key: str, baseline_src: list[Path] | None = None
+    model_dir: Path,
+    tracking_uri: str,
+    key_file: Path,
+    key: str,
+    baseline_src: list[Path] | None = None,
+    log_root: Path | None = None,
 ) -> list[ServerSpec]:
     """The servers, in the order each repeat runs them (with ``baseline_src``, the same server from another
     source tree too, for a before/after comparison in one run)."""
@@ -340,6 +354,14 @@ def server_specs(
 
     def vintage_key(port: int) -> list[str]:
         return [*vintage(port), "--api-key-file", str(key_file)]
+
+    def vintage_log(sample: float) -> Callable[[int], list[str]]:
+        def cmd(port: int) -> list[str]:
+            directory = (log_root or Path(tempfile.gettempdir())) / f"inference-{sample:g}-{port}"
+            settings = {"directory": str(directory), "sample": sample}
+            return ServerCommand(model_dir, host="127.0.0.1", port=port, inference_log=settings).argv(py)
+
+        return cmd
 
     def mlflow(port: int) -> list[str]:
         serve = f"models serve -m {MODEL_URI} --env-manager local -h 127.0.0.1".split()
@@ -379,6 +401,8 @@ def server_specs(
     ]  # fmt: skip
     return [
         ServerSpec(VINTAGE, uvi, vintage, plain, "/ready", BODY_ROWS),
+        ServerSpec(VINTAGE_LOG, uvi, vintage_log(0.1), plain, "/ready", BODY_ROWS),
+        ServerSpec(VINTAGE_LOG_ALL, uvi, vintage_log(1.0), plain, "/ready", BODY_ROWS),
         *baseline,
         ServerSpec(MLFLOW, "uvicorn+FastAPI (MLflow)", mlflow, registry, "/ping", BODY_ROWS),
         ServerSpec(VINTAGE_KEY, uvi, vintage_key, plain, "/ready", (1,), auth=key),
@@ -683,7 +707,7 @@ def run_all(args: argparse.Namespace, wrk: str, progress: Callable[[str], None])
         }
         logs = root / "logs"
         logs.mkdir()
-        specs = server_specs(model_dir, tracking_uri, key_file, key, args.baseline_src)
+        specs = server_specs(model_dir, tracking_uri, key_file, key, args.baseline_src, root / "inference")
         if args.servers:
             keep = {*args.servers, MLFLOW}
             specs = [s for s in specs if s.name in keep or s.name.startswith(BASELINE)]
@@ -758,6 +782,34 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
         any_row = next(iter(mine.values()))
         add("cold start", any_row.cold_s, TARGET_COLD_S, " s", False)
         add("RSS after warm-up", any_row.rss_mb, TARGET_RSS_MB, " MB", False)
+    logged = {(r.rows, r.connections): r for r in rows if r.server == VINTAGE_LOG}
+    for n in BODY_ROWS:
+        if (n, 16) in mine and (n, 16) in logged:
+            cost = 100.0 * (1.0 - logged[(n, 16)].rps / mine[(n, 16)].rps)
+            add(f"inference log (sample 0.1) cost, {n} row(s), 16 connections", cost, 100 * TARGET_LOG_COST,
+                "% of req/s", False)  # fmt: skip
+    return out
+
+
+def paired_log_costs(results: list[ServerSamples]) -> dict[str, list[float]]:
+    """Per repeat, the req/s an inference-log server lost against ``vintage`` (in %), at 16 connections."""
+    by_name = {r.spec.name: r for r in results}
+    base = by_name.get(VINTAGE)
+    out: dict[str, list[float]] = {}
+    for name in (VINTAGE_LOG, VINTAGE_LOG_ALL):
+        logged = by_name.get(name)
+        if base is None or logged is None:
+            continue
+        for n in BODY_ROWS:
+            pairs = list(zip(base.loads.get((n, 16), []), logged.loads.get((n, 16), []), strict=False))
+            out[f"{name}, {n} row(s)"] = [100.0 * (1.0 - b.rps / a.rps) for a, b in pairs]
+            # the same from the server's CPU time per request, which other processes on the machine disturb
+            # less than req/s: on a quiet machine one worker is CPU-bound, so req/s = 1 / (CPU per request)
+            out[f"{name}, {n} row(s), from server CPU per request"] = [
+                100.0 * (1.0 - (a.server_cores / a.rps) / (b.server_cores / b.rps))
+                for a, b in pairs
+                if a.rps and b.rps and b.server_cores
+            ]
     return out
 
 
@@ -817,6 +869,12 @@ def render(rows: list[Row], results: list[ServerSamples], box: Machine, args: ar
     diff = agreement(results)
     if diff is not None:
         lines.append(f"\nlargest |vintage - MLflow| prediction difference on the checked bodies: {diff:.3g}")
+    for what, costs in paired_log_costs(results).items():
+        shown = ", ".join(f"{c:.1f}" for c in costs)
+        median = f" (median {statistics.median(costs):.1f})" if costs else ""
+        lines.append(
+            f"req/s lost to the inference log per repeat (%), {what}, 16 connections: {shown}{median}"
+        )
     lines.append("")
     for t in targets(rows):
         value = "n/a" if t["value"] is None else f"{t['value']:.3g}{t['unit']}"
@@ -848,6 +906,7 @@ def as_json(rows: list[Row], results: list[ServerSamples], box: Machine, args: a
         "rows": [asdict(r) for r in rows],
         "targets": targets(rows),
         "max_prediction_difference_vs_mlflow": agreement(results),
+        "inference_log_cost_pct_per_repeat": paired_log_costs(results),
         "samples": raw,
     }
     return json.dumps(payload, indent=2)

@@ -16,6 +16,8 @@ with ``raise ... from exc`` so the original stays available under ``--verbose``.
      ├── ServingError            the scoring server cannot load or serve a model
      ├── SparkError              Spark could not be started or reached, or a Spark job failed
      ├── DeployError             an environment could not be started, swapped, stopped or rolled back
+     ├── MonitoringError         an inference log is missing or cannot be compared with the training data
+     │    └── DriftDetected      exit 4: `vintage monitor` found a feature or the predictions drifted
      ├── PipelineError           a pipeline run failed, was rejected or cannot be resumed
      │    ├── WaitingApproval    exit 3: the run stopped at an approval gate (not a failure)
      │    └── ApprovalRejected   an approver rejected the stage (the stage and run are ``rejected``)
@@ -96,6 +98,20 @@ class SparkError(VintageError):
 
 class DeployError(VintageError):
     """An environment could not be started, swapped to a new model, stopped or rolled back."""
+
+
+class MonitoringError(VintageError):
+    """An environment's inference log is missing (nothing logged yet) or cannot be compared with the
+    training data."""
+
+
+EXIT_DRIFT = 4
+
+
+class DriftDetected(MonitoringError):  # noqa: N818 - a finding, not a failure of vintage
+    """``vintage monitor`` found a feature or the predictions past a threshold (cron and CI alert on 4)."""
+
+    exit_code = EXIT_DRIFT
 
 
 class ImageError(VintageError):

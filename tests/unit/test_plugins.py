@@ -120,7 +120,7 @@ def test_a_target_row_brings_its_own_settings_and_config_needs_no_edit(project: 
         assert exc.value.headline == (
             f"{config}: environments.staging.zone: unknown key for the fake target; expected one of: target, "
             "host, port, workers, api_keys, key_scope, public_metadata, approvers, forbid_self_approval, "
-            "approval_ttl_hours, lock_behavior, lock_timeout_s, region, replicas"
+            "approval_ttl_hours, lock_behavior, lock_timeout_s, inference_log, region, replicas"
         )
 
 

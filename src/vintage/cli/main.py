@@ -18,6 +18,7 @@ from vintage.cli import (
     deploy_cmd,
     image_cmd,
     listing,
+    monitor,
     pipeline_cmd,
     score,
     secrets_cmd,
@@ -53,6 +54,7 @@ app.command("ui")(ui.ui)
 app.command("serve")(serve.serve)
 app.command("score")(score.score)
 app.command("audit")(audit_cmd.audit)
+app.command("monitor")(monitor.monitor)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(secrets_cmd.app, name="secrets")
 app.add_typer(databricks_cmd.app, name="databricks")
@@ -193,9 +195,10 @@ def _render_error(exc: VintageError) -> None:
     from vintage.cli.state import err
 
     console = err()
-    from vintage.errors import EXIT_WAITING_APPROVAL
+    from vintage.errors import EXIT_DRIFT, EXIT_WAITING_APPROVAL
 
-    label = "[bold yellow]waiting:[/]" if exc.exit_code == EXIT_WAITING_APPROVAL else "[bold red]error:[/]"
+    labels = {EXIT_WAITING_APPROVAL: "[bold yellow]waiting:[/]", EXIT_DRIFT: "[bold yellow]drift:[/]"}
+    label = labels.get(exc.exit_code, "[bold red]error:[/]")
     console.print(f"{label} {escape(exc.headline)}")
     for line in exc.details[:20]:
         console.print(f"  - {escape(line)}")

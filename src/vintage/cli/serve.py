@@ -66,16 +66,23 @@ def serve(
     """Serve a model: MLflow-compatible /invocations plus /health, /ready, /version, /metrics, /openapi.json.
 
     A registry model is first materialised into the state directory (once per version); the server then
-    runs as a lean process that does not import MLflow.
+    runs as a lean process that does not import MLflow. With --environment it records sampled requests in
+    that environment's inference log (environments.<env>.inference_log; read by `vintage monitor`).
     """
     from vintage.errors import ConfigError
 
     if api_key_file is not None and api_key_scope is not None:
         raise ConfigError("give --api-key-file or --api-key-scope, not both")
+    inference: dict[str, object] | None = None
     if environment is not None:  # a typo ("prodution") would otherwise serve without production's keys
         from vintage.pipeline.ops import check_environment
+        from vintage.serving.inference_log import log_dir
 
-        check_environment(state.load(), environment)
+        spec = state.load()
+        check_environment(spec, environment)
+        inference = spec.environments[environment].inference_log.server_settings(
+            log_dir(spec.state_dir.resolve(), environment)
+        )
     if environment == "production" and api_key_file is None and api_key_scope is None:
         api_key_scope = "production/serving"
     from vintage.serving.auth import check_exposure
@@ -106,6 +113,7 @@ def serve(
         secrets=settings.secrets.model_dump(mode="json") if api_key_scope else None,
         public_metadata=public_metadata,
         open_network=allow_unauthenticated_network_access,
+        inference_log=inference,
     ).argv(sys.executable)
     sys.stdout.flush()
     sys.stderr.flush()

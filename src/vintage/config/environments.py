@@ -7,6 +7,7 @@ new deploy target brings its settings in its own module.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -58,6 +59,36 @@ def target_settings_model(target: str) -> type[BaseModel]:
 _S = TypeVar("_S", bound=BaseModel)
 
 
+class InferenceLogSpec(_Strict):
+    """``environments.<env>.inference_log``: what the environment's scoring server records of its traffic.
+
+    On by default: one request in ten (``sample: 0.1``) has its rows (features, prediction, model version,
+    latency, time) written to ``<state_dir>/envs/<env>/inference/`` for ``vintage monitor``. ``sample: 0``
+    turns it off. The local deploy target and ``vintage serve -e ENV`` record; the container and kubernetes
+    targets do not yet.
+    """
+
+    sample: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    """Share of requests recorded (every row of a sampled request); 0 = off."""
+    max_queue_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    """Rows waiting for the writer thread; beyond, rows are dropped and counted in ``/metrics``."""
+    rotate_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    """A file is written when it holds this many rows ..."""
+    rotate_seconds: Annotated[float, Field(gt=0.0, le=86_400.0)] = 60.0
+    """... or when its first row is this many seconds old (``vintage monitor`` sees rows after that)."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is recorded."""
+        return self.sample > 0.0
+
+    def server_settings(self, directory: Path) -> dict[str, Any] | None:
+        """The scoring server's settings (``ServerCommand.inference_log``), or ``None`` when off."""
+        if not self.enabled:
+            return None
+        return {"directory": str(directory), **self.model_dump()}
+
+
 class EnvironmentSpec(_Strict):
     """One deployment environment (``staging``, ``production``, ...).
 
@@ -80,6 +111,7 @@ class EnvironmentSpec(_Strict):
     approval_ttl_hours: Annotated[float, Field(gt=0)] = 24.0
     lock_behavior: Literal["sequential", "run_latest"] = "sequential"
     lock_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    inference_log: InferenceLogSpec = InferenceLogSpec()
     settings: SerializeAsAny[BaseModel] = Field(default_factory=TargetSettings)
     """The target's own settings (an instance of its ``Settings``); not a key of vintage.yaml."""
 

@@ -528,6 +528,29 @@ class PipelineSpec(_Strict):
         return [by_name[n] for n in done]
 
 
+class MonitoringSpec(_Strict):
+    """``monitoring``: when ``vintage monitor`` calls a feature (or the predictions) drifted.
+
+    A feature is flagged when any one threshold is crossed: its PSI against the training data is above
+    ``psi``, the two-sample KS test's p-value is below ``ks_p``, or the share of missing or out-of-range
+    values (outside the training minimum and maximum) is above ``missing_rate`` / ``out_of_range_rate``.
+    With fewer than ``min_rows`` logged rows, PSI and KS are computed but not judged (too noisy).
+    """
+
+    psi: Annotated[float, Field(gt=0.0)] = 0.2
+    """PSI above this is drift (0.1-0.2 is the usual "watch" band, above 0.2 "act")."""
+    ks_p: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.001
+    """KS p-value below this is drift; 0 turns the KS criterion off."""
+    missing_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    """Share of missing values (NaN, null) above this is a problem."""
+    out_of_range_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    """Share of values outside the training range above this is a problem."""
+    min_rows: Annotated[int, Field(ge=1)] = 100
+    """Fewest logged rows for PSI and KS to be judged."""
+    bins: Annotated[int, Field(ge=2, le=100)] = 10
+    """PSI bins: the training data's quantiles (fewer when values repeat)."""
+
+
 class Spec(_Strict):
     """The whole workload: vintage.yaml, parsed."""
 
@@ -549,6 +572,7 @@ class Spec(_Strict):
     compute: ComputeSpec = ComputeSpec()
     environments: dict[str, EnvironmentSpec] = Field(default_factory=default_environments)
     pipeline: PipelineSpec = PipelineSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
 
     @field_validator("environments", mode="before")
     @classmethod

@@ -10,6 +10,9 @@ State of an environment lives under ``<state_dir>/envs/<environment>/``:
     every deployment, oldest first (written atomically: temp file + rename);
 ``admin.sock``
     the server's admin channel (mode 0600, in this 0700 directory: only the deploying OS user reaches it).
+``inference/``
+    the inference log (``environments.<env>.inference_log``): rotated Parquet files of sampled scored rows,
+    mode 0600 in a 0700 directory (see :mod:`vintage.serving.inference_log`).
 
 A deploy asks the server over the admin channel which model digest it serves. The same digest: nothing to
 do (``unchanged``). Another one (a newer version, or a server someone tampered with): hot swap over the
@@ -42,7 +45,7 @@ from vintage.errors import DeployError, VintageError
 from vintage.fsutil import write_private
 from vintage.model import digest as model_digest
 from vintage.redact import redact
-from vintage.serving import admin
+from vintage.serving import admin, inference_log
 from vintage.serving.client import NotReadyError, ServerClient
 from vintage.serving.launch import ServerCommand, start
 
@@ -71,6 +74,8 @@ class LocalTarget(EnvironmentRecords):
         public_metadata: Serve ``/version``, ``/metrics``, ``/openapi.json`` without the API key.
         model_store: Where materialised models live (default ``<state_dir>/models``); the server swaps
             in nothing from elsewhere.
+        inference_log: The server's inference log settings (``InferenceLogSpec.server_settings``);
+            ``None``: the server records nothing.
     """
 
     TYPE = "local"
@@ -88,8 +93,10 @@ class LocalTarget(EnvironmentRecords):
         secrets: dict[str, Any] | None = None,
         public_metadata: bool = False,
         model_store: Path | None = None,
+        inference_log: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(environment, state_dir)
+        self.inference_log = inference_log
         self.host = host
         self.port = port
         self.workers = max(1, workers)
@@ -118,6 +125,9 @@ class LocalTarget(EnvironmentRecords):
             key_scope=spec.key_scope(environment),
             secrets=spec.secrets.model_dump(mode="json"),
             public_metadata=env.public_metadata,
+            inference_log=env.inference_log.server_settings(
+                inference_log.log_dir(spec.state_dir.resolve(), environment)
+            ),
         )
 
     # -- the DeployTarget protocol ----------------------------------------------------------------------
@@ -287,6 +297,7 @@ class LocalTarget(EnvironmentRecords):
             api_key_scope=self.key_scope,
             secrets=self.secrets,
             public_metadata=self.public_metadata,
+            inference_log=self.inference_log,
         )
         fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as log:

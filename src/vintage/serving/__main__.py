@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-store", type=Path, help="directory that swapped-in models must lie in")
     p.add_argument("--public-metadata", action="store_true", help="metadata without a key")
     p.add_argument(OPEN_FLAG, dest="open_network", action="store_true")
+    p.add_argument("--inference-log", type=Path, help="directory of the inference log (off when not given)")
+    p.add_argument("--inference-sample", type=float, default=0.1, help="share of requests recorded")
+    p.add_argument("--inference-queue-rows", type=int, default=10_000, help="rows queued before dropping")
+    p.add_argument("--inference-rotate-rows", type=int, default=100_000, help="rows per file")
+    p.add_argument("--inference-rotate-seconds", type=float, default=60.0, help="seconds per file")
     p.add_argument("--max-header-kb", type=int, default=32)
     p.add_argument("--header-timeout", type=float, default=10.0)
     p.add_argument("--body-timeout", type=float, default=60.0)
@@ -45,18 +50,35 @@ def main(argv: list[str] | None = None) -> int:
 
     install_logging_filter()
 
+    from vintage.errors import ConfigError
     from vintage.serving.app import ServeConfig
     from vintage.serving.auth import ScopeKeys
+    from vintage.serving.inference_log import InferenceLogSettings
     from vintage.serving.protocol import ConnectionLimits
     from vintage.serving.server import AdminSpec, serve
 
     try:
         check_exposure(args.host, bool(args.api_key_file or args.api_key_scope), args.open_network)
+        try:
+            inference = (
+                InferenceLogSettings(
+                    directory=str(args.inference_log.resolve()),
+                    sample=args.inference_sample,
+                    max_queue_rows=args.inference_queue_rows,
+                    rotate_rows=args.inference_rotate_rows,
+                    rotate_seconds=args.inference_rotate_seconds,
+                )
+                if args.inference_log is not None
+                else None
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         config = ServeConfig(
             max_body_bytes=args.max_body_bytes,
             max_rows=args.max_rows,
             timeout_s=args.timeout,
             public_metadata=args.public_metadata,
+            inference_log=inference,
         )
         serve(
             args.model_dir,

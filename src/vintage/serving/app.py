@@ -30,9 +30,10 @@ from vintage.model.digest import verify
 from vintage.model.load import LoadedModel, load_model_dir
 from vintage.serving.auth import ApiKeys
 from vintage.serving.control import ControlFile
+from vintage.serving.inference_log import InferenceLog, InferenceLogSettings
 from vintage.serving.metrics import Metrics
 from vintage.serving.openapi import openapi_document
-from vintage.serving.payload import PayloadError, encode_predictions, parse_request
+from vintage.serving.payload import Matrix, PayloadError, encode_predictions, parse_request
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class ServeConfig:
     inline_bytes: int = 64 * 1024  # bodies up to this size are parsed and predicted on the event loop
     warmup_predictions: int = 50
     public_metadata: bool = False  # /version, /metrics, /openapi.json without the API key
+    inference_log: InferenceLogSettings | None = None  # record sampled rows (see inference_log.py)
 
 
 class ModelSlot:
@@ -140,6 +142,7 @@ class ScoringApp:
         self.slot = ModelSlot(model, model_dir, digest)
         self.ready = False
         self.draining = False
+        self.inference: InferenceLog | None = None  # started with the server (lifespan), not before
         self._swap_lock = threading.Lock()
         self.metrics.serving(model.info.name, model.info.version, model.info.run_id)
         self._routes: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
@@ -166,17 +169,17 @@ class ScoringApp:
             else:
                 await handler(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await _lifespan(receive, send, self._on_startup)
+            await _lifespan(receive, send, self._on_startup, self._on_shutdown)
 
     # -- the hot path ------------------------------------------------------------------------------------
 
     async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        status = await self._score(scope, receive, send)
+        status = await self._score(scope, receive, send, started)
         self.metrics.count(status)
         self.metrics.latency.observe(time.perf_counter() - started)
 
-    async def _score(self, scope: Scope, receive: Receive, send: Send) -> int:
+    async def _score(self, scope: Scope, receive: Receive, send: Send, started: float) -> int:
         if scope["method"] != "POST":
             return await _respond(send, 405, _NOT_ALLOWED)
         auth = ctype = length = None
@@ -201,9 +204,9 @@ class ScoringApp:
         content_type = ctype.decode("latin-1") if ctype else None
         try:
             if len(body) <= self.config.inline_bytes:
-                out, rows = _predict(model, body, content_type, self.config.max_rows)
+                out, x, pred = _predict(model, body, content_type, self.config.max_rows)
             else:
-                out, rows = await asyncio.wait_for(
+                out, x, pred = await asyncio.wait_for(
                     asyncio.to_thread(_predict, model, body, content_type, self.config.max_rows),
                     self.config.timeout_s,
                 )
@@ -211,7 +214,9 @@ class ScoringApp:
             return await _respond(send, exc.status, exc.to_json())
         except TimeoutError:
             return await _respond(send, 504, _TIMEOUT)
-        self.metrics.rows.inc(rows)
+        self.metrics.rows.inc(len(x))
+        if self.inference is not None:  # sampling, a deque append at most: never waits
+            self.inference.offer(model, x, pred, started)
         return await _respond(send, 200, out)
 
     # -- probes and metadata -------------------------------------------------------------------------------
@@ -278,6 +283,8 @@ class ScoringApp:
 
     def _swap(self, model: LoadedModel, path: Path, digest: str) -> None:
         self.slot.replace(model, path, digest)
+        if self.inference is not None:
+            self.inference.note_model(model.info.version, path, digest)
         self.metrics.serving(model.info.name, model.info.version, model.info.run_id)
         self.metrics.swaps.labels("swapped").inc()
         self._report()
@@ -296,10 +303,35 @@ class ScoringApp:
         if self.control is not None:
             self.control.report(os.getpid(), {**self.slot.describe(), "ready": self.ready})
 
-    # -- multi-worker: follow the control file ------------------------------------------------------------
+    # -- the inference log and the server's life cycle -----------------------------------------------------
+
+    def start_inference_log(self) -> None:
+        """Start recording scored rows when the config asks for it (a serving process, not a supervisor).
+
+        Raises:
+            OSError: the log directory cannot be created.
+        """
+        settings = self.config.inference_log
+        if settings is None or self.inference is not None:
+            return
+        inference = InferenceLog(settings, self.slot.model.info.columns)
+        inference.note_model(self.slot.model.info.version, self.slot.path, self.slot.digest)
+        inference.start()
+        self.metrics.watch_inference(inference)
+        self.inference = inference
+
+    def close_inference_log(self) -> None:
+        """Write what the inference log still holds and stop its writer (idempotent)."""
+        if self.inference is not None:
+            self.inference.close()
+
+    def _on_shutdown(self) -> None:
+        """Runs after uvicorn stopped serving (in-flight requests finished): the last rows reach disk."""
+        self.close_inference_log()
 
     def _on_startup(self) -> None:
         """Runs inside the server's event loop, after uvicorn installed its exit-signal handlers."""
+        self.start_inference_log()
         if self.control is not None and self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch(self.control))
         if threading.current_thread() is threading.main_thread():
@@ -311,6 +343,8 @@ class ScoringApp:
     def _on_exit_signal(self, previous: Callable[[int, Any], Any], signum: int, frame: Any) -> None:
         self.draining = True
         previous(signum, frame)
+
+    # -- multi-worker: follow the control file ------------------------------------------------------------
 
     async def _watch(self, control: ControlFile, every_s: float = 0.5) -> None:
         while True:
@@ -341,9 +375,12 @@ class ScoringApp:
         self._control_seen = (stamp, keys_gen)
 
 
-def _predict(model: LoadedModel, body: bytes, content_type: str | None, max_rows: int) -> tuple[bytes, int]:
+def _predict(
+    model: LoadedModel, body: bytes, content_type: str | None, max_rows: int
+) -> tuple[bytes, Matrix, Any]:
     x = parse_request(body, content_type, model.info.columns, max_rows)
-    return encode_predictions(model.predict(x)), len(x)
+    pred = model.predict(x)
+    return encode_predictions(pred), x, pred
 
 
 def _too_large(limit: int) -> PayloadError:
@@ -381,12 +418,15 @@ async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[byt
     return status
 
 
-async def _lifespan(receive: Receive, send: Send, on_startup: Callable[[], None]) -> None:
+async def _lifespan(
+    receive: Receive, send: Send, on_startup: Callable[[], None], on_shutdown: Callable[[], None]
+) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             on_startup()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await asyncio.to_thread(on_shutdown)
             await send({"type": "lifespan.shutdown.complete"})
             return

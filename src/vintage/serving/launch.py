@@ -20,6 +20,12 @@ from typing import IO, Any, Final
 from vintage.serving.auth import OPEN_FLAG
 
 MODULE: Final = "vintage.serving"
+_INFERENCE_FLAGS: Final = {
+    "sample": "--inference-sample",
+    "max_queue_rows": "--inference-queue-rows",
+    "rotate_rows": "--inference-rotate-rows",
+    "rotate_seconds": "--inference-rotate-seconds",
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class ServerCommand:
         max_body_bytes: Largest request body.
         max_rows: Most rows in one request.
         timeout_s: Prediction timeout (504 after).
+        inference_log: Record sampled rows: ``directory`` and the keys of ``environments.<env>.inference_log``
+            (``sample``, ``max_queue_rows``, ``rotate_rows``, ``rotate_seconds``); ``None``: off.
         extra: Further options, passed verbatim after the others.
     """
 
@@ -64,6 +72,7 @@ class ServerCommand:
     max_body_bytes: int | None = None
     max_rows: int | None = None
     timeout_s: float | None = None
+    inference_log: Mapping[str, Any] | None = None
     extra: Sequence[str] = field(default_factory=tuple)
 
     def options(self) -> list[str]:
@@ -93,6 +102,11 @@ class ServerCommand:
                 "--secrets-json",
                 json.dumps(dict(self.secrets or {})),
             ]
+        if self.inference_log is not None:
+            opts += ["--inference-log", str(self.inference_log["directory"])]
+            for key, flag in _INFERENCE_FLAGS.items():
+                if self.inference_log.get(key) is not None:
+                    opts += [flag, str(self.inference_log[key])]
         if self.public_metadata:
             opts.append("--public-metadata")
         if self.open_network:

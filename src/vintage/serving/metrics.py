@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (
     0.0002,
@@ -59,6 +64,47 @@ class Metrics:
         self.model.clear()
         self.model.labels(name or "", version or "", run_id or "").set(1)
 
+    def watch_inference(self, inference: InferenceCounts) -> None:
+        """Export the inference log's counters (read when ``/metrics`` is rendered: always current)."""
+        self.registry.register(_InferenceCollector(inference))
+
     def render(self) -> bytes:
         """Prometheus text exposition."""
         return generate_latest(self.registry)
+
+
+class InferenceCounts(Protocol):
+    """What :class:`vintage.serving.inference_log.InferenceLog` counts (each written by one thread)."""
+
+    dropped_queue_full: int
+    dropped_write_failed: int
+    rows_written: int
+
+    @property
+    def queued_rows(self) -> int: ...
+
+
+class _InferenceCollector(Collector):
+    """The inference log's counters, read at collection time (no lock on the hot path)."""
+
+    def __init__(self, counts: InferenceCounts) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.counts
+        dropped = CounterMetricFamily(
+            "vintage_inference_rows_dropped",
+            "Sampled rows not written to the inference log: queue full, or the write failed.",
+            labels=["reason"],
+        )
+        dropped.add_metric(["queue_full"], counts.dropped_queue_full)
+        dropped.add_metric(["write_failed"], counts.dropped_write_failed)
+        yield dropped
+        yield CounterMetricFamily(
+            "vintage_inference_rows_written", "Rows written to the inference log.", value=counts.rows_written
+        )
+        yield GaugeMetricFamily(
+            "vintage_inference_queue_rows",
+            "Rows waiting for the inference log writer.",
+            value=counts.queued_rows,
+        )

@@ -35,6 +35,7 @@ from vintage.serving.admin import AdminServer, Auditor
 from vintage.serving.app import ScoringApp, ServeConfig
 from vintage.serving.auth import ApiKeys, ScopeKeys
 from vintage.serving.control import ControlFile
+from vintage.serving.inference_log import InferenceLogSettings
 from vintage.serving.protocol import ConnectionLimits, GuardedHttpToolsProtocol
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,10 @@ def worker_app() -> ScoringApp:
     expected = state.get("digest") if state.get("model") else os.environ.get(_ENV_DIGEST) or None
     key_file, key_scope = os.environ.get(_ENV_KEYS), os.environ.get(_ENV_KEY_SCOPE)
     keys = _keys(Path(key_file) if key_file else None, ScopeKeys.from_json(key_scope) if key_scope else None)
-    config = ServeConfig(**orjson.loads(os.environ[_ENV_CONFIG]))
+    raw = orjson.loads(os.environ[_ENV_CONFIG])
+    if raw.get("inference_log") is not None:
+        raw["inference_log"] = InferenceLogSettings.from_mapping(raw["inference_log"])
+    config = ServeConfig(**raw)
     return build_app(model_dir, keys, config, control, expected)
 
 
@@ -210,6 +214,7 @@ def serve(
     config = config or ServeConfig()
     admin = admin or AdminSpec()
     keys = _keys(key_file, key_scope)
+    _prepare_inference_dir(config)
     common: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -286,6 +291,21 @@ class _admin_channel:  # noqa: N801 - used as a context manager
     def __exit__(self, *exc: object) -> None:
         if self.server is not None:
             self.server.close()
+
+
+def _prepare_inference_dir(config: ServeConfig) -> None:
+    """Create the inference log's directory (0700) before serving, so a bad path fails here, once."""
+    if config.inference_log is None:
+        return
+    directory = Path(config.inference_log.directory)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.chmod(0o700)
+    except OSError as exc:
+        raise ServingError(
+            f"cannot create the inference log directory {directory}: {exc.strerror or exc}",
+            hint="check the state directory's permissions, or turn the log off (inference_log: {sample: 0})",
+        ) from exc
 
 
 def _keys(key_file: Path | None, key_scope: ScopeKeys | None) -> ApiKeys:

@@ -92,3 +92,26 @@ def test_every_option_is_one_the_server_accepts(tmp_path: Path) -> None:
     out = log.read_text()
     assert code == 1, out
     assert "unrecognized arguments" not in out and "error:" in out
+
+
+def test_the_inference_log_settings_become_server_options() -> None:
+    settings = {"directory": "/s/envs/staging/inference", "sample": 0.25, "max_queue_rows": 50}
+    opts = ServerCommand("/m", inference_log=settings).options()
+    assert opts == [
+        "--model-dir", "/m", "--inference-log", "/s/envs/staging/inference", "--inference-sample", "0.25",
+        "--inference-queue-rows", "50",
+    ]  # fmt: skip
+    assert "--inference-log" not in ServerCommand("/m").options()
+
+
+def test_a_worker_reads_the_inference_log_settings_from_the_config_json() -> None:
+    import dataclasses
+
+    import orjson
+
+    from vintage.serving.app import ServeConfig
+    from vintage.serving.inference_log import InferenceLogSettings
+
+    config = ServeConfig(inference_log=InferenceLogSettings("/x", sample=0.5, rotate_seconds=5.0))
+    raw = orjson.loads(orjson.dumps(dataclasses.asdict(config)))
+    assert InferenceLogSettings.from_mapping(raw["inference_log"]) == config.inference_log

@@ -1,0 +1,122 @@
+"""Read an environment's inference log (the Parquet files :mod:`vintage.serving.inference_log` writes)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vintage.errors import MonitoringError
+from vintage.serving.inference_log import FIXED_COLUMNS, META_KEY, SUFFIX
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LogWindow:
+    """The logged rows of a time window, and what the files say about them.
+
+    Attributes:
+        frame: One row per logged row: ``time`` (UTC), ``model_version``, ``latency_ms``, ``prediction``,
+            then the features.
+        features: The feature columns, in the model's order.
+        estimated_rows: Rows scored in the window, estimated from the sampled rows (each counts
+            ``1 / sample``) and the rows the server dropped (counted for files inside the window).
+        models: Each model version's directory and digest, as the newest file naming it recorded them.
+        files: Files read.
+    """
+
+    frame: pd.DataFrame
+    features: tuple[str, ...]
+    estimated_rows: int
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: int = 0
+
+
+def log_files(directory: Path) -> list[Path]:
+    """The finished log files, oldest first (temp files of a writer at work are not listed)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob(f"*{SUFFIX}") if not p.name.startswith("."))
+
+
+def read_window(directory: Path, since: datetime | None) -> LogWindow:
+    """Read the rows logged at or after ``since`` (all rows when ``None``).
+
+    A file that cannot be read is skipped with a warning (the others still count).
+
+    Raises:
+        MonitoringError: no log file, no row in the window, or files whose feature columns disagree.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = log_files(directory)
+    if not files:
+        raise MonitoringError(
+            f"no inference log in {directory} yet",
+            hint="deploy the environment (the local target) or `vintage serve -e ENV`, with "
+            "environments.<env>.inference_log.sample above 0, and send it requests; files appear after "
+            "rotate_seconds (or when the server stops)",
+        )
+    cutoff = since.timestamp() if since is not None else None
+    frames: list[pd.DataFrame] = []
+    features: tuple[str, ...] | None = None
+    estimate = 0.0
+    models: dict[str, dict[str, Any]] = {}
+    read = 0
+    for path in files:
+        try:
+            if cutoff is not None and path.stat().st_mtime < cutoff:
+                continue  # written before the window opened: every row in it is older
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            log.warning("skipped unreadable inference log file %s: %s", path.name, exc)
+            continue
+        meta = _meta(table.schema.metadata)
+        columns = tuple(c for c in table.column_names if c not in FIXED_COLUMNS)
+        if features is None:
+            features = columns
+        elif columns != features:
+            raise MonitoringError(
+                f"the inference log's files have different feature columns "
+                f"({path.name}: {', '.join(columns)})",
+                hint="the environment served models with other inputs; move the older files away",
+            )
+        frame = table.to_pandas()
+        total = len(frame)
+        if cutoff is not None:
+            frame = frame[frame["time"] >= pd.Timestamp(cutoff, unit="s", tz="UTC")]
+        read += 1
+        if frame.empty:
+            continue
+        sample = float(meta.get("sample") or 1.0)
+        dropped = int(meta.get("dropped") or 0) if len(frame) == total else 0
+        estimate += (len(frame) + dropped) / sample
+        models.update(meta.get("models") or {})
+        frames.append(frame)
+    if not frames or features is None:
+        when = f" since {since.isoformat(timespec='seconds')}" if since else ""
+        raise MonitoringError(
+            f"the inference log in {directory} has no rows{when}",
+            hint="widen --since, or send the environment requests",
+        )
+    frame = pd.concat(frames, ignore_index=True).sort_values("time", kind="stable", ignore_index=True)
+    return LogWindow(frame, features, round(estimate), models, read)
+
+
+def _meta(raw: dict[bytes, bytes] | None) -> dict[str, Any]:
+    if not raw or META_KEY not in raw:
+        return {}
+    try:
+        value = json.loads(raw[META_KEY])
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
