@@ -44,7 +44,9 @@ def add_waiting_run(spec: Spec, run_id: str = WAITING_RUN, actor: str = "dev") -
     store.set_step(run_id, "production", "approval", st.WAITING)
     store.set_stage(run_id, "production", st.WAITING, "waiting for approval")
     store.set_run(run_id, st.WAITING, "production waits for approval")
-    store.add_approval(run_id, "production", "requested", actor, "", {"candidate": "winequality v1", "rmse": 0.71})
+    store.add_approval(
+        run_id, "production", "requested", actor, "", {"candidate": "winequality v1", "rmse": 0.71}
+    )
     return store
 
 
