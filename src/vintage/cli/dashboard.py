@@ -53,7 +53,7 @@ def dashboard(
     base = (mlflow_url or _tracking_ui(spec) or MLFLOW_UI).rstrip("/")
     import uvicorn
 
-    from vintage.dashboard.app import cached, create_app
+    from vintage.dashboard.app import Lookup, create_app
     from vintage.fsutil import shown_path
 
     token = issue(spec.state_dir.resolve(), current_actor())
@@ -63,7 +63,7 @@ def dashboard(
         host=host,
         port=port,
         mlflow_base=base,
-        experiment_id=cached(lambda: _experiment_id(spec)),
+        experiment_id=Lookup(lambda: _experiment_id(spec)),
     )
     console = state.err()
     shown = f"[{host}]" if ":" in host else host
@@ -100,8 +100,25 @@ def _tracking_ui(spec: Spec) -> str | None:
 
 
 def _experiment_id(spec: Spec) -> str | None:
-    """The experiment's MLflow id (``None`` when it does not exist yet), read once in the background."""
-    from vintage.tracking import open_session
+    """The experiment's MLflow id, ``None`` while it does not exist. The embedded store is read directly,
+    read-only (the dashboard never creates or migrates a tracking store); a server is asked through
+    MLflow."""
+    from vintage.tracking import open_session, resolve_target
 
     reader = state.secret_reader("cli:dashboard", spec=spec)
+    target = resolve_target(spec, resolve=reader.resolve)
+    if target.store_path is not None:
+        if not target.store_path.exists():
+            return None
+        from vintage.fsutil import connect_readonly
+
+        conn = connect_readonly(target.store_path, timeout_s=5)
+        try:
+            row = conn.execute(
+                "SELECT experiment_id FROM experiments WHERE name = ? AND lifecycle_stage = 'active'",
+                (spec.experiment,),
+            ).fetchone()
+        finally:
+            conn.close()
+        return str(row[0]) if row else None
     return open_session(spec, create_experiment=False, resolve=reader.resolve).experiment_id

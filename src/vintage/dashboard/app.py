@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -342,18 +343,31 @@ def _sync(handler: Callable[[Request], Response]) -> Callable[[Request], Awaitab
     return endpoint
 
 
-def cached(lookup: Callable[[], str | None]) -> Callable[[], str | None]:
-    """``lookup`` run once in the background; ``None`` until (or unless) it answers."""
-    found: list[str | None] = []
+class Lookup:
+    """A value looked up in the background (the experiment's MLflow id): ``None`` until it is found;
+    while it is not, asking again starts another lookup at most every ``retry_s`` seconds (the experiment
+    appears with the first training)."""
 
-    def work() -> None:
-        try:
-            found.append(lookup())
-        except Exception:  # a missing tracking store only costs the link its experiment id
-            found.append(None)
+    def __init__(self, lookup: Callable[[], str | None], retry_s: float = 30.0) -> None:
+        self._lookup = lookup
+        self._retry_s = retry_s
+        self._found: str | None = None
+        self._last = -retry_s
+        self._lock = threading.Lock()
+        self()
 
-    threading.Thread(target=work, name="dashboard-experiment", daemon=True).start()
-    return lambda: found[0] if found else None
+    def _work(self) -> None:
+        with contextlib.suppress(Exception):  # a missing store only costs the link its experiment id
+            self._found = self._lookup()
+
+    def __call__(self) -> str | None:
+        if self._found is None:
+            with self._lock:
+                now = time.monotonic()
+                if now - self._last >= self._retry_s:
+                    self._last = now
+                    threading.Thread(target=self._work, name="dashboard-lookup", daemon=True).start()
+        return self._found
 
 
 def create_app(

@@ -80,3 +80,34 @@ def test_help_imports_neither_the_web_stack_nor_mlflow() -> None:
             [sys.executable, "-m", "vintage", "--help"], capture_output=True, text=True, check=True
         ).stdout
     )
+
+
+def test_the_experiment_id_is_read_from_the_embedded_store_without_creating_it(project: Path) -> None:
+    import sqlite3
+
+    from vintage.cli.dashboard import _experiment_id
+    from vintage.config import load_spec
+
+    spec = load_spec()
+    assert _experiment_id(spec) is None
+    assert not (project / ".vintage" / "mlflow.db").exists()  # never created by the dashboard
+    (project / ".vintage").mkdir()
+    with sqlite3.connect(project / ".vintage" / "mlflow.db") as conn:
+        conn.execute("CREATE TABLE experiments (experiment_id INTEGER, name TEXT, lifecycle_stage TEXT)")
+        conn.execute(
+            "INSERT INTO experiments VALUES (1, 'DrinksQuality', 'deleted'), (3, 'DrinksQuality', 'active')"
+        )
+    assert _experiment_id(spec) == "3"
+
+
+def test_a_lookup_retries_until_it_finds_a_value() -> None:
+    import time
+
+    from vintage.dashboard.app import Lookup
+
+    answers = iter([None, "7"])
+    lookup = Lookup(lambda: next(answers), retry_s=0)
+    deadline = time.monotonic() + 10
+    while lookup() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lookup() == "7"
