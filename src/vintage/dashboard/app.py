@@ -111,6 +111,7 @@ def templates() -> Jinja2Templates:
     """The page templates, with the filters they use."""
     found = Jinja2Templates(directory=HERE / "templates")
     found.env.autoescape = True
+    found.env.trim_blocks = found.env.lstrip_blocks = True
     found.env.filters.update(when=_when, short=_short, metric=_metric)
     return found
 
