@@ -84,7 +84,10 @@ class Guard:
                 headers += [
                     (b"x-frame-options", b"DENY"),
                     (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
+                    (
+                        b"referrer-policy",
+                        b"same-origin",
+                    ),  # no-referrer would make a form POST's Origin "null"
                     (b"cache-control", b"no-store"),
                 ]
                 message = {**message, "headers": headers}
@@ -104,7 +107,12 @@ def _short(value: Any) -> str:
 
 
 def _metric(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+    """A float with 4 decimals, a mapping as ``key value, ...`` (the evidence's metrics), else as text."""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_metric(v)}" for k, v in value.items())
+    return str(value)
 
 
 def templates() -> Jinja2Templates:

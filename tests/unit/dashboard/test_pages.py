@@ -53,6 +53,7 @@ def test_every_page_renders_with_the_security_headers(dash, path: str) -> None:
     assert answer.headers["content-type"].startswith("text/html")
     assert answer.headers["content-security-policy"] == CSP
     assert answer.headers["x-frame-options"] == "DENY"
+    assert answer.headers["referrer-policy"] == "same-origin"  # no-referrer would turn Origin to null
     assert "server" not in answer.headers
     # nothing loads from another host: every src/href is local, or the MLflow UI's link
     for ref in re.findall(r'(?:src|href)="([^"]+)"', answer.text):
@@ -293,3 +294,11 @@ def test_static_files_come_from_the_package(dash) -> None:
     css = call(dash.app, "GET", "/static/style.css")
     assert css.status == 200 and css.headers["content-type"].startswith("text/css")
     assert call(dash.app, "GET", "/static/../app.py").status == 404
+
+
+def test_evidence_values_are_shown_as_numbers_and_metric_lists() -> None:
+    from vintage.dashboard.app import _metric
+
+    assert _metric(0.712345) == "0.7123"
+    assert _metric(1) == "1" and _metric(True) == "True" and _metric("v2") == "v2"
+    assert _metric({"rmse": 0.6778557, "mae": 0.519}) == "rmse 0.6779, mae 0.5190"
