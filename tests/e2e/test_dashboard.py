@@ -74,8 +74,29 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# Module fixtures start before the suite's per-test environment cleaning: drop what would point the
+# processes elsewhere (as tests/conftest.py does for each test).
+FOREIGN = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "MLFLOW_TRACKING_TOKEN",
+    "VINTAGE_CONFIG",
+    "VINTAGE_STATE_DIR",
+    "VINTAGE_STATE_URL",
+    "VINTAGE_MASTER_KEY",
+    "VINTAGE_ACTOR",
+)
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory, shots: Path) -> Iterator[Demo]:
+    with pytest.MonkeyPatch.context() as env:
+        for name in FOREIGN:
+            env.delenv(name, raising=False)
+        yield from _demo(tmp_path_factory, shots)
+
+
+def _demo(tmp_path_factory: pytest.TempPathFactory, shots: Path) -> Iterator[Demo]:
     project = Project(tmp_path_factory.mktemp("dashboard"))
     for args in (
         ("secrets", "create-scope", "production/serving"),
