@@ -59,9 +59,10 @@ NAV = (
 
 class Guard:
     """ASGI middleware: answers only requests addressed to this dashboard (``Host`` is its own address:
-    a DNS-rebinding page names another host), and sets the security headers on every response."""
+    a DNS-rebinding page names another host; ``hosts`` ``None``: any), and sets the security headers on
+    every response."""
 
-    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, hosts: frozenset[str] | None) -> None:
         self.app = app
         self.hosts = hosts
 
@@ -70,7 +71,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-        if host not in self.hosts:
+        if self.hosts is not None and host not in self.hosts:
             await PlainTextResponse(f"unknown host {host!r}: open the dashboard by its address\n", 421)(
                 scope, receive, send
             )

@@ -22,6 +22,7 @@ from vintage.fsutil import write_private
 TOKEN_FILE = Path("dashboard") / "operator-token"
 TOKEN_BYTES = 32
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,13 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
-def allowed_hosts(host: str, port: int) -> frozenset[str]:
+def allowed_hosts(host: str, port: int) -> frozenset[str] | None:
     """The ``Host`` header values the dashboard answers: its own address, and the loopback names when it
-    listens on loopback (a DNS-rebinding page names another host and is refused)."""
+    listens on loopback (a DNS-rebinding page names another host and is refused). ``None`` (any) when it
+    listens on every interface (``0.0.0.0``, ``::``): then it is reached by names it cannot know, and
+    every reader was allowed in with ``--allow-network-access`` anyway."""
+    if host in WILDCARD_HOSTS:
+        return None
     names = {host} | (set(LOOPBACK_HOSTS) if is_loopback(host) else set())
     return frozenset(f"[{n}]:{port}" if ":" in n else f"{n}:{port}" for n in names)
 

@@ -39,6 +39,7 @@ def test_the_token_never_shows_in_a_message(tmp_path: Path) -> None:
 def test_hosts_the_dashboard_answers() -> None:
     assert guard.allowed_hosts("127.0.0.1", 8090) == {"127.0.0.1:8090", "localhost:8090", "[::1]:8090"}
     assert guard.allowed_hosts("10.0.0.5", 80) == {"10.0.0.5:80"}
+    assert guard.allowed_hosts("0.0.0.0", 80) is None  # reached by names it cannot know
 
 
 @pytest.mark.parametrize(

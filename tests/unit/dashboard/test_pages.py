@@ -302,3 +302,25 @@ def test_evidence_values_are_shown_as_numbers_and_metric_lists() -> None:
     assert _metric(0.712345) == "0.7123"
     assert _metric(1) == "1" and _metric(True) == "True" and _metric("v2") == "v2"
     assert _metric({"rmse": 0.6778557, "mae": 0.519}) == "rmse 0.6779, mae 0.5190"
+
+
+def test_on_every_interface_any_host_name_is_answered_but_origins_still_checked(dash) -> None:
+    from vintage.dashboard.guard import OperatorToken
+
+    app = create_app(
+        dash.spec,
+        OperatorToken(TOKEN, "operator"),
+        host="0.0.0.0",
+        port=8090,
+        mlflow_base="http://127.0.0.1:5000",
+    )
+    assert call(app, "GET", "/runs", host="dash.team.example:8090").status == 200
+    refused = call(
+        app,
+        "POST",
+        f"/approvals/{WAITING_RUN}/production",
+        body=urlencode({"token": TOKEN, "decision": "approved"}).encode(),
+        headers={**FORM, "origin": "http://evil.example"},
+        host="dash.team.example:8090",
+    )
+    assert refused.status == 403 and _decisions(dash) == ["requested"]
