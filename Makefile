@@ -8,6 +8,8 @@ UV     := $(BIN)/uv
 STAMP  := $(VENV)/.installed-stamp
 UV_VERSION := 0.13.8
 PYTEST_ARGS ?=
+# Playwright drives the system chromium (scripts/install-system-deps.sh); it must never fetch a browser.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: install demo test check lint format lock clean system-deps
 

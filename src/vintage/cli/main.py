@@ -14,6 +14,7 @@ from vintage.cli import (
     audit_cmd,
     ci_cmd,
     config_cmd,
+    dashboard,
     databricks_cmd,
     deploy_cmd,
     image_cmd,
@@ -51,6 +52,7 @@ app.add_typer(pipeline_cmd.runs_app, name="runs")
 app.add_typer(pipeline_cmd.release_app, name="release")
 app.command("models")(listing.models)
 app.command("ui")(ui.ui)
+app.command("dashboard")(dashboard.dashboard)
 app.command("serve")(serve.serve)
 app.command("score")(score.score)
 app.command("audit")(audit_cmd.audit)
