@@ -450,7 +450,7 @@ def test_a_model_that_needs_the_training_code_fails_the_build(tmp_path):
     )
     assert proc.returncode == 1
     assert "error: the image cannot load its model: " in proc.stderr
-    assert "No module named 'support'" in proc.stderr
+    assert "No module named 'support'" in proc.stderr, proc.stderr  # whole, if it ever differs
     assert "hint:" in proc.stderr
     gone = _run("podman", "image", "exists", "localhost/vintage-winequality:custom-e2e", check=False)
     assert gone.returncode == 1  # no broken image left behind

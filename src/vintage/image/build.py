@@ -322,6 +322,9 @@ except BaseException as exc:
 """
 
 
+_RUNTIME_LOG = re.compile(r'^(WARN|ERRO|INFO|DEBU)\[\d+\]|^time="|^level=')
+
+
 def check_loads(builder: str, reference: str) -> None:
     """Load the model inside the image, as its user, the way the server will (no server started).
 
@@ -345,7 +348,11 @@ def check_loads(builder: str, reference: str) -> None:
             subprocess.run([exe, "rm", ctr], capture_output=True, check=False)
     if proc.returncode == 0:
         return
-    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    # The check prints its headline on stdout; the builder's own log lines (WARN[0000] ..., time="...")
+    # on stderr are never the reason.
+    said = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    logged = [ln for ln in proc.stderr.splitlines() if ln.strip() and not _RUNTIME_LOG.match(ln)]
+    lines = said + logged
     rmi = [exe, "rmi", reference] if builder == "buildah" else [exe, "image", "rm", reference]
     subprocess.run(rmi, capture_output=True, check=False)
     raise ImageError(
