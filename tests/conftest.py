@@ -14,20 +14,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # lets tests import `support.*`
 
+from support.env import FOREIGN_VARS  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test sees the developer's tracking server or vintage settings."""
-    for var in (
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_REGISTRY_URI",
-        "MLFLOW_TRACKING_TOKEN",
-        "VINTAGE_CONFIG",
-        "VINTAGE_STATE_DIR",
-        "VINTAGE_STATE_URL",
-        "VINTAGE_MASTER_KEY",
-        "VINTAGE_ACTOR",
-    ):
+    for var in FOREIGN_VARS:
         monkeypatch.delenv(var, raising=False)
     for var in [v for v in os.environ if v.startswith(("VINTAGE_SECRET__", "DATABRICKS_"))]:
         monkeypatch.delenv(var)

@@ -29,6 +29,7 @@ import pytest
 
 from e2e.test_pipeline import BETTER, VINTAGE, Project
 from support.browser import BrowserMissingError, Session, chromium, session
+from support.env import FOREIGN_VARS
 from support.scoring import free_port
 
 pytestmark = pytest.mark.slow
@@ -76,16 +77,7 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # Module fixtures start before the suite's per-test environment cleaning: drop what would point the
 # processes elsewhere (as tests/conftest.py does for each test).
-FOREIGN = (
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_REGISTRY_URI",
-    "MLFLOW_TRACKING_TOKEN",
-    "VINTAGE_CONFIG",
-    "VINTAGE_STATE_DIR",
-    "VINTAGE_STATE_URL",
-    "VINTAGE_MASTER_KEY",
-    "VINTAGE_ACTOR",
-)
+FOREIGN = FOREIGN_VARS
 
 
 @pytest.fixture(scope="module")
