@@ -98,10 +98,11 @@ def prediction_plots(y_true: Any, y_pred: Any) -> dict[str, bytes]:
     pred = np.asarray(y_pred, dtype="float64").reshape(-1)
     resid = y - pred
     with _LOCK:
+        first, second = _scatter_pngs(y, pred, resid)
         return {
-            PREDICTED_VS_ACTUAL: _scatter_png(PREDICTED_VS_ACTUAL, y, pred),
-            RESIDUALS_VS_PREDICTED: _scatter_png(RESIDUALS_VS_PREDICTED, pred, resid),
-            RESIDUAL_HISTOGRAM: _histogram_png(resid),
+            PREDICTED_VS_ACTUAL: first,
+            RESIDUALS_VS_PREDICTED: second,
+            RESIDUAL_HISTOGRAM: _histogram_png(y, resid),
         }
 
 
@@ -124,13 +125,9 @@ def comparison_plots(series: Sequence[tuple[str, Any, Any]]) -> dict[str, bytes]
 
 def importance_chart(importance: Importance, title: str | None = None) -> bytes:
     """A horizontal bar chart of ``importance`` (largest magnitude on top) as PNG bytes."""
-    ranked = importance.ranked()[::-1]
     label = "coefficient" if importance.kind == "coefficients" else "impurity importance"
     with _LOCK:
-        chart = _template(_Bars, len(ranked))
-        return chart.render(
-            [n for n, _ in ranked], [v for _, v in ranked], label, title or f"{label}s".capitalize()
-        )
+        return _bars_png(importance, label, title or f"{label}s".capitalize())
 
 
 # ------------------------------------------------------------------------------------------- drawing
@@ -203,16 +200,24 @@ def _figure(size: tuple[float, float]) -> Figure:
 # ------------------------------------------------------------------------------ reused single-model figures
 #
 # Training draws these for every grid point, and most of a figure's cost is its axes: ticks, tick labels,
-# axis labels, title (text layout and glyph rendering). So each kind of figure is drawn once per process
-# and per set of axis limits, limits rounded outwards to a coarse grid so that the points of one grid
-# (same holdout, similar models) mostly share them; that drawing is kept as a background. A model's plot
-# restores the background, draws only its data artist on it and encodes the canvas. A lock serialises
-# callers: the figures are shared state.
+# axis labels, title (text layout and glyph rendering, ~50 ms). So each kind of figure is drawn once per
+# process and per set of axis limits, and that drawing is kept as a background; a model's plot restores
+# the background, draws only its data artists on it and encodes the canvas (~3 ms a plot). A lock
+# serialises callers: the figures are shared state.
+#
+# The limits come from the holdout's own scale, not from each model's spread: one step of the target
+# (1-2-2.5-5 series, at least a sixth of its range: one grade for wine quality) rounds every limit
+# outwards, and histogram heights are a share of the holdout's rows from a short series. So the points of
+# one grid share their backgrounds (a handful per process instead of one per point), and their plots
+# have the same axes: runs compare side by side in MLflow's compare view.
 
 _T = TypeVar("_T")
 _LOCK = threading.Lock()
 _TEMPLATES: dict[tuple[Any, ...], Any] = {}
 _MAX_TEMPLATES: Final = 32
+_SHARES: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+"""Heights of a residual histogram, as a share of the holdout's rows."""
+_BINS_PER_STEP: Final = 5
 
 
 def _template(cls: type[_T], *args: Any) -> _T:
@@ -227,20 +232,26 @@ def _template(cls: type[_T], *args: Any) -> _T:
     return cast("_T", found)
 
 
-def _limits(lo: float, hi: float) -> tuple[float, float]:
-    pad = (hi - lo) * 0.05 or 0.5
-    return lo - pad, hi + pad
-
-
-def _coarse(lo: float, hi: float) -> tuple[float, float]:
-    """``lo``..``hi`` (plus 3 % of the range) widened outwards to multiples of a step of at least a sixth
-    of the range (1-2-2.5-5 series): data of similar range get the same limits."""
+def _nice(value: float) -> float:
+    """The smallest number of the 1-2-2.5-5 series (times a power of ten) that is >= ``value`` > 0."""
     import math
 
+    base = 10.0 ** math.floor(math.log10(value))
+    return next(m * base for m in (1, 2, 2.5, 5, 10) if m * base >= value * (1 - 1e-12))
+
+
+def _step(y: Any) -> float:
+    """The holdout target's rounding step: at least a sixth of its range (1 for grades 3 to 8)."""
+    lo, hi = float(y.min()), float(y.max())
     span = hi - lo if hi - lo > 1e-12 * max(abs(lo), abs(hi), 1.0) else max(abs(hi), 1.0)
-    base = 10 ** math.floor(math.log10(span / 6))
-    step = next(m * base for m in (1, 2, 2.5, 5, 10) if m * base >= span / 6)
-    margin = 0.03 * span
+    return _nice(span / 6)
+
+
+def _outward(lo: float, hi: float, step: float) -> tuple[float, float]:
+    """``lo``..``hi`` widened by 3 % of ``step`` and rounded outwards to multiples of it."""
+    import math
+
+    margin = 0.03 * step
     return math.floor((lo - margin) / step) * step, math.ceil((hi + margin) / step) * step
 
 
@@ -255,19 +266,26 @@ def _margins(fig: Figure, size: tuple[float, float], left: float = 0.16) -> None
 
 
 class _Background:
-    """A figure drawn once without its data artist (``animated``), kept as pixels."""
+    """A figure drawn once without its data artists (``animated``), kept as pixels."""
 
     def __init__(
-        self, title: str, xlabel: str, ylabel: str, xlim: tuple[float, float], ylim: tuple[float, float]
+        self,
+        title: str,
+        xlabel: str,
+        ylabel: str,
+        xlim: tuple[float, float],
+        ylim: tuple[float, float],
+        size: tuple[float, float] = _SIZE,
+        left: float = 0.16,
     ) -> None:
-        self.fig = _figure(_SIZE)
+        self.fig = _figure(size)
         self.ax = self.fig.add_subplot()
         self.ax.set_xlabel(xlabel)
         self.ax.set_ylabel(ylabel)
         self.ax.set_title(title, fontsize=9, y=1.0)
         self.ax.set_xlim(*xlim)
         self.ax.set_ylim(*ylim)
-        _margins(self.fig, _SIZE)
+        _margins(self.fig, size, left)
 
     def keep(self) -> None:
         """Draw everything but the animated artists and keep the pixels."""
@@ -275,14 +293,15 @@ class _Background:
         canvas.draw()
         self.pixels = canvas.copy_from_bbox(self.fig.bbox)  # type: ignore[attr-defined]
 
-    def png(self, artist: Any) -> bytes:
-        """The background with ``artist`` drawn on it, as PNG."""
+    def png(self, *artists: Any) -> bytes:
+        """The background with ``artists`` drawn on it, as PNG."""
         import numpy as np
         from matplotlib.image import imsave
 
         canvas = self.fig.canvas
         canvas.restore_region(self.pixels)  # type: ignore[attr-defined]
-        self.ax.draw_artist(artist)
+        for artist in artists:
+            self.ax.draw_artist(artist)
         buf = io.BytesIO()
         imsave(buf, np.asarray(canvas.buffer_rgba()), format="png", pil_kwargs=_PNG)  # type: ignore[attr-defined]
         return buf.getvalue()
@@ -309,16 +328,14 @@ class _Scatter(_Background):
 
 
 class _Histogram(_Background):
-    BINS: Final = 30
-
-    def __init__(self, xlim: tuple[float, float], ylim: tuple[float, float]) -> None:
+    def __init__(self, xlim: tuple[float, float], ylim: tuple[float, float], bins: int) -> None:
         import numpy as np
 
         super().__init__("Residual histogram (holdout)", "residual (actual - predicted)", "rows", xlim, ylim)
         self.ax.axvline(0.0, color="#444444", linewidth=0.8, linestyle="--", zorder=3)
-        self.edges = np.linspace(xlim[0], xlim[1], self.BINS + 1)
+        self.edges = np.linspace(xlim[0], xlim[1], bins + 1)
         self.steps = self.ax.stairs(
-            np.zeros(self.BINS), self.edges, fill=True, color=_COLORS[0], alpha=0.55, animated=True
+            np.zeros(bins), self.edges, fill=True, color=_COLORS[0], alpha=0.55, animated=True
         )
         self.keep()
 
@@ -327,44 +344,62 @@ class _Histogram(_Background):
         return self.png(self.steps)
 
 
-def _scatter_png(kind: str, x: Any, y: Any) -> bytes:
-    if kind == PREDICTED_VS_ACTUAL:  # one range for both axes: the diagonal is the diagonal
-        xlim = ylim = _coarse(min(float(x.min()), float(y.min())), max(float(x.max()), float(y.max())))
-    else:
-        xlim = _coarse(float(x.min()), float(x.max()))
-        top = float(abs(y).max())
-        ylim = _coarse(-top, top)
-    return _template(_Scatter, kind, xlim, ylim).render(x, y)
+def _residual_limits(resid: Any, step: float) -> tuple[float, float]:
+    top = _outward(0.0, float(abs(resid).max()), step)[1]
+    return -top, top
 
 
-def _histogram_png(resid: Any) -> bytes:
+def _scatter_pngs(y: Any, pred: Any, resid: Any) -> tuple[bytes, bytes]:
+    step = _step(y)
+    # One range for both axes of the first plot (the diagonal is the diagonal), and the same range for the
+    # predictions in the second.
+    both = _outward(min(float(y.min()), float(pred.min())), max(float(y.max()), float(pred.max())), step)
+    first = _template(_Scatter, PREDICTED_VS_ACTUAL, both, both).render(y, pred)
+    second = _template(_Scatter, RESIDUALS_VS_PREDICTED, both, _residual_limits(resid, step))
+    return first, second.render(pred, resid)
+
+
+def _histogram_png(y: Any, resid: Any) -> bytes:
     import numpy as np
 
-    xlim = _coarse(float(resid.min()), float(resid.max()))
-    edges = np.linspace(xlim[0], xlim[1], _Histogram.BINS + 1)
-    counts, _ = np.histogram(resid, bins=edges)
-    peak = int(counts.max())
-    return _template(_Histogram, xlim, (0.0, _coarse(0.0, max(peak, 1))[1])).render(counts)
+    step = _step(y)
+    xlim = _residual_limits(resid, step)
+    bins = max(1, round((xlim[1] - xlim[0]) / step * _BINS_PER_STEP))
+    counts, _ = np.histogram(resid, bins=np.linspace(xlim[0], xlim[1], bins + 1))
+    share = 1.05 * int(counts.max()) / max(len(resid), 1)
+    top = len(resid) * next((s for s in _SHARES if s >= share), 1.0)
+    return _template(_Histogram, xlim, (0.0, float(top)), bins).render(counts)
 
 
-class _Bars:
-    def __init__(self, n: int) -> None:
-        self.size = (4.8, 0.9 + 0.2 * max(n, 3))
-        self.fig = _figure(self.size)
-        self.ax = self.fig.add_subplot()
-        self.bars = self.ax.barh(range(n), [0.0] * n)
+class _Bars(_Background):
+    """A horizontal bar chart of ``n`` values whose x range is ``xlim``; bars and feature names are
+    drawn per chart (the names' order is the model's ranking)."""
+
+    def __init__(self, n: int, xlim: tuple[float, float], label: str, title: str) -> None:
+        size = (4.8, 0.9 + 0.2 * max(n, 3))
+        super().__init__(title, label, "", xlim, (-0.6, n - 0.4), size=size, left=0.36)
         self.ax.axvline(0.0, color="#444444", linewidth=0.6)
-        self.ax.set_yticks(range(n), [""] * n, fontsize=7)
-        self.title = self.ax.set_title("", fontsize=9, y=1.0)
-        _margins(self.fig, self.size, left=0.36)
+        self.ax.set_yticks(range(n), [""] * n)
+        self.bars = list(self.ax.barh(range(n), [0.0] * n, animated=True))
+        to_names = self.ax.get_yaxis_transform()  # x: axes fraction, y: bar position
+        self.names = [
+            self.ax.text(-0.02, i, "", transform=to_names, ha="right", va="center", fontsize=7, animated=True)
+            for i in range(n)
+        ]
+        self.keep()
 
-    def render(self, names: list[str], values: list[float], label: str, title: str) -> bytes:
-        for bar, value in zip(self.bars, values, strict=True):
+    def render(self, names: list[str], values: list[float]) -> bytes:
+        for bar, text, name, value in zip(self.bars, self.names, names, values, strict=True):
             bar.set_width(value)
             bar.set_color("#c0504d" if value < 0 else "#4f81bd")
-        self.ax.set_yticks(range(len(names)), names, fontsize=7)
-        lo, hi = min(0.0, *values), max(0.0, *values)
-        self.ax.set_xlim(*_limits(lo, hi))
-        self.ax.set_xlabel(label)
-        self.title.set_text(title)
-        return _save(self.fig)
+            text.set_text(name)
+        return self.png(*self.bars, *self.names)
+
+
+def _bars_png(importance: Importance, label: str, title: str) -> bytes:
+    ranked = importance.ranked()[::-1]
+    values = [v for _, v in ranked]
+    top = _nice(max(max(abs(v) for v in values), 1e-12) * 1.02)
+    xlim = (-top if min(values) < 0 else 0.0, top)
+    chart = _template(_Bars, len(ranked), xlim, label, title)
+    return chart.render([n for n, _ in ranked], values)

@@ -69,3 +69,35 @@ def test_a_reused_figure_keeps_nothing_of_the_model_drawn_before() -> None:
     assert again == first
     assert other[plots.PREDICTED_VS_ACTUAL] != first[plots.PREDICTED_VS_ACTUAL]
     assert other[plots.RESIDUALS_VS_PREDICTED] != first[plots.RESIDUALS_VS_PREDICTED]
+
+
+def test_the_points_of_one_grid_share_their_backgrounds_and_axes() -> None:
+    # Six models of one holdout whose errors spread from 0.3 to 0.8 grades: axes come from the holdout's
+    # scale (whole grades), not from each model, so they are drawn on few backgrounds.
+    rng = np.random.default_rng(11)
+    y = rng.integers(3, 9, 400).astype("float64")
+    plots._TEMPLATES.clear()
+    for k in range(6):
+        plots.prediction_plots(y, 0.4 * y + 3.5 + rng.normal(0, 0.3 + 0.1 * k, 400))
+    scatter = {key[1:] for key in plots._TEMPLATES if key[0] is plots._Scatter}
+    assert {k for k in scatter if k[0] == plots.PREDICTED_VS_ACTUAL} == {
+        (plots.PREDICTED_VS_ACTUAL, (2.0, 9.0), (2.0, 9.0))
+    }
+    # Residuals: within 3 grades for most models, 4 for the worst.
+    assert {k for k in scatter if k[0] == plots.RESIDUALS_VS_PREDICTED} <= {
+        (plots.RESIDUALS_VS_PREDICTED, (2.0, 9.0), (-3.0, 3.0)),
+        (plots.RESIDUALS_VS_PREDICTED, (2.0, 9.0), (-4.0, 4.0)),
+    }
+    assert len(plots._TEMPLATES) <= 6  # of 18 plots
+
+
+def test_a_bar_chart_background_is_reused_across_rankings() -> None:
+    names = tuple("abcdefghijk")
+    first = plots.Importance("feature_importances", names, tuple(np.linspace(0.01, 0.17, 11)))
+    other = plots.Importance("feature_importances", names, tuple(np.linspace(0.17, 0.01, 11)))
+    plots._TEMPLATES.clear()
+    one = plots.importance_chart(first)
+    two = plots.importance_chart(other)
+    assert len(plots._TEMPLATES) == 1  # same count and range (0 to 0.2): one background
+    assert two != one  # other names on the bars
+    assert plots.importance_chart(first) == one  # nothing of the chart drawn before is left
