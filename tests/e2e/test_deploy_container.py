@@ -15,6 +15,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,12 @@ class Project:
         self.spec = yaml.safe_load((REPO / "vintage.yaml").read_text())
         self.spec["estimator"] = GOOD
         self.spec["environments"] = {
-            "staging": {"target": "container", "port": free_port(), "api_keys": True},
+            "staging": {
+                "target": "container",
+                "port": free_port(),
+                "api_keys": True,
+                "inference_log": {"sample": 1.0, "rotate_seconds": 1},
+            },
             "production": {"port": free_port()},
         }
         self.write()
@@ -150,6 +156,22 @@ def http(
         return resp.status, raw
 
 
+def smoke_rows() -> int:
+    from vintage.config.models import PipelineSpec
+
+    return PipelineSpec().smoke_rows
+
+
+def logged_rows(directory: Path) -> int:
+    import numpy as np
+
+    total = 0
+    for path in directory.glob("*.npz"):
+        with np.load(path, allow_pickle=False) as z:
+            total += len(z["prediction"])
+    return total
+
+
 def served_version(project: Project) -> int:
     status, body = http(project.port, "GET", "/version", key=project.key("staging"))
     assert status == 200, body
@@ -211,6 +233,26 @@ def test_staging_as_a_container_keys_update_failed_start_smoke_rollback_status_s
         st = path.stat()
         assert (stat.S_IMODE(st.st_mode), st.st_uid) == (mode, 10001)
     assert stat.S_IMODE((project.root / ".vintage" / "envs" / "staging").stat().st_mode) == 0o700
+
+    # the inference log leaves the container through a read-write mount of a directory of its user;
+    # `vintage monitor` reads it (.npz: the image has no pyarrow) against the model materialised here
+    [log_mount] = [m for m in info["Mounts"] if m["Destination"] == "/var/lib/vintage/inference"]
+    log_dir = project.root / ".vintage" / "envs" / "staging" / "inference"
+    assert log_mount["RW"] is True and Path(log_mount["Source"]) == log_dir.resolve()
+    st = log_dir.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o700, 10001)
+    logged = smoke_rows() + 10  # the staging smoke test's rows, then the 10-row request
+    deadline = time.monotonic() + 30
+    while logged_rows(log_dir) < logged and time.monotonic() < deadline:
+        time.sleep(0.5)
+    files = sorted(log_dir.iterdir())
+    assert files and all(f.name.endswith(".npz") for f in files)
+    assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
+    res = project.vintage("monitor", "staging", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    assert report["sampled_rows"] == logged and report["model_versions"] == [1]
+    assert report["prediction"]["flagged"] is False
 
     # -- update to v2: a new container serves, the old one is kept stopped --------------------------------
     project.write(estimator=BETTER)

@@ -9,6 +9,7 @@ import http.client
 import json
 import math
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -27,6 +28,33 @@ VINTAGE = str(Path(sys.executable).with_name("vintage"))
 pytestmark = pytest.mark.slow
 GAP_S = 15  # between the unshifted and the shifted requests
 SLACK_S = 10  # more than `vintage monitor` takes to start, less than GAP_S
+
+
+def _dashboard_shows_the_drift(root: Path, since: str, n_features: int) -> None:
+    """The dashboard's drift page, on the monitor's real report of the same window: alcohol and the
+    predictions flagged, one histogram per feature and one for the predictions."""
+    from support.asgi import call
+    from vintage.config import load_spec
+    from vintage.dashboard.app import create_app
+    from vintage.dashboard.guard import OperatorToken
+
+    here = Path.cwd()
+    os.chdir(root)  # state_dir is relative to the working directory, as for the command
+    try:
+        app = create_app(
+            load_spec(root / "vintage.yaml"),
+            OperatorToken("t" * 32, "operator"),
+            host="127.0.0.1",
+            port=8090,
+            mlflow_base="http://127.0.0.1:5000",
+        )
+        page = call(app, "GET", f"/drift/staging?since={since}")
+    finally:
+        os.chdir(here)
+    assert page.status == 200, page.text[:500]
+    flagged = set(re.findall(r'<g class="flagged" data-name="([^"]+)"', page.text))
+    assert flagged == {"alcohol", "prediction"}, flagged
+    assert page.text.count('<svg class="hist"') == n_features + 1
 
 
 def _vintage(root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -133,6 +161,7 @@ def test_a_shifted_sample_is_flagged_and_an_unshifted_one_is_not(tmp_path: Path)
         assert drift["prediction"]["flagged"] is True  # the model weighs alcohol
         page = (tmp_path / "shifted.html").read_text()
         assert "drift: alcohol" in page and "data:image/png;base64," in page
+        _dashboard_shows_the_drift(tmp_path, since(), len(columns))
 
         metrics = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         metrics.request("GET", "/metrics")

@@ -64,8 +64,8 @@ class InferenceLogSpec(_Strict):
 
     On by default: one request in ten (``sample: 0.1``) has its rows (features, prediction, model version,
     latency, time) written to ``<state_dir>/envs/<env>/inference/`` for ``vintage monitor``. ``sample: 0``
-    turns it off. The local deploy target and ``vintage serve -e ENV`` record; the container and kubernetes
-    targets do not yet.
+    turns it off. The local and container deploy targets and ``vintage serve -e ENV`` record; the kubernetes
+    target does not yet.
     """
 
     sample: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1

@@ -11,6 +11,10 @@ target:
     0500 and the file 0400, both owned by the image's user; the directory is bind-mounted read-only into
     that container and removed when the container stops. The keys never reach an environment variable,
     an argument or an image layer.
+``inference/``
+    the inference log (``environments.<env>.inference_log``, on by default): mode 0700, owned by the image's
+    user and bind-mounted read-write at ``/var/lib/vintage/inference``; the server writes ``.npz`` files
+    there (the lean image has no pyarrow), which ``vintage monitor`` reads.
 
 The container is named ``vintage-<environment>-<12 hex digits of the model digest>-<project key>``, labelled
 with the environment, model, version, model digest and project key (a digest of the state directory, so
@@ -50,6 +54,8 @@ from vintage.fsutil import write_private
 from vintage.model import digest as model_digest
 from vintage.serving.auth import OPEN_FLAG
 from vintage.serving.client import ServerClient
+from vintage.serving.inference_log import log_dir
+from vintage.serving.launch import inference_log_args
 from vintage.shared_state import display
 
 if TYPE_CHECKING:
@@ -62,6 +68,7 @@ POLL_S = 0.05
 STOP_TIMEOUT_S = 30
 KEY_DIR_IN_CONTAINER = "/run/secrets/vintage"
 KEY_FILE = "keys"  # the image reads /run/secrets/vintage/keys (vintage image build)
+LOG_DIR_IN_CONTAINER = "/var/lib/vintage/inference"
 LABEL_ENV = "vintage.environment"
 LABEL_MODEL = "vintage.model"
 LABEL_VERSION = "vintage.version"
@@ -127,6 +134,7 @@ class ContainerTarget(EnvironmentRecords):
         memory: str | None = "1g",
         pids_limit: int = 256,
         project: str | None = None,
+        inference_log: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(environment, state_dir)
         self.port = port
@@ -142,6 +150,9 @@ class ContainerTarget(EnvironmentRecords):
         # CI jobs of one project on different checkouts find (and replace) each other's containers.
         self.project = hashlib.sha256((project or str(self.state_dir)).encode()).hexdigest()[:8]
         self.runtime = ContainerRuntime(runtime)
+        # the server's inference log settings, its directory being the mount point in the container
+        self.inference_log = inference_log
+        self.log_dir = log_dir(self.state_dir, environment)
 
     @classmethod
     def from_spec(cls, spec: Spec, environment: str) -> Self:
@@ -160,6 +171,7 @@ class ContainerTarget(EnvironmentRecords):
             memory=settings.memory,
             pids_limit=settings.pids_limit,
             project=display(spec.state_url) if spec.state_url else None,
+            inference_log=env.inference_log.server_settings(Path(LOG_DIR_IN_CONTAINER)),
         )
 
     # -- the DeployTarget protocol ----------------------------------------------------------------------
@@ -270,6 +282,8 @@ class ContainerTarget(EnvironmentRecords):
             args.append("--public-metadata")
         if self.workers > 1:
             args += ["--workers", str(self.workers)]
+        if self.inference_log is not None:
+            args += inference_log_args(self.inference_log)
         return args
 
     def _fits(self, info: dict[str, Any]) -> bool:
@@ -437,8 +451,11 @@ class ContainerTarget(EnvironmentRecords):
 
     def _create(self, name: str, image: _Image, labels: dict[str, str], port: int) -> None:
         mounts: dict[str, str] = {}
+        writable: dict[str, str] = {}
         if self.key_scope:
             mounts[str(self._write_keys(name, image.reference))] = KEY_DIR_IN_CONTAINER
+        if self.inference_log is not None:
+            writable[str(self._log_dir_for(image.reference))] = LOG_DIR_IN_CONTAINER
         self.runtime.run(
             RunSpec(
                 name=name,
@@ -446,6 +463,7 @@ class ContainerTarget(EnvironmentRecords):
                 host_port=port,
                 labels=labels,
                 mounts=mounts,
+                writable=writable,
                 memory=self.memory,
                 pids_limit=self.pids_limit,
                 args=self._serve_args(),
@@ -547,7 +565,7 @@ class ContainerTarget(EnvironmentRecords):
         folder = self.keys_dir / name
         if not self.key_scope:
             return folder
-        owner = self._owner(image or self._image_of(name))
+        owner = self._owner(image or self._image_of(name), "the API key file", "turn api_keys off")
         text = "\n".join(self._read_keys()) + "\n"
         folder.mkdir(mode=0o700, exist_ok=True)
         path = folder / KEY_FILE
@@ -598,6 +616,15 @@ class ContainerTarget(EnvironmentRecords):
             if not ok:
                 time.sleep(POLL_S)
 
+    def _log_dir_for(self, image: str) -> Path:
+        """The inference log directory (0700), owned by the user ``image`` runs as so its server can write."""
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        owner = self._owner(image, "the inference log directory", "set inference_log.sample: 0")
+        if owner is not None:
+            os.chown(self.log_dir, *owner)
+        self.log_dir.chmod(0o700)
+        return self.log_dir
+
     def _drop_keys(self, name: str) -> None:
         folder = self.keys_dir / name
         if folder.exists():
@@ -608,23 +635,24 @@ class ContainerTarget(EnvironmentRecords):
     def _image_of(self, name: str) -> str:
         return _image_ref(self.runtime.inspect(name) or {})
 
-    def _owner(self, image: str) -> tuple[int, int] | None:
-        """``uid, gid`` to own the key file: the image's numeric user; ``None`` when files need no owner
-        change (the image runs as root, or as the deploying user)."""
+    def _owner(self, image: str, what: str, instead: str) -> tuple[int, int] | None:
+        """``uid, gid`` to own ``what`` (the key file, the log directory): the image's numeric user;
+        ``None`` when files need no owner change (the image runs as root, or as the deploying user).
+        ``instead``: how to do without it, for the error's hint."""
         info = self.runtime.image(image)
         ids = user_ids(info) if info else None
         if ids is None or ids[0] in (0, os.geteuid()):
             if info is not None and ids is None and str((info.get("Config") or {}).get("User") or ""):
                 raise DeployError(
                     f"the image {image} runs as a user given by name; the container target needs a numeric "
-                    "USER (uid:gid) to give it the API key file",
+                    f"USER (uid:gid) to give it {what}",
                     hint="rebuild it with vintage image build",
                 )
             return None
         if os.geteuid() != 0:
             raise DeployError(
-                f"only root can hand the API key file to the container's user (uid {ids[0]})",
-                hint="deploy as root (rootful podman), or turn api_keys off for this environment",
+                f"only root can hand {what} to the container's user (uid {ids[0]})",
+                hint=f"deploy as root (rootful podman), or {instead} for this environment",
             )
         return ids
 

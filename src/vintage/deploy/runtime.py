@@ -44,6 +44,7 @@ class RunSpec:
         host_port: the port published on 127.0.0.1 (the container listens on :data:`CONTAINER_PORT`).
         labels: container labels.
         mounts: read-only bind mounts, host directory -> container directory.
+        writable: read-write bind mounts, host directory -> container directory (the inference log).
         memory: memory limit (``"1g"``); ``None`` = none.
         pids_limit: most processes the container may run.
         args: arguments after the image (the image's command); never a secret.
@@ -54,6 +55,7 @@ class RunSpec:
     host_port: int
     labels: Mapping[str, str] = field(default_factory=dict)
     mounts: Mapping[str, str] = field(default_factory=dict)
+    writable: Mapping[str, str] = field(default_factory=dict)
     memory: str | None = None
     pids_limit: int = 256
     args: Sequence[str] = ()
@@ -209,6 +211,8 @@ def run_args(spec: RunSpec) -> list[str]:
         args += ["--label", f"{key}={value}"]
     for host, inside in sorted(spec.mounts.items()):
         args += ["--volume", f"{host}:{inside}:ro"]
+    for host, inside in sorted(spec.writable.items()):
+        args += ["--volume", f"{host}:{inside}:rw"]
     return [*args, spec.image, *spec.args]
 
 

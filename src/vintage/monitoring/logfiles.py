@@ -1,4 +1,5 @@
-"""Read an environment's inference log (the Parquet files :mod:`vintage.serving.inference_log` writes)."""
+"""Read an environment's inference log (the Parquet files :mod:`vintage.serving.inference_log` writes, or
+the ``.npz`` files of a server without pyarrow: the container targets' lean image)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vintage.errors import MonitoringError
-from vintage.serving.inference_log import FIXED_COLUMNS, META_KEY, SUFFIX
+from vintage.serving.inference_log import FIXED_COLUMNS, META_KEY, NPZ_SUFFIX, SUFFIXES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,7 +44,7 @@ def log_files(directory: Path) -> list[Path]:
     """The finished log files, oldest first (temp files of a writer at work are not listed)."""
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.glob(f"*{SUFFIX}") if not p.name.startswith("."))
+    return sorted(p for p in directory.iterdir() if p.name.endswith(SUFFIXES) and not p.name.startswith("."))
 
 
 def read_window(directory: Path, since: datetime | None) -> LogWindow:
@@ -55,8 +56,6 @@ def read_window(directory: Path, since: datetime | None) -> LogWindow:
         MonitoringError: no log file, no row in the window, or files whose feature columns disagree.
     """
     import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     files = log_files(directory)
     if not files:
@@ -76,12 +75,11 @@ def read_window(directory: Path, since: datetime | None) -> LogWindow:
         try:
             if cutoff is not None and path.stat().st_mtime < cutoff:
                 continue  # written before the window opened: every row in it is older
-            table = pq.read_table(path)
-        except (OSError, pa.ArrowException) as exc:
+            frame, meta = _read(path)
+        except (OSError, ValueError, KeyError) as exc:  # pyarrow's errors are ValueError or OSError
             log.warning("skipped unreadable inference log file %s: %s", path.name, exc)
             continue
-        meta = _meta(table.schema.metadata)
-        columns = tuple(c for c in table.column_names if c not in FIXED_COLUMNS)
+        columns = tuple(c for c in frame.columns if c not in FIXED_COLUMNS)
         if features is None:
             features = columns
         elif columns != features:
@@ -90,7 +88,6 @@ def read_window(directory: Path, since: datetime | None) -> LogWindow:
                 f"({path.name}: {', '.join(columns)})",
                 hint="the environment served models with other inputs; move the older files away",
             )
-        frame = table.to_pandas()
         total = len(frame)
         if cutoff is not None:
             frame = frame[frame["time"] >= pd.Timestamp(cutoff, unit="s", tz="UTC")]
@@ -110,6 +107,42 @@ def read_window(directory: Path, since: datetime | None) -> LogWindow:
         )
     frame = pd.concat(frames, ignore_index=True).sort_values("time", kind="stable", ignore_index=True)
     return LogWindow(frame, features, round(estimate), models, read)
+
+
+def _read(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One file's rows and its metadata."""
+    if path.name.endswith(NPZ_SUFFIX):
+        return _read_npz(path)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return table.to_pandas(), _meta(table.schema.metadata)
+
+
+def _read_npz(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """An ``.npz`` file as the frame its Parquet twin would give (no pickled objects are loaded)."""
+    import numpy as np
+    import pandas as pd
+
+    with np.load(path, allow_pickle=False) as z:
+        versions = z["model_version"]
+        frame = pd.DataFrame(
+            {
+                "time": pd.to_datetime(z["time_us"], unit="us", utc=True).as_unit("us"),
+                "model_version": versions if np.isnan(versions).any() else versions.astype(np.int64),
+                "latency_ms": z["latency_ms"],
+                "prediction": z["prediction"],
+            }
+        )
+        x = z["x"]
+        names = [str(c) for c in z["columns"]]
+        if x.ndim != 2 or x.shape != (len(frame), len(names)):
+            raise ValueError(
+                f"feature matrix of shape {x.shape} for {len(frame)} rows of {len(names)} columns"
+            )
+        features = pd.DataFrame(x, columns=names)
+        meta = _meta({META_KEY: str(z["meta"]).encode()})
+    return pd.concat([frame, features], axis=1), meta
 
 
 def _meta(raw: dict[bytes, bytes] | None) -> dict[str, Any]:

@@ -148,15 +148,15 @@ def report(spec: Spec, environment: str, since: timedelta | None = None) -> Moni
         )
     env = spec.environments[environment]
     directory = log_dir(spec.state_dir.resolve(), environment)
-    if env.target not in ("local",) and not directory.is_dir():
+    if env.target not in ("local", "container") and not directory.is_dir():
         raise MonitoringError(
             f"{environment} is served by the {env.target} target, which writes no inference log yet",
-            hint="only the local target and `vintage serve -e ENV` record requests so far",
+            hint="the local and container targets and `vintage serve -e ENV` record requests so far",
         )
     start = datetime.now(UTC) - since if since is not None else None
     logged = read_window(directory, start)
     train, digest = _training_frame(spec, logged.features)
-    reference_pred = _reference_predictions(logged, train)
+    reference_pred = _reference_predictions(logged, train, spec.state_dir.resolve() / "models")
     thresholds = Thresholds(
         psi=spec.monitoring.psi,
         ks_p=spec.monitoring.ks_p,
@@ -229,7 +229,9 @@ def _training_frame(spec: Spec, features: tuple[str, ...]) -> tuple[pd.DataFrame
     return train, f"{dataset.source} ({dataset.digest})"
 
 
-def _reference_predictions(logged: LogWindow, train: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.float64]]:
+def _reference_predictions(
+    logged: LogWindow, train: pd.DataFrame, store: Path
+) -> np.ndarray[Any, np.dtype[np.float64]]:
     """The newest logged model version's predictions on the training rows."""
     from vintage.model import digest as model_digest
     from vintage.model.load import load_model_dir
@@ -238,6 +240,9 @@ def _reference_predictions(logged: LogWindow, train: pd.DataFrame) -> np.ndarray
     key = str(int(versions.max())) if len(versions) else "None"
     where = logged.models.get(key) or {}
     path = where.get("dir")
+    if (not path or not Path(path).is_dir()) and where.get("digest"):
+        # a path in a container's file system: the same files, materialised here, by their digest
+        path = _materialised(store, str(where["digest"])) or path
     if not path or not Path(path).is_dir():
         raise MonitoringError(
             f"the directory of model version {key} (recorded in the inference log) is gone: {path or 'none'}",
@@ -255,6 +260,19 @@ def _reference_predictions(logged: LogWindow, train: pd.DataFrame) -> np.ndarray
             f"cannot predict the training data with model version {key}: {exc}",
             hint="the model's directory changed since it was served; re-deploy it",
         ) from exc
+
+
+def _materialised(store: Path, digest: str) -> str | None:
+    """A model directory of the state's model store whose manifest records ``digest`` (checked again, from
+    the files, before use)."""
+    from vintage.model.digest import MANIFEST, recorded
+
+    if not store.is_dir():
+        return None
+    for manifest in sorted(store.glob(f"*/{MANIFEST}")):
+        if recorded(manifest.parent) == digest:
+            return str(manifest.parent)
+    return None
 
 
 def iso_utc(moment: datetime) -> str:

@@ -13,8 +13,8 @@ and, when the buffer holds ``rotate_rows`` rows or is ``rotate_seconds`` old, wr
 write is logged and its rows counted as dropped (``reason="write_failed"``); serving goes on. On a
 graceful stop (SIGTERM drain, the app's lifespan shutdown) the queue is drained and the last file written.
 
-Files: ``<state_dir>/envs/<env>/inference/<UTC start>-<pid>-<seq>.parquet`` (each worker process writes
-its own), columns ``time`` (UTC timestamp), ``model_version`` (int, null when the model has none),
+Files: ``<state_dir>/envs/<env>/inference/<UTC start>-<pid>-<random>-<seq>.parquet`` (each worker process
+writes its own), columns ``time`` (UTC timestamp), ``model_version`` (int, null when the model has none),
 ``latency_ms`` (request start to prediction done), ``prediction``, then one column per model feature. The
 file's key-value metadata ``vintage.inference`` (JSON) holds the sampling rate, the rows dropped since the
 previous file, and each model version's directory and digest (what ``vintage monitor`` compares against).
@@ -52,6 +52,9 @@ CLOSE_TIMEOUT_S: Final = 30.0
 META_KEY: Final = b"vintage.inference"
 META_FORMAT: Final = 1
 SUFFIX: Final = ".parquet"
+NPZ_SUFFIX: Final = ".npz"
+"""Files of a server without pyarrow (the lean OCI image): the same columns as NumPy arrays."""
+SUFFIXES: Final = (SUFFIX, NPZ_SUFFIX)
 FIXED_COLUMNS: Final = ("time", "model_version", "latency_ms", "prediction")
 
 
@@ -130,7 +133,11 @@ class InferenceLog:
         self._buffer_rows = 0
         self._buffer_since = 0.0
         self._seq = 0
+        # in file names beside the pid: two containers' servers (the same pids in their own namespaces)
+        # may write into one mounted directory during a switch
+        self._token = os.urandom(3).hex()
         self._models: dict[str, dict[str, str | None]] = {}
+        self.parquet = True  # False: pyarrow is not installed here; files are .npz
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -171,11 +178,17 @@ class InferenceLog:
     def start(self) -> None:
         """Create the directory (0700), load pyarrow, start the writer thread.
 
+        Without pyarrow (the lean image of the container targets has none) the files are NumPy ``.npz``
+        archives of the same columns, which :mod:`vintage.monitoring` reads as well.
+
         Raises:
             OSError: the directory cannot be created.
         """
-        import pyarrow.parquet  # noqa: F401 - loaded here, before the server reports ready
-
+        try:
+            import pyarrow.parquet  # noqa: F401 - loaded here, before the server reports ready
+        except ImportError:
+            self.parquet = False
+            log.info("inference log: pyarrow is not installed here; writing .npz files")
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory.chmod(0o700)
         self._thread = threading.Thread(target=self._run, name="vintage-inference-log", daemon=True)
@@ -228,10 +241,7 @@ class InferenceLog:
         log.debug("inference log: wrote %d row(s) to %s", rows, path.name)
 
     def _write(self, entries: list[Entry]) -> Path:
-        """Write ``entries`` as one Parquet file (temp file 0600, renamed into place)."""
-        import pyarrow.parquet as pq
-
-        table = self._table(entries)
+        """Write ``entries`` as one Parquet (or ``.npz``) file (temp file 0600, renamed into place)."""
         dropped = self.dropped_queue_full + self.dropped_write_failed
         meta = {
             "format": META_FORMAT,
@@ -240,14 +250,23 @@ class InferenceLog:
             "pid": os.getpid(),
             "models": self._models,
         }
-        table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
         self._seq += 1
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(entries[0][0]))
-        final = self.directory / f"{stamp}-{os.getpid()}-{self._seq:06d}{SUFFIX}"
+        suffix = SUFFIX if self.parquet else NPZ_SUFFIX
+        final = self.directory / f"{stamp}-{os.getpid()}-{self._token}-{self._seq:06d}{suffix}"
         tmp = self.directory / f".{final.name}.tmp"
         try:
             with open(tmp, "wb", opener=_private) as fh:
-                pq.write_table(table, fh, compression="zstd")
+                if self.parquet:
+                    import pyarrow.parquet as pq
+
+                    table = self._table(entries).replace_schema_metadata(
+                        {META_KEY: json.dumps(meta).encode()}
+                    )
+                    pq.write_table(table, fh, compression="zstd")
+                else:
+                    arrays = {**self._arrays(entries), "meta": np.array(json.dumps(meta))}
+                    np.savez_compressed(fh, allow_pickle=False, **arrays)
             tmp.replace(final)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -255,25 +274,45 @@ class InferenceLog:
         self._dropped_reported = dropped
         return final
 
-    def _table(self, entries: list[Entry]) -> Any:
-        import pyarrow as pa
-
+    def _arrays(self, entries: list[Entry]) -> dict[str, npt.NDArray[Any]]:
+        """The columns as NumPy arrays (``.npz``): time in microseconds, model_version as float (NaN: none),
+        the features as one matrix ``x`` with their names in ``columns``."""
         counts = np.fromiter((len(e[3]) for e in entries), dtype=np.int64, count=len(entries))
         times = np.repeat(np.fromiter((e[0] for e in entries), dtype=np.float64, count=len(entries)), counts)
         latency = np.repeat(
             np.fromiter((e[2] * 1000.0 for e in entries), dtype=np.float64, count=len(entries)), counts
         )
-        known: dict[int, int | None] = {}  # one lookup per model object, not per entry
+        known: dict[int, int | None] = {}
         versions = [known[id(e[1])] if id(e[1]) in known else known.setdefault(id(e[1]), _version(e[1]))
                     for e in entries]  # fmt: skip
-        version_col = pa.array(np.repeat(np.array(versions, dtype=object), counts).tolist(), type=pa.int64())
-        x = np.concatenate([e[3] for e in entries]).reshape(-1, len(self.columns))
-        pred = np.concatenate([e[4] for e in entries]).astype(np.float64, copy=False).reshape(-1)
+        version_col = np.repeat(
+            np.array([np.nan if v is None else v for v in versions], dtype=np.float64), counts
+        )
+        return {
+            "time_us": (times * 1e6).astype(np.int64),
+            "model_version": version_col,
+            "latency_ms": latency,
+            "prediction": np.concatenate([e[4] for e in entries]).astype(np.float64, copy=False).reshape(-1),
+            "x": np.concatenate([e[3] for e in entries]).reshape(-1, len(self.columns)).astype(np.float64),
+            "columns": np.array(self.columns, dtype=str),
+        }
+
+    def _table(self, entries: list[Entry]) -> Any:
+        import pyarrow as pa
+
+        cols = self._arrays(entries)
+        versions = cols["model_version"]
+        x = cols["x"]
         arrays = [
-            pa.array((times * 1e6).astype("int64"), type=pa.timestamp("us", tz="UTC")),
-            version_col,
-            pa.array(latency),
-            pa.array(pred),
+            pa.array(cols["time_us"], type=pa.timestamp("us", tz="UTC")),
+            pa.array(
+                versions.astype(np.int64, copy=False)
+                if not np.isnan(versions).any()
+                else [None if np.isnan(v) else int(v) for v in versions],
+                type=pa.int64(),
+            ),
+            pa.array(cols["latency_ms"]),
+            pa.array(cols["prediction"]),
             *(pa.array(x[:, j]) for j in range(len(self.columns))),
         ]
         return pa.Table.from_arrays(arrays, names=[*FIXED_COLUMNS, *self.columns])

@@ -28,6 +28,15 @@ _INFERENCE_FLAGS: Final = {
 }
 
 
+def inference_log_args(settings: Mapping[str, Any]) -> list[str]:
+    """The server's options for an inference log (``InferenceLogSpec.server_settings``)."""
+    args = ["--inference-log", str(settings["directory"])]
+    for key, flag in _INFERENCE_FLAGS.items():
+        if settings.get(key) is not None:
+            args += [flag, str(settings[key])]
+    return args
+
+
 @dataclass(frozen=True)
 class ServerCommand:
     """The options of one scoring server process (``None``/``False`` = the server's default, not passed).
@@ -103,10 +112,7 @@ class ServerCommand:
                 json.dumps(dict(self.secrets or {})),
             ]
         if self.inference_log is not None:
-            opts += ["--inference-log", str(self.inference_log["directory"])]
-            for key, flag in _INFERENCE_FLAGS.items():
-                if self.inference_log.get(key) is not None:
-                    opts += [flag, str(self.inference_log[key])]
+            opts += inference_log_args(self.inference_log)
         if self.public_metadata:
             opts.append("--public-metadata")
         if self.open_network:

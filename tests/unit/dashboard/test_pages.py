@@ -12,12 +12,12 @@ from urllib.parse import urlencode
 
 import pytest
 
+from support.asgi import Answer, call
 from vintage import audit
 from vintage.dashboard.app import CSP, create_app
 from vintage.pipeline import ops
 from vintage.pipeline import state as st
 
-from .asgi import Answer, call
 from .conftest import TOKEN, WAITING_RUN, add_waiting_run
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}

@@ -44,6 +44,18 @@ def test_server_arguments_name_the_key_file_never_a_key(tmp_path: Path) -> None:
     assert _target(tmp_path)._serve_args() == ["--allow-unauthenticated-network-access"]
 
 
+def test_the_inference_log_goes_to_the_mounted_directory(tmp_path: Path) -> None:
+    from vintage.config.environments import InferenceLogSpec
+
+    settings = InferenceLogSpec(sample=0.5, rotate_seconds=5).server_settings(
+        Path("/var/lib/vintage/inference")
+    )
+    args = _target(tmp_path, inference_log=settings)._serve_args()
+    assert args[args.index("--inference-log") + 1] == "/var/lib/vintage/inference"
+    assert args[args.index("--inference-sample") + 1] == "0.5"
+    assert args[args.index("--inference-rotate-seconds") + 1] == "5.0"
+
+
 def test_a_broken_history_is_a_clear_error(tmp_path: Path) -> None:
     target = _target(tmp_path)
     target.dir.mkdir(parents=True)

@@ -16,6 +16,7 @@ def test_run_args_publish_on_loopback_only_read_only_with_limits() -> None:
             host_port=18081,
             labels={"vintage.environment": "staging", "vintage.version": "1"},
             mounts={"/state/envs/staging/keys/c": "/run/secrets/vintage"},
+            writable={"/state/envs/staging/inference": "/var/lib/vintage/inference"},
             memory="1g",
             pids_limit=128,
             args=["--api-key-file", "/run/secrets/vintage/keys"],
@@ -26,7 +27,11 @@ def test_run_args_publish_on_loopback_only_read_only_with_limits() -> None:
     assert "--read-only" in args
     assert args[args.index("--pids-limit") + 1] == "128"
     assert args[args.index("--memory") + 1] == "1g"
-    assert args[args.index("--volume") + 1] == "/state/envs/staging/keys/c:/run/secrets/vintage:ro"
+    volumes = [args[i + 1] for i, a in enumerate(args) if a == "--volume"]
+    assert volumes == [
+        "/state/envs/staging/keys/c:/run/secrets/vintage:ro",
+        "/state/envs/staging/inference:/var/lib/vintage/inference:rw",  # the only writable one
+    ]
     assert "vintage.environment=staging" in args
     assert not any(a.startswith(("--env", "-e")) for a in args)
     image_at = args.index("localhost/vintage-winequality:1")

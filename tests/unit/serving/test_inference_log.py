@@ -190,3 +190,39 @@ def test_a_stalled_writer_never_delays_requests_and_drops_show_in_metrics(
     app.close_inference_log()
     assert inference.rows_written + inference.dropped_queue_full == 80
     assert sum(pq.read_metadata(f).num_rows for f in _files(tmp_path)) == inference.rows_written
+
+
+def test_without_pyarrow_the_files_are_npz_and_read_like_parquet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The container targets' lean image has no pyarrow: the same rows go to .npz files.
+    from vintage.monitoring.logfiles import read_window
+
+    now = [1_800_000_000.0]
+    rows = [np.array([[float(i), 2.0]]) for i in range(5)]
+
+    def write(directory: Path, version: str | None) -> None:
+        log = InferenceLog(_settings(directory), COLUMNS, clock=lambda: now[0])
+        log.start()
+        log.close()
+        log.note_model(version, tmp_path / "model", "sha256:" + "1" * 64)
+        model = _model(version)
+        for x in rows:
+            log.offer(model, x, x[:, 0] * 10 + 2.0, time.perf_counter())
+        log.drain(final=True)
+
+    write(tmp_path / "parquet", "3")
+    monkeypatch.setitem(__import__("sys").modules, "pyarrow.parquet", None)  # import fails as if absent
+    write(tmp_path / "npz", "3")
+    write(tmp_path / "none", None)
+    monkeypatch.undo()
+
+    [npz] = (tmp_path / "npz").iterdir()
+    assert npz.name.endswith(".npz") and stat.S_IMODE(npz.stat().st_mode) == 0o600
+    with np.load(npz, allow_pickle=False) as z:  # plain arrays: nothing pickled
+        assert list(z["columns"]) == list(COLUMNS)
+    parquet, numpy = read_window(tmp_path / "parquet", None), read_window(tmp_path / "npz", None)
+    assert numpy.features == parquet.features == COLUMNS
+    assert numpy.frame.drop(columns="latency_ms").equals(parquet.frame.drop(columns="latency_ms"))
+    assert numpy.models == parquet.models and numpy.estimated_rows == parquet.estimated_rows == 5
+    assert read_window(tmp_path / "none", None).frame["model_version"].isna().all()
