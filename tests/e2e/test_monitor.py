@@ -73,18 +73,22 @@ def _holdout() -> tuple[list[str], list[list[float]]]:
     return columns, holdout[columns].to_numpy().tolist()
 
 
-def _send(port: int, columns: list[str], rows: list[list[float]]) -> None:
-    """One request per row over one keep-alive connection; every answer must be 200."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def _send(port: int, columns: list[str], rows: list[list[float]], connections: int = 8) -> None:
+    """One request per row, over ``connections`` keep-alive connections in turn (the kernel spreads
+    connections over the workers at random: with 8 per call, both workers get some); every answer must be
+    200."""
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(connections)]
     try:
-        for row in rows:
+        for i, row in enumerate(rows):
+            conn = conns[i % connections]
             body = json.dumps({"dataframe_split": {"columns": columns, "data": [row]}})
             conn.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             assert resp.status == 200, resp.read()
             resp.read()
     finally:
-        conn.close()
+        for conn in conns:
+            conn.close()
 
 
 def _logged_rows(directory: Path) -> int:

@@ -61,7 +61,7 @@ def read_window(directory: Path, since: datetime | None) -> LogWindow:
     if not files:
         raise MonitoringError(
             f"no inference log in {directory} yet",
-            hint="deploy the environment (the local target) or `vintage serve -e ENV`, with "
+            hint="deploy the environment (the local or container target) or `vintage serve -e ENV`, with "
             "environments.<env>.inference_log.sample above 0, and send it requests; files appear after "
             "rotate_seconds (or when the server stops)",
         )
