@@ -53,7 +53,9 @@ class Project:
                 "target": "container",
                 "port": free_port(),
                 "api_keys": True,
-                "inference_log": {"sample": 1.0, "rotate_seconds": 1},
+                # a file per 20 rows (the smoke test's 10, then a 10-row request), none by age: rows
+                # beyond stay in the server's memory until it stops
+                "inference_log": {"sample": 1.0, "rotate_rows": 20, "rotate_seconds": 3600},
             },
             "production": {"port": free_port()},
         }
@@ -241,7 +243,8 @@ def test_staging_as_a_container_keys_update_failed_start_smoke_rollback_status_s
     assert log_mount["RW"] is True and Path(log_mount["Source"]) == log_dir.resolve()
     st = log_dir.stat()
     assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o700, 10001)
-    logged = smoke_rows() + 10  # the staging smoke test's rows, then the 10-row request
+    logged = smoke_rows() + 10  # the staging smoke test's rows, then the 10-row request: one file
+    assert logged == 20
     deadline = time.monotonic() + 30
     while logged_rows(log_dir) < logged and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -255,9 +258,13 @@ def test_staging_as_a_container_keys_update_failed_start_smoke_rollback_status_s
     assert report["prediction"]["flagged"] is False
 
     # -- update to v2: a new container serves, the old one is kept stopped --------------------------------
+    assert http(project.port, "POST", "/invocations", ten_rows(), key=key)[0] == 200  # then v1 stops at once
     project.write(estimator=BETTER)
     res = project.vintage("run", "--auto-approve")
     assert res.returncode == 0, res.stderr
+    # the 10 rows v1 still held in memory went to disk when it stopped (v2's smoke rows wait in v2's memory)
+    assert logged_rows(log_dir) == logged + 10
+    assert len(list(log_dir.glob("*.npz"))) == 2
     staging = project.status()["staging"]
     second = staging["container"]
     assert staging["version"] == 2 and second != first and served_version(project) == 2
