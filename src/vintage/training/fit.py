@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vintage.config.models import import_estimator
+from vintage.config.estimators import loggable_params
 from vintage.errors import first_line
 from vintage.evaluation.metrics import evaluation_metrics
 from vintage.metrics import METRICS
@@ -79,16 +79,15 @@ def fit_point(point: GridPoint) -> FitResult:
     job = _JOB
     started = time.perf_counter()
     try:
-        cls = import_estimator(point.class_path)
-        model = cls(**point.params)
+        model = point.build()
         x_train, y_train = job.train[job.features], job.train[job.target]
         model.fit(x_train, y_train)
         y_test = job.test[job.target].to_numpy()
         pred = model.predict(job.test[job.features])
         metrics = score(y_test, pred)
         if job.cv:
-            metrics.update(_cross_validate(cls(**point.params), x_train, y_train, job.cv, job.seed))
-        params = {k: v for k, v in model.get_params(deep=False).items() if not _is_estimator(v)}
+            metrics.update(_cross_validate(point.build(), x_train, y_train, job.cv, job.seed))
+        params = loggable_params(model)
         seconds = time.perf_counter() - started
         result = FitResult(point.index, metrics, model, params, seconds=seconds)
         result.artifacts, result.artifacts_error = evaluation_files(model, job.features, y_test, pred)
@@ -147,7 +146,3 @@ def _cross_validate(model: Any, x: Any, y: Any, folds: int, seed: int) -> dict[s
         out[f"cv_{name}"] = float(vals.mean())
         out[f"cv_{name}_std"] = float(vals.std())
     return out
-
-
-def _is_estimator(value: Any) -> bool:
-    return hasattr(value, "get_params") and hasattr(value, "fit")
