@@ -93,7 +93,7 @@ def import_estimator(path: str) -> type[Any]:
     if is_mllib(path):
         if not inspect.isclass(cls) or not hasattr(cls, "fit") or not _mllib_params(cls):
             raise ValueError(f"{path!r} is not a Spark MLlib estimator class (needs fit and Params)")
-        return cls  # type: ignore[no-any-return]
+        return cls
     if not inspect.isclass(cls) or not all(hasattr(cls, m) for m in ("fit", "predict", "get_params")):
         raise ValueError(
             f"{path!r} is not a scikit-learn style estimator class (needs fit/predict/get_params)"
@@ -115,7 +115,7 @@ def import_component(path: str) -> type[Any]:
         raise ValueError(
             f"{path!r} is not a scikit-learn style estimator or transformer (needs fit/get_params)"
         )
-    return cls  # type: ignore[no-any-return]
+    return cls
 
 
 def import_callable(path: str) -> Any:
@@ -418,6 +418,12 @@ class EstimatorNode(_Strict):
         """The unfitted estimator with the fixed parameters (secret references left as text)."""
         return build_estimator(self.structure(), self.flat_params())
 
+    def _skeleton(self) -> Any:
+        """The estimator built with its nested entries' parameters only: what this entry's own
+        ``params`` (and a root's grid) are checked against."""
+        nested = {k: v for k, v in self.flat_params().items() if k not in self.params}
+        return build_estimator(self.structure(), nested)
+
     def capabilities(self) -> set[str]:
         """What the built estimator can do (``predict``, ``transform``): a Pipeline can what its last
         step can."""
@@ -501,7 +507,7 @@ class EstimatorNode(_Strict):
     ) -> None:
         """Check parameter names against ``get_params(deep=True)`` of the built estimator."""
         try:
-            built = self.build()
+            built = self._skeleton()
         except Exception as exc:  # a constructor refusing an argument: the entry cannot be built
             problems.add((key,), f"cannot build {self.description}: {type(exc).__name__}: {exc}")
             return
@@ -515,8 +521,15 @@ class EstimatorNode(_Strict):
             and ("__" not in k or k.split("__", 1)[0] in prefixes)
         }
         bad = sorted(set(names) - known)
-        if bad:
-            loc: tuple[str | int, ...] = (key,) if index is None else (key, index)
+        loc: tuple[str | int, ...] = (key,) if index is None else (key, index)
+        replaced = [b for b in bad if b in deep or b in CALLABLE_SLOTS]
+        if replaced:
+            problems.add(
+                (*loc, replaced[0]),
+                f"`{replaced[0]}` is a part of {self.description}, not a parameter: give each alternative "
+                "as its own estimator entry",
+            )
+        elif bad:
             problems.add((*loc, bad[0]), f"{self.description} {_no_params(bad, known)}")
 
 
@@ -618,7 +631,7 @@ class EstimatorSpec(EstimatorNode):
             names = estimator_param_names(import_estimator(self.class_path))
             return {"random_state"} - set(self.params) if "random_state" in names else set()
         prefixes = {prefix for _, prefix, _, _ in self.children()}
-        deep = self.build().get_params(deep=True)
+        deep = self._skeleton().get_params(deep=True)
         return {
             k
             for k in deep
