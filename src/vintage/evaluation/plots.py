@@ -73,6 +73,7 @@ def importance_of(model: Any, features: Sequence[str]) -> Importance | None:
     weights do not match the features one to one)."""
     import numpy as np
 
+    model = _final_estimator(model, features)
     for attr, kind in (("coef_", "coefficients"), ("feature_importances_", "feature_importances")):
         try:
             raw = getattr(model, attr, None)
@@ -84,6 +85,26 @@ def importance_of(model: Any, features: Sequence[str]) -> Importance | None:
         if len(values) == len(features) and np.isfinite(values).all():
             return Importance(kind, tuple(features), tuple(float(v) for v in values))
     return None
+
+
+def _final_estimator(model: Any, features: Sequence[str]) -> Any:
+    """The estimator whose weights belong to the input features: a Pipeline's last step when the steps
+    before it keep the features one to one (a scaler; the coefficients are then per scaled feature), a
+    TransformedTargetRegressor's fitted regressor; else the model itself."""
+    regressor = getattr(model, "regressor_", None)
+    if regressor is not None and hasattr(regressor, "fit"):
+        return _final_estimator(regressor, features)
+    steps = getattr(model, "steps", None)
+    if not isinstance(steps, list) or not steps or not hasattr(model, "named_steps"):
+        return model
+    if len(steps) > 1:
+        try:
+            names = list(model[:-1].get_feature_names_out(list(features)))
+        except Exception:  # a step without get_feature_names_out: its outputs cannot be named
+            return model
+        if names != list(features):
+            return model
+    return _final_estimator(steps[-1][1], features)
 
 
 def prediction_plots(y_true: Any, y_pred: Any) -> dict[str, bytes]:
