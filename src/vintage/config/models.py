@@ -49,9 +49,15 @@ WINE_FEATURES: tuple[str, ...] = (
     "alcohol",
 )
 
-Metric = Literal["rmse", "mae", "r2"]
+Metric = Literal["rmse", "mae", "r2", "acc_0.5", "acc_1.0"]
 Direction = Literal["minimize", "maximize"]
-DEFAULT_DIRECTION: dict[str, Direction] = {"rmse": "minimize", "mae": "minimize", "r2": "maximize"}
+DEFAULT_DIRECTION: dict[str, Direction] = {
+    "rmse": "minimize",
+    "mae": "minimize",
+    "r2": "maximize",
+    "acc_0.5": "maximize",  # share of rows predicted within 0.5 of the truth (vintage.evaluation.metrics)
+    "acc_1.0": "maximize",
+}
 
 
 class SplitSpec(_Strict):
@@ -454,6 +460,15 @@ class Spec(_Strict):
         problem = self.grid_cap_problem()
         if problem:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _selection_metric_is_computed(self) -> Spec:
+        if self.selection.metric.startswith("acc_") and any(is_mllib(e.class_path) for e in self.estimators):
+            raise ValueError(
+                f"selection.metric {self.selection.metric} is computed for scikit-learn estimators only; "
+                "Spark MLlib points get rmse, mae and r2"
+            )
         return self
 
     def grid_cap_problem(self) -> str | None:

@@ -18,7 +18,7 @@ ACCURACY_TOLERANCES: Final = (0.5, 1.0)
 
 # Absolute errors within this of T still count: 5.5 predicted for a 5 is "within 0.5" even when the
 # float arithmetic that produced 5.5 left it at 5.500000000000001.
-_EPS: Final = 1e-9
+ACCURACY_EPS: Final = 1e-9
 
 _MAXIMIZE: Final = frozenset({"r2", "cv_r2"})
 _NOT_QUALITY: Final = ("fit_seconds",)
@@ -48,7 +48,7 @@ def accuracy_within(y_true: Any, y_pred: Any, tolerance: float) -> float:
     pred = np.asarray(y_pred, dtype="float64").reshape(-1)
     if len(y) == 0 or len(y) != len(pred):
         raise ValueError(f"accuracy needs two arrays of equal, non-zero length ({len(y)} and {len(pred)})")
-    return float(np.mean(np.abs(y - pred) <= tolerance + _EPS))
+    return float(np.mean(np.abs(y - pred) <= tolerance + ACCURACY_EPS))
 
 
 def evaluation_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
@@ -57,6 +57,16 @@ def evaluation_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
     for tolerance, key in zip(ACCURACY_TOLERANCES, ACCURACY_METRICS, strict=True):
         out[key] = accuracy_within(y_true, y_pred, tolerance)
     return out
+
+
+def accuracy_scorers() -> dict[str, Any]:
+    """scikit-learn scorers of ``acc_0.5`` and ``acc_1.0`` (for ``cross_validate``; higher is better)."""
+    from sklearn.metrics import make_scorer
+
+    return {
+        key: make_scorer(accuracy_within, tolerance=tolerance)
+        for tolerance, key in zip(ACCURACY_TOLERANCES, ACCURACY_METRICS, strict=True)
+    }
 
 
 def higher_is_better(metric: str) -> bool | None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from vintage.config.estimators import loggable_params
 from vintage.errors import first_line
-from vintage.evaluation.metrics import evaluation_metrics
+from vintage.evaluation.metrics import ACCURACY_METRICS, accuracy_scorers, evaluation_metrics
 from vintage.metrics import METRICS
 
 if TYPE_CHECKING:
@@ -137,12 +137,13 @@ def _cross_validate(model: Any, x: Any, y: Any, folds: int, seed: int) -> dict[s
     from sklearn.model_selection import KFold, cross_validate
 
     scoring = {"rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_error", "r2": "r2"}
+    scoring.update(accuracy_scorers())
     cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
     res = cross_validate(model, x, y, cv=cv, scoring=scoring, error_score="raise")
     out: dict[str, float] = {}
-    for name in METRICS:
+    for name in (*METRICS, *ACCURACY_METRICS):
         vals = np.asarray(res[f"test_{name}"], dtype="float64")
-        vals = vals if name == "r2" else -vals
+        vals = vals if name == "r2" or name in ACCURACY_METRICS else -vals
         out[f"cv_{name}"] = float(vals.mean())
         out[f"cv_{name}_std"] = float(vals.std())
     return out
