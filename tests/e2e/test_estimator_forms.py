@@ -160,3 +160,34 @@ def test_a_bad_pipeline_step_is_exit_2_naming_the_key(project, cli):
         assert result.code == 2, command
         assert "estimator[1].steps[0].class: every step but the last must transform" in result.err, result.err
     assert not (project / ".vintage" / "mlflow.db").exists()  # nothing ran
+
+
+def test_a_classifier_is_scored_as_one_selected_on_accuracy_and_registered(project, cli):
+    from vintage.evaluation.plots import ARTIFACT_DIR, CONFUSION_MATRIX
+
+    _set_estimator(
+        project,
+        {
+            "class": "sklearn.ensemble.ExtraTreesClassifier",
+            "params": {"n_estimators": 20},
+            "grid": {"max_depth": [4, 8]},
+        },
+    )
+    path = project / "vintage.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["selection"] = {"metric": "accuracy", "threshold": 0.5}
+    path.write_text(yaml.safe_dump(data))
+
+    result = cli("train", "--json")
+
+    assert result.code == 0, result.err
+    out = json.loads(result.out)
+    runs = out["training"]["runs"]
+    assert all(r["status"] == "FINISHED" for r in runs)
+    assert all({"accuracy", "balanced_accuracy", "f1_5", "f1_6"} <= set(r["metrics"]) for r in runs)
+    assert all("rmse" not in r["metrics"] for r in runs)
+    best = max(runs, key=lambda r: r["metrics"]["accuracy"])
+    assert out["selected_run_id"] == best["run_id"]
+    assert out["registered"]["version"] == 1
+    files = {f.path for f in _client(project).list_artifacts(best["run_id"], ARTIFACT_DIR)}
+    assert f"{ARTIFACT_DIR}/{CONFUSION_MATRIX}" in files

@@ -624,6 +624,21 @@ class EstimatorSpec(EstimatorNode):
             return self.name
         return self.description if self.is_composite else self.class_path.rpartition(".")[2]
 
+    @property
+    def is_classifier(self) -> bool:
+        """True when the estimator is a scikit-learn classifier (``is_classifier`` of it built with its
+        fixed parameters; a class that cannot be built that way counts as a regressor)."""
+        if is_mllib(self.class_path):
+            return False
+        from sklearn.base import is_classifier
+
+        try:
+            if self.is_composite:
+                return bool(is_classifier(self.build()))
+            return bool(is_classifier(import_estimator(self.class_path)(**self.params)))
+        except Exception:  # a constructor that needs more than the fixed parameters
+            return False
+
     def random_state_keys(self) -> set[str]:
         """The parameters named ``random_state`` (nested ones as ``step__random_state``) that the entry
         does not set itself: training gives them the split seed."""

@@ -49,7 +49,8 @@ WINE_FEATURES: tuple[str, ...] = (
     "alcohol",
 )
 
-Metric = Literal["rmse", "mae", "r2", "acc_0.5", "acc_1.0"]
+Metric = Literal["rmse", "mae", "r2", "acc_0.5", "acc_1.0", "accuracy", "balanced_accuracy"]
+CLASSIFIER_METRICS: frozenset[str] = frozenset({"accuracy", "balanced_accuracy"})  # the others: regressors
 Direction = Literal["minimize", "maximize"]
 DEFAULT_DIRECTION: dict[str, Direction] = {
     "rmse": "minimize",
@@ -57,6 +58,8 @@ DEFAULT_DIRECTION: dict[str, Direction] = {
     "r2": "maximize",
     "acc_0.5": "maximize",  # share of rows predicted within 0.5 of the truth (vintage.evaluation.metrics)
     "acc_1.0": "maximize",
+    "accuracy": "maximize",  # classifiers (detected with scikit-learn's is_classifier)
+    "balanced_accuracy": "maximize",
 }
 
 
@@ -468,6 +471,22 @@ class Spec(_Strict):
             raise ValueError(
                 f"selection.metric {self.selection.metric} is computed for scikit-learn estimators only; "
                 "Spark MLlib points get rmse, mae and r2"
+            )
+        classifiers = [e.is_classifier for e in self.estimators]
+        if any(classifiers) and not all(classifiers):
+            labels = ", ".join(e.label for e in self.estimators if e.is_classifier)
+            raise ValueError(
+                f"the grid mixes classifiers ({labels}) with regressors: they get different metrics and "
+                "cannot be compared; train them in separate workloads"
+            )
+        wanted = "classifier" if self.selection.metric in CLASSIFIER_METRICS else "regressor"
+        if any(classifiers) != (wanted == "classifier"):
+            hint = (
+                "accuracy or balanced_accuracy" if any(classifiers) else "rmse, mae, r2, acc_0.5 or acc_1.0"
+            )
+            raise ValueError(
+                f"selection.metric {self.selection.metric} is a {wanted} metric, but the estimators are "
+                f"{'classifiers' if any(classifiers) else 'regressors'}; use {hint}"
             )
         return self
 

@@ -25,6 +25,9 @@ RESIDUAL_HISTOGRAM: Final = "residual_histogram.png"
 PREDICTION_PLOTS: Final = (PREDICTED_VS_ACTUAL, RESIDUALS_VS_PREDICTED, RESIDUAL_HISTOGRAM)
 """The artifact names of the three prediction plots."""
 
+CONFUSION_MATRIX: Final = "confusion_matrix.png"
+"""A classifier's plot (instead of the three prediction plots)."""
+
 ARTIFACT_DIR: Final = "evaluation"
 """Where a run keeps these files among its artifacts."""
 
@@ -125,6 +128,35 @@ def prediction_plots(y_true: Any, y_pred: Any) -> dict[str, bytes]:
             RESIDUALS_VS_PREDICTED: second,
             RESIDUAL_HISTOGRAM: _histogram_png(y, resid),
         }
+
+
+def confusion_matrix_plot(y_true: Any, y_pred: Any) -> dict[str, bytes]:
+    """A classifier's holdout confusion matrix (rows: true class, columns: predicted; counts in the
+    cells) as ``{CONFUSION_MATRIX: PNG bytes}``."""
+    import numpy as np
+    from sklearn.metrics import confusion_matrix
+
+    y = np.asarray(y_true).reshape(-1)
+    pred = np.asarray(y_pred).reshape(-1)
+    labels = np.unique(np.concatenate([y, pred]))
+    counts = confusion_matrix(y, pred, labels=labels)
+    names = [str(v.item() if hasattr(v, "item") else v) for v in labels]
+
+    def draw(ax: Axes) -> None:
+        ax.imshow(counts, cmap="Blues")
+        ax.set_xticks(range(len(names)), names, fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        high = counts.max() / 2 if counts.size else 0
+        for (i, j), n in np.ndenumerate(counts):
+            ax.text(
+                j, i, str(n), ha="center", va="center", fontsize=7, color="white" if n > high else "black"
+            )
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("actual")
+        ax.set_title("Confusion matrix (holdout)", fontsize=9, y=1.0)
+
+    with _LOCK:
+        return {CONFUSION_MATRIX: _png(draw)}
 
 
 def comparison_plots(series: Sequence[tuple[str, Any, Any]]) -> dict[str, bytes]:

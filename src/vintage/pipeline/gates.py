@@ -13,6 +13,8 @@ from vintage.evaluation.metrics import (
     ACCURACY_EPS,
     ACCURACY_METRICS,
     ACCURACY_TOLERANCES,
+    CLASSIFIER_METRICS,
+    classification_metrics,
     evaluation_metrics,
 )
 from vintage.metrics import from_sums
@@ -198,7 +200,10 @@ def _holdout_score(ctx: StepContext, name: str, version: int, holdout: _SparkHol
     import numpy as np
 
     pred = np.asarray(_predict(model, test), dtype="float64").reshape(-1)
-    return evaluation_metrics(test[ds.target], pred)[ctx.spec.selection.metric]
+    metric = ctx.spec.selection.metric
+    if metric in CLASSIFIER_METRICS:
+        return classification_metrics(test[ds.target].to_numpy(dtype="float64"), pred)[metric]
+    return evaluation_metrics(test[ds.target], pred)[metric]
 
 
 def _mllib_run(ctx: StepContext) -> bool:

@@ -37,3 +37,48 @@ def test_accuracy_selection_with_spark_mllib_estimators_is_a_config_error() -> N
                 "compute": {"engine": "spark"},
             }
         )
+
+
+TREE_CLF = "sklearn.tree.DecisionTreeClassifier"
+
+
+def test_a_classifier_is_detected_also_at_the_end_of_a_pipeline() -> None:
+    spec = Spec.model_validate(
+        {
+            "selection": {"metric": "accuracy"},
+            "estimator": [
+                {"class": TREE_CLF},
+                {
+                    "steps": [
+                        "sklearn.preprocessing.StandardScaler",
+                        "sklearn.linear_model.LogisticRegression",
+                    ]
+                },
+            ],
+        }
+    )
+
+    assert [e.is_classifier for e in spec.estimators] == [True, True]
+    assert spec.selection.direction == "maximize"
+    assert not Spec().estimators[0].is_classifier
+
+
+@pytest.mark.parametrize(
+    ("selection", "estimator", "words"),
+    [
+        (
+            {},
+            {"class": TREE_CLF},
+            "selection.metric rmse is a regressor metric, but the estimators are classifiers",
+        ),
+        ({"metric": "accuracy"}, {"class": "sklearn.linear_model.Ridge"}, "is a classifier metric"),
+        (
+            {"metric": "accuracy"},
+            [{"class": TREE_CLF}, {"class": "sklearn.linear_model.Ridge"}],
+            "mixes classifiers",
+        ),
+    ],
+)
+def test_selection_metric_must_suit_the_estimators(selection: object, estimator: object, words: str) -> None:
+    with pytest.raises(ValidationError, match=words):
+        Spec.model_validate({"selection": selection, "estimator": estimator})

@@ -194,3 +194,29 @@ def test_score_of_perfect_prediction() -> None:
     y = np.array([3.0, 5.0, 7.0])
 
     assert score(y, y) == {"rmse": 0.0, "mae": 0.0, "r2": 1.0, "acc_0.5": 1.0, "acc_1.0": 1.0}
+
+
+def test_a_classifier_gets_classification_metrics_and_a_confusion_matrix(
+    red: Dataset, red_split: Any
+) -> None:
+    from sklearn.metrics import accuracy_score
+
+    from vintage.evaluation.plots import CONFUSION_MATRIX, PREDICTED_VS_ACTUAL
+
+    tree = GridPoint(
+        0, "tree", "sklearn.tree.DecisionTreeClassifier", {"max_depth": 4, "random_state": 1}, {}
+    )
+    init(red, red_split, cv=3)
+    _, test = red_split
+
+    result = fit_point(tree)
+
+    assert result.ok, result.error
+    pred = result.model.predict(test[list(red.features)])
+    assert result.metrics["accuracy"] == pytest.approx(accuracy_score(test["quality"], pred), rel=1e-12)
+    assert "rmse" not in result.metrics and "acc_0.5" not in result.metrics
+    assert {"balanced_accuracy", "f1_5", "f1_6", "cv_accuracy", "cv_balanced_accuracy_std"} <= set(
+        result.metrics
+    )
+    assert CONFUSION_MATRIX in result.artifacts and PREDICTED_VS_ACTUAL not in result.artifacts
+    assert "feature_importances.csv" in result.artifacts
