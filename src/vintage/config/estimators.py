@@ -29,7 +29,14 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from vintage.config.base import Strict as _Strict
@@ -332,6 +339,12 @@ class EstimatorNode(_Strict):
     def _importable(cls, value: str) -> str:
         import_component(value)
         return value
+
+    @model_serializer(mode="wrap")
+    def _without_empty_slots(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # `vintage config show` prints what the entry uses, not a dozen unused slots as null.
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if not (k in SLOTS and v is None)}
 
     @field_validator(*LIST_SLOTS)
     @classmethod

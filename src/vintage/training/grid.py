@@ -49,6 +49,27 @@ class GridPoint:
 
         return describe(self.structure) if self.structure is not None else self.class_path
 
+    @property
+    def class_paths(self) -> list[str]:
+        """Every class the point's estimator is built from (the class, or each class of a composite's
+        structure, in order, once): what a saved model's requirements and a worker's imports cover."""
+        if self.structure is None:
+            return [self.class_path]
+        found: list[str] = []
+
+        def walk(node: Any) -> None:
+            if isinstance(node, dict):
+                if isinstance(node.get("class"), str) and node["class"] not in found:
+                    found.append(node["class"])
+                for value in node.values():
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+
+        walk(self.structure)
+        return found
+
     def build(self) -> Any:
         """The unfitted estimator of this point (its class, or its composite structure, with ``params``).
 

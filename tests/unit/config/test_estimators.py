@@ -3,6 +3,7 @@ that name the key."""
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
@@ -219,6 +220,14 @@ def test_secret_reference_in_a_step_param_stays_a_reference_until_training() -> 
     )[0]
 
     assert point.params == {"tokenregressor__token": "${secret:ci/tok}"}
+    # What training does: fit with the resolved value, then put the reference back before the model is
+    # saved (track.log_success: set_params with the point's parameters that hold a reference).
+    resolved = dataclasses.replace(point, params={"tokenregressor__token": "s3cr3t"})
+    model = resolved.build().fit(np.ones((4, 2)), np.arange(4.0))
+    assert model[-1].token == "s3cr3t"
+    refs = {k: v for k, v in point.params.items() if isinstance(v, str) and "${secret:" in v}
+    model.set_params(**refs)
+    assert model[-1].token == "${secret:ci/tok}"
 
 
 # --- errors naming the key ------------------------------------------------------------------------
@@ -345,3 +354,21 @@ def test_bad_composite_entry_is_a_config_error_naming_the_key(
     assert err.headline.startswith(f"{tmp_path / 'vintage.yaml'}: {key}: "), err.headline
     assert words in err.headline
     assert "\n" not in err.headline
+
+
+def test_class_paths_of_a_point_list_every_class_of_the_structure_once() -> None:
+    point = expand_grid(spec({"steps": [SCALER, SCALER, {"class": ENET}]}))[0]
+
+    assert point.class_paths == ["sklearn.pipeline.Pipeline", SCALER, ENET]
+    assert expand_grid(spec({"class": RIDGE}))[0].class_paths == [RIDGE]
+
+
+def test_config_show_round_trips_a_composite_entry_without_empty_slots() -> None:
+    first = spec({"class": "sklearn.ensemble.StackingRegressor", "estimators": [RIDGE], "params": {"cv": 3}})
+
+    dumped = first.model_dump(mode="json", by_alias=True)
+
+    entry = dumped["estimator"][0]
+    assert "regressor" not in entry and "steps" not in entry
+    assert "steps" not in entry["estimators"][0]
+    assert Spec.model_validate(dumped).estimators[0].structure() == first.estimators[0].structure()
