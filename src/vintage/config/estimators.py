@@ -20,14 +20,10 @@ keyed the scikit-learn way (``elasticnet__alpha``); the names are checked when t
 from __future__ import annotations
 
 import difflib
-import importlib
-import inspect
 import itertools
 import math
 import re
-from collections import defaultdict
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     Field,
@@ -40,6 +36,43 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from vintage.config.base import Strict as _Strict
+from vintage.config.estimator_classes import (
+    CALLABLE_SLOTS,
+    LIST_SLOTS,
+    MLLIB_RESERVED,
+    PIPELINE,
+    SINGLE_SLOTS,
+    SLOTS,
+    Role,
+    build_estimator,
+    default_names,
+    describe,
+    estimator_param_names,
+    import_attr,
+    import_callable,
+    import_component,
+    import_estimator,
+    is_mllib,
+    is_structural,
+    loggable_params,
+    required_params,
+)
+
+__all__ = [
+    "DEFAULT_ESTIMATOR",
+    "MLLIB_RESERVED",
+    "EstimatorNode",
+    "EstimatorSpec",
+    "build_estimator",
+    "default_names",
+    "describe",
+    "estimator_param_names",
+    "import_callable",
+    "import_component",
+    "import_estimator",
+    "is_mllib",
+    "loggable_params",
+]
 
 HyperValue = Any  # YAML scalars, lists and mappings all reach the estimator unchanged
 
@@ -54,227 +87,8 @@ DEFAULT_ESTIMATOR: dict[str, Any] = {
     ],
 }
 
-PIPELINE = "sklearn.pipeline.Pipeline"
-
-Role = Literal["predict", "transform", "fit"]
-# Estimator-valued constructor arguments filled from YAML, and what their estimators must be able to do.
-# A list slot holds named estimators (its items' names prefix their parameters); a single slot's
-# parameters are prefixed with the slot's own name, as scikit-learn's get_params(deep=True) does.
-LIST_SLOTS: dict[str, Role] = {"steps": "transform", "estimators": "predict", "transformer_list": "transform"}
-SINGLE_SLOTS: dict[str, Role] = {
-    "regressor": "predict",
-    "final_estimator": "predict",
-    "transformer": "transform",
-    "estimator": "fit",
-}
-CALLABLE_SLOTS: tuple[str, ...] = ("func", "inverse_func")
-SLOTS: tuple[str, ...] = (*LIST_SLOTS, *SINGLE_SLOTS, *CALLABLE_SLOTS)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _MAX_LISTED = 40  # accepted names shown in an error message
-
-
-# --- classes ---------------------------------------------------------------------------------------
-
-
-def _import_attr(path: str, example: str) -> Any:
-    module_name, _, attr = path.rpartition(".")
-    if not module_name:
-        raise ValueError(f"{path!r} is not an import path; expected e.g. {example!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import module {module_name!r} ({exc})") from exc
-    value = getattr(module, attr, None)
-    if value is None:
-        raise ValueError(f"module {module_name!r} has no attribute {attr!r}")
-    return value
-
-
-def import_estimator(path: str) -> type[Any]:
-    """Import ``package.module.Class`` and check it looks like a scikit-learn regressor.
-
-    Raises:
-        ValueError: the path cannot be imported or is not an estimator class.
-    """
-    cls = _import_attr(path, "sklearn.linear_model.ElasticNet")
-    if is_mllib(path):
-        if not inspect.isclass(cls) or not hasattr(cls, "fit") or not _mllib_params(cls):
-            raise ValueError(f"{path!r} is not a Spark MLlib estimator class (needs fit and Params)")
-        return cls
-    if not inspect.isclass(cls) or not all(hasattr(cls, m) for m in ("fit", "predict", "get_params")):
-        raise ValueError(
-            f"{path!r} is not a scikit-learn style estimator class (needs fit/predict/get_params)"
-        )
-    return cls
-
-
-def import_component(path: str) -> type[Any]:
-    """Import the class of a nested entry (a step, a sub-estimator): any scikit-learn style estimator
-    or transformer (``fit`` and ``get_params``); what it must do besides is checked by its parent.
-
-    Raises:
-        ValueError: the path cannot be imported, is not such a class, or is a Spark MLlib class.
-    """
-    if is_mllib(path):
-        raise ValueError(f"{path!r}: Spark MLlib classes cannot be nested in a scikit-learn estimator")
-    cls = _import_attr(path, "sklearn.preprocessing.StandardScaler")
-    if not inspect.isclass(cls) or not all(hasattr(cls, m) for m in ("fit", "get_params")):
-        raise ValueError(
-            f"{path!r} is not a scikit-learn style estimator or transformer (needs fit/get_params)"
-        )
-    return cls
-
-
-def import_callable(path: str) -> Any:
-    """Import a function named by its import path (``numpy.log1p``).
-
-    Raises:
-        ValueError: the path cannot be imported or is not callable.
-    """
-    func = _import_attr(path, "numpy.log1p")
-    if not callable(func) or inspect.isclass(func):
-        raise ValueError(f"{path!r} is not a function")
-    return func
-
-
-# Columns vintage itself sets on a Spark MLlib estimator: not user parameters.
-MLLIB_RESERVED: frozenset[str] = frozenset({"featuresCol", "labelCol", "predictionCol"})
-
-
-def is_mllib(class_path: str) -> bool:
-    """True for a Spark MLlib estimator class path (``pyspark.ml.regression.LinearRegression``)."""
-    return class_path.startswith("pyspark.ml.")
-
-
-def _mllib_params(cls: type[Any]) -> set[str]:
-    from pyspark.ml.param import Param  # only reached for pyspark.ml classes, so PySpark is importable
-
-    return {n for n in dir(cls) if isinstance(getattr(cls, n, None), Param)}
-
-
-def estimator_param_names(cls: type[Any]) -> set[str]:
-    """The constructor argument names of an estimator class (what ``set_params`` accepts).
-
-    For a Spark MLlib class: its ``Param`` names, less the columns vintage sets (:data:`MLLIB_RESERVED`).
-    """
-    if cls.__module__.startswith("pyspark.ml."):
-        return _mllib_params(cls) - MLLIB_RESERVED
-    names = getattr(cls, "_get_param_names", None)
-    if callable(names):
-        return set(names())
-    sig = inspect.signature(cls.__init__)
-    return {p for p in sig.parameters if p != "self"}
-
-
-def _required_params(cls: type[Any]) -> set[str]:
-    try:
-        sig = inspect.signature(cls.__init__)
-    except (TypeError, ValueError):
-        return set()
-    return {
-        n
-        for n, p in sig.parameters.items()
-        if n != "self"
-        and p.default is inspect.Parameter.empty
-        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    }
-
-
-def default_names(class_paths: list[str]) -> list[str]:
-    """scikit-learn's ``make_pipeline`` naming: the lower-case class name, with ``-1``, ``-2``, ...
-    appended to every occurrence of a name that repeats."""
-    names = [p.rpartition(".")[2].lower() for p in class_paths]
-    counts = {n: names.count(n) for n in names}
-    seen: dict[str, int] = defaultdict(int)
-    out = []
-    for name in names:
-        if counts[name] > 1:
-            seen[name] += 1
-            out.append(f"{name}-{seen[name]}")
-        else:
-            out.append(name)
-    return out
-
-
-# --- building --------------------------------------------------------------------------------------
-
-
-def build_estimator(structure: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
-    """Instantiate the (unfitted) estimator a structure describes, with flat ``step__param`` params.
-
-    ``structure`` is :meth:`EstimatorNode.structure`: ``{"class": ...}`` plus slots; every parameter is
-    passed to the constructor of the entry it belongs to (its prefix names the step or slot).
-
-    Raises:
-        ValueError: a parameter's prefix names no step or slot of the structure.
-        TypeError: a constructor refuses a parameter.
-    """
-    cls = _import_attr(str(structure["class"]), PIPELINE)
-    kwargs: dict[str, Any] = {k: v for k, v in params.items() if "__" not in k}
-    children: dict[str, Mapping[str, Any]] = {}
-    for slot in SINGLE_SLOTS:
-        if slot in structure:
-            children[slot] = structure[slot]
-    for slot in LIST_SLOTS:
-        for child in structure.get(slot, ()):
-            children[str(child["name"])] = child
-    stray = sorted({k.split("__", 1)[0] for k in params if "__" in k} - set(children))
-    if stray:
-        raise ValueError(f"parameter prefix(es) {stray} name no step or slot of {describe(structure)}")
-    built = {name: build_estimator(child, _below(params, name)) for name, child in children.items()}
-    for slot in SINGLE_SLOTS:
-        if slot in structure:
-            kwargs[slot] = built[slot]
-    for slot in LIST_SLOTS:
-        if slot in structure:
-            kwargs[slot] = [(str(c["name"]), built[str(c["name"])]) for c in structure[slot]]
-    for slot in CALLABLE_SLOTS:
-        if slot in structure:
-            kwargs[slot] = import_callable(str(structure[slot]))
-    return cls(**kwargs)
-
-
-def _below(params: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    start = prefix + "__"
-    return {k[len(start) :]: v for k, v in params.items() if k.startswith(start)}
-
-
-def describe(structure: Mapping[str, Any]) -> str:
-    """The structure in one readable line: ``Pipeline(StandardScaler, ElasticNet)``,
-    ``VotingRegressor(ridge=Ridge, forest=RandomForestRegressor)``, ..."""
-    short = str(structure["class"]).rpartition(".")[2]
-    parts: list[str] = []
-    for slot in LIST_SLOTS:
-        items = list(structure.get(slot, ()))
-        defaults = default_names([str(c["class"]) for c in items])
-        for item, default in zip(items, defaults, strict=True):
-            text = describe(item)
-            parts.append(text if item["name"] == default else f"{item['name']}={text}")
-    for slot in SINGLE_SLOTS:
-        if slot in structure:
-            parts.append(f"{slot}={describe(structure[slot])}")
-    for slot in CALLABLE_SLOTS:
-        if slot in structure:
-            parts.append(f"{slot}={str(structure[slot]).rpartition('.')[2]}")
-    return f"{short}({', '.join(parts)})" if parts else short
-
-
-def loggable_params(model: Any) -> dict[str, Any]:
-    """A (fitted or not) estimator's parameters, flattened the scikit-learn way (``elasticnet__alpha``),
-    without the values that are estimators or lists of them (the structure is logged on its own)."""
-    return {k: v for k, v in model.get_params(deep=True).items() if not _structural(v)}
-
-
-def _is_estimator(value: Any) -> bool:
-    return hasattr(value, "get_params") and hasattr(value, "fit") and not inspect.isclass(value)
-
-
-def _structural(value: Any) -> bool:
-    if _is_estimator(value):
-        return True
-    if isinstance(value, list | tuple):
-        return any(_is_estimator(v) or (isinstance(v, tuple) and any(map(_is_estimator, v))) for v in value)
-    return False
 
 
 # --- the YAML entries ------------------------------------------------------------------------------
@@ -442,7 +256,7 @@ class EstimatorNode(_Strict):
         step can."""
         if self.steps:
             return self.steps[-1].capabilities()
-        cls = _import_attr(self.class_path, PIPELINE)
+        cls = import_attr(self.class_path, PIPELINE)
         return {m for m in ("predict", "transform") if hasattr(cls, m)}
 
     def role_loc(self) -> tuple[str | int, ...]:
@@ -459,8 +273,8 @@ class EstimatorNode(_Strict):
     def _check_arguments(self, problems: _Problems) -> None:
         if is_mllib(self.class_path):
             return
-        cls = _import_attr(self.class_path, PIPELINE)
-        for missing in sorted(_required_params(cls) - self._given()):
+        cls = import_attr(self.class_path, PIPELINE)
+        for missing in sorted(required_params(cls) - self._given()):
             where = "a key of the entry" if missing in SLOTS else "a parameter"
             problems.add((missing,), f"{self.class_path} needs `{missing}` ({where})")
         for slot in (*LIST_SLOTS, *SINGLE_SLOTS):
@@ -474,7 +288,7 @@ class EstimatorNode(_Strict):
         if is_mllib(self.class_path):
             problems.add(("class",), f"{self.class_path}: Spark MLlib estimators cannot be composed here")
             return
-        cls = _import_attr(self.class_path, PIPELINE)
+        cls = import_attr(self.class_path, PIPELINE)
         accepted = estimator_param_names(cls)
         for slot in SLOTS:
             if getattr(self, slot) is not None and slot not in accepted:
@@ -529,7 +343,7 @@ class EstimatorNode(_Strict):
         known = {
             k
             for k, v in deep.items()
-            if not _structural(v)
+            if not is_structural(v)
             and k not in CALLABLE_SLOTS
             and ("__" not in k or k.split("__", 1)[0] in prefixes)
         }
