@@ -372,3 +372,12 @@ def test_config_show_round_trips_a_composite_entry_without_empty_slots() -> None
     assert "regressor" not in entry and "steps" not in entry
     assert "steps" not in entry["estimators"][0]
     assert Spec.model_validate(dumped).estimators[0].structure() == first.estimators[0].structure()
+
+
+def test_the_pipelines_example_loads() -> None:
+    example = Path(__file__).resolve().parents[3] / "examples" / "pipelines.yaml"
+
+    loaded = load_spec(example)
+
+    assert [e.label for e in loaded.estimators][:2] == ["scaled-elasticnet", "scaled-svr"]
+    assert loaded.grid_size() == 9 + 6 + 2 + 1
