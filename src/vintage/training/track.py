@@ -127,7 +127,7 @@ def log_success(
         {
             **{k: _param_value(v) for k, v in result.effective_params.items()},
             **refs,
-            "estimator": point.class_path,
+            "estimator": point.estimator_text,
         }
     )
     ts = now_ms()
@@ -245,7 +245,7 @@ def log_failure(
 ) -> None:
     """Mark a point's run FAILED with its error (headline as a tag, traceback as an artifact)."""
     client = session.client
-    params = {**point.params, "estimator": point.class_path} if with_params else {}
+    params = {**point.params, "estimator": point.estimator_text} if with_params else {}
     client.log_batch(
         run_id,
         params=[param(k, v) for k, v in params.items()],
