@@ -329,7 +329,8 @@ def check_loads(builder: str, reference: str) -> None:
     """Load the model inside the image, as its user, the way the server will (no server started).
 
     A model that loads on the build machine may not in the image: its pickle can name a module that only the
-    build machine has (project modules ship in the model's ``code/`` folder; an installed package does not). Such an image is untagged again and the build fails.
+    build machine has (project modules ship in the model's ``code/`` folder; an installed package does
+    not). Such an image is untagged again and the build fails.
 
     Raises:
         ImageError: the model does not load in the image.
