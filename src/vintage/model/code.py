@@ -19,11 +19,12 @@ This module imports nothing heavy; the scoring server calls it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,7 +33,9 @@ from vintage.errors import ServingError
 FLAVOR_KEY: Final = "code"
 CODE_DIR: Final = "code"
 
-_LOCK = threading.Lock()
+# Held while a model is made importable and unpickled: two loads in one process (a server swapping while
+# the gates compare) must not see each other's modules in between.
+_LOCK = threading.RLock()
 _ROOTS: set[str] = set()
 
 
@@ -80,8 +83,21 @@ def code_dir(model_dir: Path, flavor: Mapping[str, Any]) -> Path | None:
     return path
 
 
+@contextlib.contextmanager
+def shipped(path: Path | None) -> Iterator[tuple[str, ...]]:
+    """Around unpickling a model: its code ``path`` activated (:func:`activate`), no other model's activated
+    until the block ends. ``None`` (a model without code) does nothing. Yields the top-level names."""
+    if path is None:
+        yield ()
+        return
+    with _LOCK:
+        yield activate(path)
+
+
 def activate(path: Path) -> tuple[str, ...]:
     """Make the model code in ``path`` (a ``code/`` directory) importable ahead of anything else.
+
+    It stays importable afterwards (a module imported only when the model predicts is found there too).
 
     Returns:
         The top-level module names it provides.

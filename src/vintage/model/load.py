@@ -173,9 +173,9 @@ def load_model_dir(path: Path) -> LoadedModel:
     if linear is not None:
         model = LoadedModel(info, _linear_predict(linear), example, linear)
     else:
-        if shipped is not None:  # the project modules the model was logged with (vintage.model.code)
-            model_code.activate(shipped)
-        model = _from_estimator(info, _load_estimator(model_file, fmt), example)
+        with model_code.shipped(shipped):  # the project modules the model was logged with, if any
+            estimator = _load_estimator(model_file, fmt)
+        model = _from_estimator(info, estimator, example)
     _warm_up(model, path)
     log.info(
         "loaded %s from %s (%s, %s%s) in %.0f ms",

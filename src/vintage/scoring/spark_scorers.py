@@ -202,8 +202,12 @@ def _remove_but_code(tmp: Path, keep_code: bool) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         return
     for entry in tmp.iterdir():
-        if entry.name != "code":
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if entry.name == "code":
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
 
 

@@ -3,7 +3,7 @@
 A pickled model names every class (and function) it holds by module: ``mypkg.models.ClippedRidge``. A
 class from scikit-learn, another installed distribution, the standard library or vintage itself is
 there wherever the model is served; a class from the training project is not. :func:`plan` walks the
-fitted model (its ``get_params()`` values and its attributes, so a Pipeline's steps, a
+fitted model (its attributes, or its ``get_params()`` values, so a Pipeline's steps, a
 TransformedTargetRegressor's regressor and a Voting/Stacking ensemble's members are all seen), keeps
 the modules that are not installed, and names the source to ship for each: the top-level package
 directory (``mypkg/``) or the single module file (``models.py``). :func:`stage` copies that source, minus
@@ -19,6 +19,7 @@ over several folders, a package holding symlinks or compiled files, or one large
 
 from __future__ import annotations
 
+import functools
 import importlib.machinery
 import os
 import shutil
@@ -120,10 +121,11 @@ def referenced_modules(model: Any) -> dict[str, str]:
             stack.extend(obj.keys())
             stack.extend(obj.values())
         else:
-            stack.extend(_params(obj))
+            # scikit-learn keeps every constructor parameter as an attribute of the same name, so the
+            # attributes hold what get_params() returns and the fitted parts besides (``estimators_``);
+            # get_params() (slow: it inspects the signature) only for an object without them.
             attrs = getattr(obj, "__dict__", None)
-            if isinstance(attrs, dict):
-                stack.extend(attrs.values())
+            stack.extend(attrs.values() if isinstance(attrs, dict) else _params(obj))
     return out
 
 
@@ -270,6 +272,7 @@ def _files(source: Path, name: str) -> list[Path]:
     return sorted(out)
 
 
+@functools.cache
 def _install_roots() -> list[Path]:
     roots = {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
