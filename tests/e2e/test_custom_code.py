@@ -213,3 +213,24 @@ def test_unshippable_module_is_refused_before_fitting(tmp_path):
     assert lines[1].startswith("hint: install it as a package")
     assert len(lines) == 2, proc.stderr
     assert not (tmp_path / ".vintage" / "mlflow.db").exists()  # refused before a run was created
+
+
+def test_in_process_training_leaves_sys_path_as_it_was(tmp_path, monkeypatch, cli):
+    """MLflow's input-example check loads each saved model, which prepends its temporary code/ to sys.path;
+    vintage drops those entries again (they would shadow the project's own modules)."""
+    write_package(tmp_path, "cellar")
+    spec = yaml.safe_load((REPO / "vintage.yaml").read_text())
+    spec["estimator"] = {"class": "cellar.models.ClippedRidge", "grid": [{"alpha": 1.0}, {"alpha": 0.1}]}
+    (tmp_path / "vintage.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = list(sys.path)
+    try:
+        result = cli("train", "--json")
+    finally:
+        for name in [m for m in sys.modules if m == "cellar" or m.startswith("cellar.")]:
+            del sys.modules[name]
+    assert result.code == 0, result.err
+    assert [p for p in sys.path if p not in before] == []
+    runs = json.loads(result.out)["training"]["runs"]
+    assert [r["status"] for r in runs] == ["FINISHED", "FINISHED"]

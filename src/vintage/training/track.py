@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import json
@@ -17,7 +18,7 @@ from vintage.redact import redact, redact_data
 from vintage.training import code as shipped_code
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     import pandas as pd
 
@@ -148,7 +149,11 @@ def log_success(
     if result.artifacts_error:
         client.set_tag(run_id, TAG_PLOT_ERROR, redact(result.artifacts_error))
     code = shipped_code.plan(result.model)
-    with mlflow.start_run(run_id=run_id), tempfile.TemporaryDirectory(prefix="vintage-code-") as staged:
+    with (
+        mlflow.start_run(run_id=run_id),
+        tempfile.TemporaryDirectory(prefix="vintage-code-") as staged,
+        _sys_path_kept(),
+    ):
         _log_input(dataset)
         info = mlflow.sklearn.log_model(
             result.model,
@@ -165,6 +170,19 @@ def log_success(
         if code:
             client.set_tag(run_id, TAG_CODE, ",".join(code.modules))
     return str(info.model_uri)
+
+
+@contextlib.contextmanager
+def _sys_path_kept() -> Iterator[None]:
+    """Drop what was added to ``sys.path`` meanwhile: MLflow checks the input example by loading the model
+    it just saved, which prepends that temporary copy's ``code/`` folder to ``sys.path`` and leaves it there
+    (one stale entry per logged point, ahead of the project's own modules)."""
+    before = list(sys.path)
+    try:
+        yield
+    finally:
+        added = set(sys.path) - set(before)
+        sys.path[:] = [p for p in sys.path if p not in added]
 
 
 def check_code(class_paths: Sequence[str]) -> None:
