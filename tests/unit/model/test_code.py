@@ -142,7 +142,8 @@ def test_two_models_in_one_process_each_run_their_own_code(red, name, tmp_path):
     assert Path(sys.modules[name].__file__ or "").is_relative_to(second / "code")
 
 
-def test_digest_covers_the_code_and_loading_leaves_it_unchanged(red, name, tmp_path):
+def test_digest_covers_the_code_and_loading_leaves_it_unchanged(red, name, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as a plain interpreter: imports write .pyc
     path, _ = _save(red, tmp_path, name, 0.25)
     recorded = digest.write_manifest(path)
     files = json.loads((path / digest.MANIFEST).read_text())["files"]
