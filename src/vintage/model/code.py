@@ -108,11 +108,11 @@ def activate(path: Path) -> tuple[str, ...]:
         if _path_hook not in sys.path_hooks:
             sys.path_hooks.insert(0, _path_hook)
         _ROOTS.add(root)
-        for cached in [p for p in sys.path_importer_cache if p == root or p.startswith(root + os.sep)]:
-            del sys.path_importer_cache[cached]  # a finder made before the hook, or for an older copy
-        for name in [m for m in sys.modules if m.split(".", 1)[0] in names]:
-            if not _loaded_from(sys.modules[name], root):
-                del sys.modules[name]
+        for cached in [p for p in list(sys.path_importer_cache) if p == root or p.startswith(root + os.sep)]:
+            sys.path_importer_cache.pop(cached, None)  # a finder made before the hook, or an older copy
+        for name in [m for m in list(sys.modules) if m.split(".", 1)[0] in names]:  # list(): threads import
+            if not _loaded_from(sys.modules.get(name), root):
+                sys.modules.pop(name, None)
         if root in sys.path:
             sys.path.remove(root)
         sys.path.insert(0, root)
