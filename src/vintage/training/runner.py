@@ -120,6 +120,8 @@ def train_grid(
 
     points = expand_grid(spec)
     mllib = _uses_mllib(spec)
+    if not mllib:  # a class whose module cannot ship with the model: refused before anything is fitted
+        track.check_code([e.class_path for e in spec.estimators])
     test: Any = None
     init_args: tuple[Any, ...] = ()
     if not mllib:  # MLlib: Spark reads and splits the data; the driver never holds all of it

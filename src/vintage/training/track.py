@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import json
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vintage import __version__
 from vintage.redact import redact, redact_data
+from vintage.training import code as shipped_code
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     import pandas as pd
 
@@ -36,6 +40,7 @@ TAG_ROLE = "vintage.role"
 TAG_GRID = "vintage.grid_params"
 TAG_INDEX = "vintage.grid_index"
 TAG_PLOT_ERROR = "vintage.evaluation_error"
+TAG_CODE = "vintage.code_modules"
 
 
 def now_ms() -> int:
@@ -143,7 +148,12 @@ def log_success(
     log_evaluation_files(session, run_id, result.artifacts)
     if result.artifacts_error:
         client.set_tag(run_id, TAG_PLOT_ERROR, redact(result.artifacts_error))
-    with mlflow.start_run(run_id=run_id):
+    code = shipped_code.plan(result.model)
+    with (
+        mlflow.start_run(run_id=run_id),
+        tempfile.TemporaryDirectory(prefix="vintage-code-") as staged,
+        _sys_path_kept(),
+    ):
         _log_input(dataset)
         info = mlflow.sklearn.log_model(
             result.model,
@@ -153,10 +163,42 @@ def log_success(
             pip_requirements=model_requirements(point.class_path, model_format),
             serialization_format=model_format,
             skops_trusted_types=_skops_types(result.model) if model_format == "skops" else None,
+            code_paths=shipped_code.stage(code, Path(staged)) if code else None,
         )
         client.set_tag(run_id, TAG_MODEL_URI, info.model_uri)
         client.set_tag(run_id, TAG_KEY, key)
+        if code:
+            client.set_tag(run_id, TAG_CODE, ",".join(code.modules))
     return str(info.model_uri)
+
+
+@contextlib.contextmanager
+def _sys_path_kept() -> Iterator[None]:
+    """Drop what was added to ``sys.path`` meanwhile: MLflow checks the input example by loading the model
+    it just saved, which prepends that temporary copy's ``code/`` folder to ``sys.path`` and leaves it there
+    (one stale entry per logged point, ahead of the project's own modules)."""
+    before = list(sys.path)
+    try:
+        yield
+    finally:
+        added = set(sys.path) - set(before)
+        sys.path[:] = [p for p in sys.path if p not in added]
+
+
+def check_code(class_paths: Sequence[str]) -> None:
+    """Refuse, before anything is fitted, an estimator class whose module cannot ship with the model
+    (:mod:`vintage.training.code`; the fitted model is checked again, whole, when it is logged).
+
+    Raises:
+        TrainingError: a class's module cannot be shipped.
+    """
+    modules: dict[str, str] = {}
+    for path in class_paths:
+        module = sys.modules.get(path.rpartition(".")[0])
+        cls = getattr(module, path.rpartition(".")[2], None) if module is not None else None
+        if isinstance(cls, type):
+            modules.setdefault(cls.__module__, f"{cls.__module__}.{cls.__qualname__}")
+    shipped_code.plan_modules(modules)
 
 
 def log_evaluation_files(session: TrackingSession, run_id: str, files: Mapping[str, bytes]) -> None:
