@@ -56,17 +56,26 @@ class _Job:
     target: str
     cv: int | None
     seed: int
+    group_duplicates: bool = False
+    groups: Any = None
 
 
 _JOB: _Job | None = None
 
 
 def init_worker(
-    train: pd.DataFrame, test: pd.DataFrame, features: list[str], target: str, cv: int | None, seed: int
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    features: list[str],
+    target: str,
+    cv: int | None,
+    seed: int,
+    group_duplicates: bool = False,
 ) -> None:
-    """Process-pool initializer: keep the data in the worker for all its tasks."""
+    """Process-pool initializer: keep the data in the worker for all its tasks. ``group_duplicates``
+    keeps identical training rows in one CV fold (``data.split.group_duplicates``)."""
     global _JOB
-    _JOB = _Job(train, test, list(features), target, cv, seed)
+    _JOB = _Job(train, test, list(features), target, cv, seed, group_duplicates)
 
 
 def fit_point(point: GridPoint) -> FitResult:
@@ -87,7 +96,8 @@ def fit_point(point: GridPoint) -> FitResult:
         pred = model.predict(job.test[job.features])
         metrics = score(y_test, pred)
         if job.cv:
-            metrics.update(_cross_validate(cls(**point.params), x_train, y_train, job.cv, job.seed))
+            groups = _duplicate_groups(job) if job.group_duplicates else None
+            metrics.update(_cross_validate(cls(**point.params), x_train, y_train, job.cv, job.seed, groups))
         params = {k: v for k, v in model.get_params(deep=False).items() if not _is_estimator(v)}
         seconds = time.perf_counter() - started
         result = FitResult(point.index, metrics, model, params, seconds=seconds)
@@ -133,13 +143,31 @@ def evaluation_files(
     return files, None
 
 
-def _cross_validate(model: Any, x: Any, y: Any, folds: int, seed: int) -> dict[str, float]:
+def _duplicate_groups(job: _Job) -> Any:
+    """The training rows' duplicate groups, computed once per worker."""
+    if job.groups is None:
+        from vintage.data.load import duplicate_groups
+
+        job.groups = duplicate_groups(job.train[[*job.features, job.target]])
+    return job.groups
+
+
+def _cross_validate(
+    model: Any, x: Any, y: Any, folds: int, seed: int, groups: Any = None
+) -> dict[str, float]:
+    """K-fold CV metrics (``cv_<metric>`` and ``cv_<metric>_std``). With ``groups`` (one id per row),
+    ``GroupKFold(shuffle=True)``: rows of one group are never on both sides of a fold; without, the
+    shuffled ``KFold`` of rows."""
     import numpy as np
-    from sklearn.model_selection import KFold, cross_validate
+    from sklearn.model_selection import GroupKFold, KFold, cross_validate
 
     scoring = {"rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_error", "r2": "r2"}
-    cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
-    res = cross_validate(model, x, y, cv=cv, scoring=scoring, error_score="raise")
+    cv: Any = (
+        KFold(n_splits=folds, shuffle=True, random_state=seed)
+        if groups is None
+        else GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    )
+    res = cross_validate(model, x, y, cv=cv, groups=groups, scoring=scoring, error_score="raise")
     out: dict[str, float] = {}
     for name in METRICS:
         vals = np.asarray(res[f"test_{name}"], dtype="float64")
