@@ -152,6 +152,16 @@ def _duplicate_groups(job: _Job) -> Any:
     return job.groups
 
 
+def cv_splitter(folds: int, seed: int, *, grouped: bool) -> Any:
+    """The CV folds of ``selection.cv``: ``GroupKFold(shuffle=True)`` over the duplicate groups when
+    ``grouped`` (call its ``split`` with ``groups``), else the shuffled ``KFold`` of rows."""
+    from sklearn.model_selection import GroupKFold, KFold
+
+    if grouped:
+        return GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return KFold(n_splits=folds, shuffle=True, random_state=seed)
+
+
 def _cross_validate(
     model: Any, x: Any, y: Any, folds: int, seed: int, groups: Any = None
 ) -> dict[str, float]:
@@ -159,14 +169,10 @@ def _cross_validate(
     ``GroupKFold(shuffle=True)``: rows of one group are never on both sides of a fold; without, the
     shuffled ``KFold`` of rows."""
     import numpy as np
-    from sklearn.model_selection import GroupKFold, KFold, cross_validate
+    from sklearn.model_selection import cross_validate
 
     scoring = {"rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_error", "r2": "r2"}
-    cv: Any = (
-        KFold(n_splits=folds, shuffle=True, random_state=seed)
-        if groups is None
-        else GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    )
+    cv = cv_splitter(folds, seed, grouped=groups is not None)
     res = cross_validate(model, x, y, cv=cv, groups=groups, scoring=scoring, error_score="raise")
     out: dict[str, float] = {}
     for name in METRICS:

@@ -39,6 +39,8 @@ def select_best(runs: list[PointRun], selection: SelectionSpec) -> PointRun:
     for run in scored[1:]:
         if selection.better(run.metrics[key], best.metrics[key]):
             best = run
+    if selection.threshold is None:
+        return best
     holdout = best.metrics.get(selection.metric, math.nan)
     if not math.isfinite(holdout) or not selection.meets_threshold(holdout):
         op = "<" if selection.direction == "minimize" else ">"

@@ -1,0 +1,73 @@
+"""training.refit: the chosen point fitted again on every row is the registered model, logged as such."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from vintage.config import load_spec
+from vintage.data import load_dataset
+
+
+def _spec(project: Path, refit: bool):
+    data = yaml.safe_load((project / "vintage.yaml").read_text())
+    data["training"] = {**data.get("training", {}), "refit": refit, "n_jobs": 1}
+    (project / "vintage.yaml").write_text(yaml.safe_dump(data))
+    return load_spec(project / "vintage.yaml")
+
+
+@pytest.fixture
+def built(project: Path):
+    from vintage.pipeline.build import run_build
+
+    spec = _spec(project, refit=True)
+    return spec, run_build(spec)
+
+
+def test_refit_run_is_registered_and_tagged_with_no_holdout_metrics(built) -> None:
+    from mlflow import MlflowClient
+
+    spec, result = built
+    client = MlflowClient()
+    assert result.refit is not None
+    refit = client.get_run(result.refit.run_id)
+    parent = client.get_run(result.report.parent_run_id)
+
+    assert result.version.run_id == refit.info.run_id != result.selected.run_id
+    assert refit.data.tags["vintage.role"] == "refit"
+    assert refit.data.tags["vintage.refit_of"] == result.selected.run_id
+    assert refit.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert parent.data.tags["vintage.refit_run_id"] == refit.info.run_id
+    assert "refit on all rows" in refit.data.tags["mlflow.runName"]
+    assert set(refit.data.metrics) == {"fit_seconds"}  # no rmse/mae/r2/cv_*: it has seen every row
+    version = client.get_model_version(spec.model_name, str(result.version.version))
+    assert not any(k.startswith("metric.") for k in version.tags)
+    assert version.tags["vintage.training_key"] != result.selected.training_key
+
+
+def test_refit_model_is_fitted_on_every_row(built) -> None:
+    import mlflow.sklearn
+    from sklearn.linear_model import ElasticNet
+
+    spec, result = built
+    assert result.refit is not None and result.selected.model_uri is not None
+    frame = load_dataset(spec.data).frame
+    x, y = frame[list(spec.data.features)], frame[spec.data.target]
+    refit = mlflow.sklearn.load_model(result.refit.model_uri)
+    chosen = mlflow.sklearn.load_model(result.selected.model_uri)
+    expected = ElasticNet(**chosen.get_params()).fit(x, y)
+
+    np.testing.assert_allclose(refit.coef_, expected.coef_)
+    assert not np.allclose(chosen.coef_, expected.coef_)  # the chosen run saw the training part only
+
+
+def test_without_refit_the_chosen_run_is_registered(project: Path) -> None:
+    from vintage.pipeline.build import run_build
+
+    result = run_build(_spec(project, refit=False))
+
+    assert result.refit is None
+    assert result.version.run_id == result.selected.run_id
