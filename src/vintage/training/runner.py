@@ -308,10 +308,8 @@ def refit_chosen(
     effective = {k: v for k, v in model.get_params(deep=False).items() if not hasattr(v, "fit")}
     result = FitResult(chosen.index, {}, model, effective, seconds=seconds)
     refit = dataclasses.replace(point, label=f"{point.label} refit on all rows")
-    tags = {
-        **track.base_tags(track.git_commit(project_dir) if project_dir else None),
-        **split_tags(spec, dataset, mllib=False),
-    }
+    split_info = split_tags(spec, dataset, mllib=False)
+    tags = {**track.base_tags(track.git_commit(project_dir) if project_dir else None), **split_info}
     run_id = track.create_child(session, report.parent_run_id, refit, tags, started)
     session.client.set_tag(run_id, track.TAG_ROLE, ROLE_REFIT)
     session.client.set_tag(run_id, TAG_REFIT_OF, chosen.run_id)
@@ -323,7 +321,8 @@ def refit_chosen(
         frame, source=dataset.source_uri, targets=dataset.target, name=dataset.source, digest=dataset.digest
     )
     example = dataset.head(_EXAMPLE_ROWS)[features]
-    run = _log_one(session, run_id, refit, result, mlflow_ds, example, spec, key)
+    input_tags = {**split_info, TAG_REFIT_OF: chosen.run_id}  # every row: train and holdout
+    run = _log_one(session, run_id, refit, result, mlflow_ds, example, spec, key, input_tags)
     if run.status != "FINISHED":
         raise TrainingError(
             f"logging the refit of {chosen.name} failed: {run.error}",
@@ -362,10 +361,8 @@ def _log_all(
     from mlflow.data.pandas_dataset import from_pandas
 
     client = session.client
-    tags = {
-        **track.base_tags(track.git_commit(project_dir) if project_dir else None),
-        **split_tags(spec, dataset, mllib=test is None),
-    }
+    split_info = split_tags(spec, dataset, mllib=test is None)
+    tags = {**track.base_tags(track.git_commit(project_dir) if project_dir else None), **split_info}
     parent = client.create_run(
         session.experiment_id,
         start_time=start_ms,
@@ -405,7 +402,9 @@ def _log_all(
             key = training_key(
                 point, dataset.digest, split.test_size, split.seed, sklearn_version, split_mode=mode
             )
-            run = _log_one(session, child_ids[point.index], point, result, mlflow_ds, example, spec, key)
+            run = _log_one(
+                session, child_ids[point.index], point, result, mlflow_ds, example, spec, key, split_info
+            )
             saved = getattr(executor, "artifact_dirs", {}).get(point.index)
             if saved and run.status == "FINISHED":  # MLlib: the native Spark model next to the export
                 client.log_artifacts(run.run_id, saved, "spark-model")
@@ -440,6 +439,7 @@ def _log_one(
     example: Any,
     spec: Spec,
     key: str,
+    input_tags: dict[str, str],
 ) -> PointRun:
     run = PointRun(
         point.index,
@@ -466,6 +466,7 @@ def _log_one(
             example=example,
             model_format=spec.training.model_format,
             key=key,
+            input_tags=input_tags,
         )
     except MlflowException as exc:  # e.g. the model cannot be serialised in the chosen format
         result.error = f"logging the model failed: {first_line(exc)}"

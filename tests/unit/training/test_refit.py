@@ -71,3 +71,42 @@ def test_without_refit_the_chosen_run_is_registered(project: Path) -> None:
 
     assert result.refit is None
     assert result.version.run_id == result.selected.run_id
+
+
+def test_split_is_logged_on_runs_and_dataset_inputs(built) -> None:
+    from mlflow import MlflowClient
+
+    _, result = built
+    client = MlflowClient()
+    chosen = client.get_run(result.selected.run_id)
+    parent = client.get_run(result.report.parent_run_id)
+    assert result.refit is not None
+    refit = client.get_run(result.refit.run_id)
+
+    for run in (parent, chosen, refit):
+        assert run.data.tags["vintage.split"] == "duplicate-groups"
+        assert run.data.tags["vintage.split.duplicate_groups"] == "220"
+        assert run.data.tags["vintage.split.duplicate_rows"] == "240"
+    [chosen_input] = chosen.inputs.dataset_inputs
+    chosen_tags = {t.key: t.value for t in chosen_input.tags}
+    assert chosen_tags["vintage.split"] == "duplicate-groups" and "vintage.refit_of" not in chosen_tags
+    [refit_input] = refit.inputs.dataset_inputs
+    assert {t.key: t.value for t in refit_input.tags}["vintage.refit_of"] == chosen.info.run_id
+
+
+def test_row_split_is_logged_as_such(project: Path) -> None:
+    from mlflow import MlflowClient
+
+    from vintage.pipeline.build import run_build
+
+    spec = _spec(project, refit=False)
+    data = yaml.safe_load((project / "vintage.yaml").read_text())
+    data["data"]["split"]["group_duplicates"] = False
+    (project / "vintage.yaml").write_text(yaml.safe_dump(data))
+    result = run_build(load_spec(project / "vintage.yaml"))
+    chosen = MlflowClient().get_run(result.selected.run_id)
+
+    assert chosen.data.tags["vintage.split"] == "rows"
+    [found] = chosen.inputs.dataset_inputs
+    assert {t.key: t.value for t in found.tags}["vintage.split"] == "rows"
+    assert spec.data.split.group_duplicates  # the project's default
