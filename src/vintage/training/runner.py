@@ -234,7 +234,7 @@ def _uses_mllib(spec: Spec) -> bool:
 
     Raises:
         ConfigError: MLlib and scikit-learn estimators are mixed, the engine is not ``spark``, or
-            ``selection.cv`` is set (MLlib points are scored on the holdout only).
+            ``selection.cv`` (MLlib points are scored on the holdout only) or ``training.refit`` is set.
     """
     from vintage.config.models import is_mllib
 
@@ -251,6 +251,11 @@ def _uses_mllib(spec: Spec) -> bool:
         raise ConfigError(
             "selection.cv is not supported with Spark MLlib estimators (they are scored on the holdout)",
             hint="remove selection.cv",
+        )
+    if spec.training.refit:
+        raise ConfigError(
+            "training.refit is not supported with Spark MLlib estimators (the driver never holds the data)",
+            hint="remove training.refit",
         )
     return True
 
