@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,3 +111,29 @@ def test_row_split_is_logged_as_such(project: Path) -> None:
     [found] = chosen.inputs.dataset_inputs
     assert {t.key: t.value for t in found.tags}["vintage.split"] == "rows"
     assert spec.data.split.group_duplicates  # the project's default
+
+
+def test_a_remote_stage_reports_the_refit_as_the_registered_run(built, tmp_path: Path) -> None:
+    """A stage run on Databricks is read back from the tracking store: the refit is what it registered."""
+    from types import SimpleNamespace
+
+    from vintage.pipeline import remote
+    from vintage.tracking import open_session
+
+    spec, result = built
+    assert result.refit is not None
+    session = open_session(spec)
+    session.client.set_tag(result.report.parent_run_id, "vintage.pipeline_run", "run-1")
+    job = {"databricks_run_id": 7}
+
+    outcome = remote.read_outcome(session, spec, "run-1", job)
+    said: list[str] = []
+    ctx: Any = SimpleNamespace(say=said.append, state_dir=tmp_path, run_id="run-1")
+    trained = remote.train_step(ctx, outcome)
+    registered = remote.register_step(ctx, outcome)
+
+    assert outcome.runs == 3  # the grid points; the refit is not one
+    assert trained.selected.run_id == result.selected.run_id
+    assert trained.refit is not None and trained.refit.run_id == result.refit.run_id
+    assert trained.refit.metrics == {}
+    assert registered.run_id == result.refit.run_id and registered.reproduced_by_run_id is None
