@@ -3,6 +3,9 @@ fold that scores them."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -43,3 +46,24 @@ def test_grouped_cv_and_holdout_do_not_score_a_memorised_copy(copies: pd.DataFra
     assert rows["cv_rmse"] < 0.2 * spread and rows["rmse"] < 0.2 * spread
     # Grouped, no scored row has one: the error of predicting an unrelated row's target.
     assert grouped["cv_rmse"] > 0.8 * spread and grouped["rmse"] > 0.8 * spread
+
+
+def test_training_keys_tell_the_splits_apart() -> None:
+    from vintage.training.grid import training_key
+
+    def key(mode: str) -> str:
+        return training_key(NN1, "d1g3st", 0.25, 40, "1.9.1", split_mode=mode)
+
+    keys = {mode: key(mode) for mode in ("", "grouped", "refit")}
+
+    assert len(set(keys.values())) == 3  # a grouped or refit model never reuses a row-split version
+    # The row split keeps the keys versions registered before the switch carry (same blob as then).
+    before = {
+        "class": NN1.class_path,
+        "params": NN1.params,
+        "data": "d1g3st",
+        "split": [0.25, 40],
+        "lib": "1.9.1",
+    }
+    old = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    assert keys[""] == training_key(NN1, "d1g3st", 0.25, 40, "1.9.1") == old
