@@ -65,10 +65,16 @@ DEFAULT_DIRECTION: dict[str, Direction] = {
 
 class SplitSpec(_Strict):
     """Holdout split. The default (0.25, seed 40) is the original MLflow wine tutorial's convention:
-    ``np.random.seed(40); train_test_split(data)``."""
+    ``np.random.seed(40); train_test_split(data)``.
+
+    With ``group_duplicates`` (the default), rows with identical features and target form one group
+    that never straddles the train/holdout split nor a cross-validation fold
+    (:func:`vintage.data.load.split_rows`);
+    ``false`` is the tutorial's split of whole rows, the same rows for the same seed as before."""
 
     test_size: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.25
     seed: int = 40
+    group_duplicates: bool = True
 
 
 class DataSpec(_Strict):
@@ -100,8 +106,9 @@ class DataSpec(_Strict):
 
 
 class SelectionSpec(_Strict):
-    """How the best run is chosen. With ``cv`` set, selection uses the K-fold cross-validated metric on
-    the training part (holdout metrics are still logged)."""
+    """How the best run is chosen and gated. With ``cv`` set, selection uses the K-fold cross-validated
+    metric on the training part (``cv_<metric>``); ``threshold`` always applies to the chosen run's
+    holdout ``metric``, so with ``cv`` the figure that gates was not used to choose."""
 
     metric: Metric = "rmse"
     direction: Direction | None = None
@@ -124,7 +131,8 @@ class SelectionSpec(_Strict):
         return a < b if self.direction == "minimize" else a > b
 
     def meets_threshold(self, value: float) -> bool:
-        """True when ``value`` passes the threshold (strictly, like the original ``rmse < 0.8``)."""
+        """True when ``value`` (the chosen run's holdout ``metric``) passes the threshold (strictly, like
+        the original ``rmse < 0.8``)."""
         return self.threshold is None or self.better(value, self.threshold)
 
 
@@ -138,6 +146,9 @@ class TrainingSpec(_Strict):
     # A larger grid is a config error when the file is read, before any point is expanded.
     max_grid_points: Annotated[int, Field(ge=1)] = DEFAULT_MAX_GRID_POINTS
     model_format: Literal["cloudpickle", "pickle", "skops"] = "cloudpickle"
+    # Fit the chosen point again on every row (train + holdout) and register that model (its own run,
+    # tagged vintage.refit, with no holdout metrics: it has seen the holdout).
+    refit: bool = False
 
 
 # ${secret:scope/key} or ${secret:environment/scope/key}; the names are checked again when resolved.

@@ -195,7 +195,8 @@ def _holdout_score(ctx: StepContext, name: str, version: int, holdout: _SparkHol
     from vintage.data import load_dataset
 
     ds = load_dataset(ctx.spec.data)
-    _, test = ds.split(ctx.spec.data.split.test_size, ctx.spec.data.split.seed)
+    split = ctx.spec.data.split
+    _, test = ds.split(split.test_size, split.seed, group_duplicates=split.group_duplicates)
     model = ctx.registry.load_model(name, version, ctx.state_dir / "models")
     import numpy as np
 

@@ -62,17 +62,26 @@ class _Job:
     target: str
     cv: int | None
     seed: int
+    group_duplicates: bool = False
+    groups: Any = None
 
 
 _JOB: _Job | None = None
 
 
 def init_worker(
-    train: pd.DataFrame, test: pd.DataFrame, features: list[str], target: str, cv: int | None, seed: int
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    features: list[str],
+    target: str,
+    cv: int | None,
+    seed: int,
+    group_duplicates: bool = False,
 ) -> None:
-    """Process-pool initializer: keep the data in the worker for all its tasks."""
+    """Process-pool initializer: keep the data in the worker for all its tasks. ``group_duplicates``
+    keeps identical training rows in one CV fold (``data.split.group_duplicates``)."""
     global _JOB
-    _JOB = _Job(train, test, list(features), target, cv, seed)
+    _JOB = _Job(train, test, list(features), target, cv, seed, group_duplicates)
 
 
 def fit_point(point: GridPoint) -> FitResult:
@@ -94,7 +103,8 @@ def fit_point(point: GridPoint) -> FitResult:
         metrics = score(y_test, pred, classifier=classifier)
         if job.cv:
             cross_validate = _cross_validate_classifier if classifier else _cross_validate
-            metrics.update(cross_validate(point.build(), x_train, y_train, job.cv, job.seed))
+            groups = _duplicate_groups(job) if job.group_duplicates else None
+            metrics.update(cross_validate(point.build(), x_train, y_train, job.cv, job.seed, groups))
         params = loggable_params(model)
         seconds = time.perf_counter() - started
         result = FitResult(point.index, metrics, model, params, seconds=seconds)
@@ -154,14 +164,38 @@ def evaluation_files(
     return files, None
 
 
-def _cross_validate(model: Any, x: Any, y: Any, folds: int, seed: int) -> dict[str, float]:
+def _duplicate_groups(job: _Job) -> Any:
+    """The training rows' duplicate groups, computed once per worker."""
+    if job.groups is None:
+        from vintage.data.load import duplicate_groups
+
+        job.groups = duplicate_groups(job.train[[*job.features, job.target]])
+    return job.groups
+
+
+def cv_splitter(folds: int, seed: int, *, grouped: bool) -> Any:
+    """The CV folds of ``selection.cv``: ``GroupKFold(shuffle=True)`` over the duplicate groups when
+    ``grouped`` (call its ``split`` with ``groups``), else the shuffled ``KFold`` of rows."""
+    from sklearn.model_selection import GroupKFold, KFold
+
+    if grouped:
+        return GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return KFold(n_splits=folds, shuffle=True, random_state=seed)
+
+
+def _cross_validate(
+    model: Any, x: Any, y: Any, folds: int, seed: int, groups: Any = None
+) -> dict[str, float]:
+    """K-fold CV metrics (``cv_<metric>`` and ``cv_<metric>_std``). With ``groups`` (one id per row),
+    ``GroupKFold(shuffle=True)``: rows of one group are never on both sides of a fold; without, the
+    shuffled ``KFold`` of rows."""
     import numpy as np
-    from sklearn.model_selection import KFold, cross_validate
+    from sklearn.model_selection import cross_validate
 
     scoring = {"rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_error", "r2": "r2"}
     scoring.update(accuracy_scorers())
-    cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
-    res = cross_validate(model, x, y, cv=cv, scoring=scoring, error_score="raise")
+    cv = cv_splitter(folds, seed, grouped=groups is not None)
+    res = cross_validate(model, x, y, cv=cv, groups=groups, scoring=scoring, error_score="raise")
     out: dict[str, float] = {}
     for name in (*METRICS, *ACCURACY_METRICS):
         vals = np.asarray(res[f"test_{name}"], dtype="float64")
@@ -171,14 +205,23 @@ def _cross_validate(model: Any, x: Any, y: Any, folds: int, seed: int) -> dict[s
     return out
 
 
-def _cross_validate_classifier(model: Any, x: Any, y: Any, folds: int, seed: int) -> dict[str, float]:
+def _cross_validate_classifier(
+    model: Any, x: Any, y: Any, folds: int, seed: int, groups: Any = None
+) -> dict[str, float]:
     """K-fold (stratified, shuffled) accuracy and balanced accuracy of a classifier: ``cv_accuracy``,
-    ``cv_balanced_accuracy`` and their ``_std``."""
+    ``cv_balanced_accuracy`` and their ``_std``. With ``groups``, ``StratifiedGroupKFold``: rows of one
+    duplicate group are never on both sides of a fold."""
     import numpy as np
-    from sklearn.model_selection import StratifiedKFold, cross_validate
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_validate
 
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    res = cross_validate(model, x, y, cv=cv, scoring=list(CLASSIFIER_METRICS), error_score="raise")
+    cv = (
+        StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        if groups is not None
+        else StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    )
+    res = cross_validate(
+        model, x, y, cv=cv, groups=groups, scoring=list(CLASSIFIER_METRICS), error_score="raise"
+    )
     out: dict[str, float] = {}
     for name in CLASSIFIER_METRICS:
         vals = np.asarray(res[f"test_{name}"], dtype="float64")

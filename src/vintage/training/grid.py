@@ -109,17 +109,25 @@ def expand_grid(spec: Spec) -> list[GridPoint]:
 
 
 def training_key(
-    point: GridPoint, data_digest: str, test_size: float, seed: int, library_version: str
+    point: GridPoint,
+    data_digest: str,
+    test_size: float,
+    seed: int,
+    library_version: str,
+    *,
+    split_mode: str = "",
 ) -> str:
     """Identity of a trained model: same key -> same estimator, data, split and library -> same model.
 
     Registration uses it so re-running an unchanged workload adds runs but no new model version.
+    ``split_mode`` names another way of splitting than whole rows (``"grouped"``: duplicate groups kept
+    together; ``"refit"``: fitted on every row); empty keeps the keys of the row split as they were.
     """
     identity = {
         "class": point.class_path,
         "params": point.params,
         "data": data_digest,
-        "split": [test_size, seed],
+        "split": [test_size, seed, split_mode] if split_mode else [test_size, seed],
         "lib": library_version,
     }
     if point.structure is not None:  # only then: the keys of plain estimators stay as they were

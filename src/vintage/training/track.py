@@ -115,8 +115,11 @@ def log_success(
     example: pd.DataFrame,
     model_format: str,
     key: str,
+    input_tags: Mapping[str, str] | None = None,
 ) -> str:
     """Log params, metrics, dataset input and the model of a trained point; end the run FINISHED.
+
+    ``input_tags`` go on the dataset input (beside ``mlflow.data.context``): how the data was split.
 
     Returns:
         The model URI (``models:/m-...``) of the logged model.
@@ -154,7 +157,7 @@ def log_success(
         tempfile.TemporaryDirectory(prefix="vintage-code-") as staged,
         _sys_path_kept(),
     ):
-        _log_input(dataset)
+        _log_input(dataset, tags=input_tags)
         info = mlflow.sklearn.log_model(
             result.model,
             name="model",
@@ -235,7 +238,7 @@ def log_grid_summary(
     return best
 
 
-def _log_input(dataset: Any, attempts: int = 4) -> None:
+def _log_input(dataset: Any, attempts: int = 4, tags: Mapping[str, str] | None = None) -> None:
     """``mlflow.log_input`` that survives another client logging the same dataset at the same moment.
 
     A tracking server inserts a dataset it does not know yet; two runs (two CI machines training on one
@@ -247,7 +250,10 @@ def _log_input(dataset: Any, attempts: int = 4) -> None:
 
     for attempt in range(attempts):
         try:
-            mlflow.log_input(dataset, context="training")
+            if tags:
+                mlflow.log_input(dataset, context="training", tags=dict(tags))
+            else:
+                mlflow.log_input(dataset, context="training")
             return
         except MlflowException as exc:
             text = str(exc).lower()

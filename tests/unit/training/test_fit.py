@@ -26,7 +26,7 @@ def red() -> Dataset:
 
 @pytest.fixture(scope="module")
 def red_split(red: Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return red.split(0.25, 40)
+    return red.split(0.25, 40, group_duplicates=False)
 
 
 def init(red: Dataset, split: tuple[pd.DataFrame, pd.DataFrame], cv: int | None = None) -> None:
