@@ -73,7 +73,9 @@ def test_every_point_logs_plots_weights_and_the_papers_accuracies(
     client = _client(project)
     spec = load_spec(project / "vintage.yaml")
     ds = load_dataset(spec.data)
-    _, test = ds.split(spec.data.split.test_size, spec.data.split.seed)
+    _, test = ds.split(
+        spec.data.split.test_size, spec.data.split.seed, group_duplicates=spec.data.split.group_duplicates
+    )
     y = test[ds.target].to_numpy(dtype="float64")
     for point in trained["training"]["runs"]:
         run = client.get_run(point["run_id"])
@@ -197,7 +199,9 @@ def test_a_release_report_compares_the_candidate_with_the_production_model(
     assert record["version"] == 2 and evaluation["champion_version"] == 1
     spec = load_spec(project / "vintage.yaml")
     ds = load_dataset(spec.data)
-    _, test = ds.split(spec.data.split.test_size, spec.data.split.seed)
+    _, test = ds.split(
+        spec.data.split.test_size, spec.data.split.seed, group_duplicates=spec.data.split.group_duplicates
+    )
     y = test[ds.target].to_numpy(dtype="float64")
     for side, version in (("candidate", 2), ("champion", 1)):
         model = mlflow.pyfunc.load_model(f"models:/winequality/{version}")

@@ -426,15 +426,16 @@ def test_docker_builder_keeps_the_healthcheck_and_pushes(project, dockerd, regis
     assert inspect["Labels"]["vintage.model.digest"] == image["model_digest"]
 
 
-def test_a_model_that_needs_the_training_code_fails_the_build(tmp_path):
-    """The pickle names a class of the training code (tests/support): it loads here, not in the image."""
+def test_a_model_that_needs_a_package_the_image_lacks_fails_the_build(tmp_path):
+    """The class's module ships with the model (tests/support is project code) but imports pandas, which the
+    image does not hold: it loads here, not in the image."""
     import yaml
 
     proj = tmp_path / "custom"
     proj.mkdir()
     spec = yaml.safe_load((REPO / "vintage.yaml").read_text())
     spec["estimator"] = {
-        "class": "support.smoke_breaker.NanOnTenRows",
+        "class": "support.pandas_estimator.PandasElasticNet",
         "params": {"random_state": 42},
         "grid": [{"alpha": 0.1, "l1_ratio": 0.1}],
     }
@@ -450,7 +451,59 @@ def test_a_model_that_needs_the_training_code_fails_the_build(tmp_path):
     )
     assert proc.returncode == 1
     assert "error: the image cannot load its model: " in proc.stderr
-    assert "No module named 'support'" in proc.stderr, proc.stderr  # whole, if it ever differs
+    assert "No module named 'pandas'" in proc.stderr, proc.stderr  # whole, if it ever differs
     assert "hint:" in proc.stderr
     gone = _run("podman", "image", "exists", "localhost/vintage-winequality:custom-e2e", check=False)
     assert gone.returncode == 1  # no broken image left behind
+
+
+def test_a_model_with_project_code_serves_from_the_image(tmp_path):
+    """A project class (wineshop.models.ClippedRidge) ships in the model's code/ folder: the image loads it
+    (the build's load check) and the read-only container serves the predictions the pickle gives at home."""
+    import yaml
+
+    from support.project_code import write_package
+
+    proj = tmp_path / "shop"
+    write_package(proj, "wineshop", offset=0.25)
+    spec = yaml.safe_load((REPO / "vintage.yaml").read_text())
+    spec["estimator"] = {"class": "wineshop.models.ClippedRidge", "grid": [{"alpha": 0.5}]}
+    (proj / "vintage.yaml").write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "PYTHONPATH": str(proj)}
+    subprocess.run([VINTAGE, "train"], cwd=proj, env=env, check=True, capture_output=True)
+    proc = subprocess.run(
+        [VINTAGE, "image", "build", "--model", "1", "--tag", "code-e2e", "--json"],
+        cwd=proj,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    image = json.loads(proc.stdout)
+    try:
+        wine = pd.read_csv(REPO / "src/vintage/data/wine_quality/winequality-red.csv", sep=";")
+        frame = wine[list(WINE_FEATURES)].head(25)
+        at_home = subprocess.run(  # the pickle itself, read with the project on the path
+            [
+                sys.executable,
+                "-c",
+                "import json, pickle, sys, warnings; import pandas as pd; warnings.simplefilter('ignore');"
+                "m = pickle.load(open(sys.argv[1], 'rb'));"
+                "print(json.dumps(m.predict(pd.read_json(sys.stdin, orient='split').to_numpy()).tolist()))",
+                str(proj / ".vintage" / "models" / "winequality-v1" / "model.pkl"),
+            ],
+            input=frame.to_json(orient="split", double_precision=15),
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        want = json.loads(at_home.stdout)
+        body = {"dataframe_split": {"columns": list(frame.columns), "data": frame.to_numpy().tolist()}}
+        with container(image["reference"], cmd=("--allow-unauthenticated-network-access",)) as (name, url):
+            wait_ready(name, url)
+            status, answer = invoke(url, body)
+        assert status == 200, answer
+        assert answer["predictions"] == pytest.approx(want, rel=1e-12)
+    finally:
+        _run("podman", "rmi", image["reference"], check=False)

@@ -68,7 +68,9 @@ def _holdout() -> tuple[list[str], list[list[float]]]:
     from vintage.data.load import load_dataset
 
     spec = load_spec(REPO / "vintage.yaml")
-    _, holdout = load_dataset(spec.data).split(spec.data.split.test_size, spec.data.split.seed)
+    _, holdout = load_dataset(spec.data).split(
+        spec.data.split.test_size, spec.data.split.seed, group_duplicates=spec.data.split.group_duplicates
+    )
     columns = list(spec.data.features)
     return columns, holdout[columns].to_numpy().tolist()
 

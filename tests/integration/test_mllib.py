@@ -42,6 +42,7 @@ def _project(path: Path, params: str = "{maxIter: 100}", engine: str | None = No
     lines = [
         line.split("threshold:")[0] + "threshold: null" if line.strip().startswith("threshold:") else line
         for line in text.splitlines()
+        if not line.strip().startswith("cv:")  # MLlib points are scored on the holdout only
     ]
     text = "\n".join(lines) + "\n"
     if engine:

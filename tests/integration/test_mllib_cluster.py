@@ -40,6 +40,7 @@ def _project(path: Path) -> Path:
     text = "\n".join(
         line.split("threshold:")[0] + "threshold: null" if line.strip().startswith("threshold:") else line
         for line in text.splitlines()
+        if not line.strip().startswith("cv:")  # MLlib points are scored on the holdout only
     )
     (path / "vintage.yaml").write_text(text + "\n")
     return path

@@ -45,6 +45,7 @@ class Project:
         self.spec["data"] = {**self.spec["data"], "path": str(data)}
         del self.spec["data"]["dataset"]
         self.spec["selection"]["threshold"] = None
+        self.spec["selection"].pop("cv", None)  # MLlib points are scored on the holdout only
         self.spec["compute"] = {"engine": "spark", "spark": {"master": "local[2]"}}
         self.spec["environments"] = {
             "staging": {"port": free_port()},

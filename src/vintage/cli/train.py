@@ -96,6 +96,7 @@ def _json(result: BuildResult) -> dict[str, object]:
         "tracking_uri": result.tracking_uri,
         "selection_metric": result.selection_key,
         "selected_run_id": result.selected.run_id,
+        "refit_run_id": result.refit.run_id if result.refit else None,
         "registered": render.version_json(result.version),
     }
 
@@ -111,8 +112,15 @@ def _show(result: BuildResult) -> None:
     if rep.failed:
         names = ", ".join(f"{r.name} ({r.error})" for r in rep.failed)
         console.print(f"[yellow]warning:[/] {len(rep.failed)} run(s) failed: {names}")
-    value = sel.metrics[result.selection_key]
-    console.print(f"chosen: {sel.name} (run {sel.run_id}), {result.selection_key} = {value:.4f}")
+    key = result.selection_key
+    metric = key.removeprefix("cv_")
+    holdout = f", holdout {metric} = {sel.metrics[metric]:.4f}" if key != metric else ""
+    console.print(f"chosen: {sel.name} (run {sel.run_id}), {key} = {sel.metrics[key]:.4f}{holdout}")
+    if result.refit:
+        console.print(
+            f"refit on all rows: run {result.refit.run_id} (its model is the one registered; "
+            "the figures above are the chosen run's)"
+        )
     if ver.reused:
         console.print(
             f"registered: {ver.name} version {ver.version} already holds this model (same run or same "

@@ -3,11 +3,11 @@
 ``load_spec`` parses vintage.yaml once, at the edge; everything below works on :class:`Spec`.
 """
 
+from vintage.config.estimators import EstimatorNode, EstimatorSpec
 from vintage.config.load import DEFAULT_CONFIG_FILE, load_settings, load_spec, resolve_config_path
 from vintage.config.models import (
     WINE_FEATURES,
     DataSpec,
-    EstimatorSpec,
     ProjectSettings,
     SecretsSpec,
     SelectionSpec,
@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_CONFIG_FILE",
     "WINE_FEATURES",
     "DataSpec",
+    "EstimatorNode",
     "EstimatorSpec",
     "ProjectSettings",
     "SecretsSpec",

@@ -6,10 +6,6 @@ silently ignored.
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import itertools
-import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,6 +25,14 @@ from vintage.config.environments import (
     default_environments,
     merge_environments,
 )
+from vintage.config.estimators import (
+    DEFAULT_ESTIMATOR,
+    EstimatorSpec,
+)
+from vintage.config.estimators import MLLIB_RESERVED as MLLIB_RESERVED  # re-exported: their old home
+from vintage.config.estimators import estimator_param_names as estimator_param_names
+from vintage.config.estimators import import_estimator as import_estimator
+from vintage.config.estimators import is_mllib as is_mllib
 from vintage.plugins import COMPUTE_ENGINES, SECRET_PROVIDERS
 
 WINE_FEATURES: tuple[str, ...] = (
@@ -45,30 +49,32 @@ WINE_FEATURES: tuple[str, ...] = (
     "alcohol",
 )
 
-Metric = Literal["rmse", "mae", "r2"]
+Metric = Literal["rmse", "mae", "r2", "acc_0.5", "acc_1.0", "accuracy", "balanced_accuracy"]
+CLASSIFIER_METRICS: frozenset[str] = frozenset({"accuracy", "balanced_accuracy"})  # the others: regressors
 Direction = Literal["minimize", "maximize"]
-DEFAULT_DIRECTION: dict[str, Direction] = {"rmse": "minimize", "mae": "minimize", "r2": "maximize"}
-
-# The original pipeline's three Databricks job runs.
-DEFAULT_ESTIMATOR: dict[str, Any] = {
-    "class": "sklearn.linear_model.ElasticNet",
-    "params": {"random_state": 42},
-    "grid": [
-        {"alpha": 0.5, "l1_ratio": 0.5},
-        {"alpha": 0.3, "l1_ratio": 0.3},
-        {"alpha": 0.1, "l1_ratio": 0.1},
-    ],
+DEFAULT_DIRECTION: dict[str, Direction] = {
+    "rmse": "minimize",
+    "mae": "minimize",
+    "r2": "maximize",
+    "acc_0.5": "maximize",  # share of rows predicted within 0.5 of the truth (vintage.evaluation.metrics)
+    "acc_1.0": "maximize",
+    "accuracy": "maximize",  # classifiers (detected with scikit-learn's is_classifier)
+    "balanced_accuracy": "maximize",
 }
-
-HyperValue = Any  # YAML scalars, lists and mappings all reach the estimator unchanged
 
 
 class SplitSpec(_Strict):
     """Holdout split. The default (0.25, seed 40) is the original MLflow wine tutorial's convention:
-    ``np.random.seed(40); train_test_split(data)``."""
+    ``np.random.seed(40); train_test_split(data)``.
+
+    With ``group_duplicates`` (the default), rows with identical features and target form one group
+    that never straddles the train/holdout split nor a cross-validation fold
+    (:func:`vintage.data.load.split_rows`);
+    ``false`` is the tutorial's split of whole rows, the same rows for the same seed as before."""
 
     test_size: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.25
     seed: int = 40
+    group_duplicates: bool = True
 
 
 class DataSpec(_Strict):
@@ -99,148 +105,10 @@ class DataSpec(_Strict):
         return f"wine-quality/{self.dataset}" if self.dataset else self.path.name if self.path else "?"
 
 
-def import_estimator(path: str) -> type[Any]:
-    """Import ``package.module.Class`` and check it looks like a scikit-learn regressor.
-
-    Raises:
-        ValueError: the path cannot be imported or is not an estimator class.
-    """
-    module_name, _, attr = path.rpartition(".")
-    if not module_name:
-        raise ValueError(f"{path!r} is not an import path; expected e.g. 'sklearn.linear_model.ElasticNet'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import module {module_name!r} ({exc})") from exc
-    cls = getattr(module, attr, None)
-    if cls is None:
-        raise ValueError(f"module {module_name!r} has no attribute {attr!r}")
-    if is_mllib(path):
-        if not inspect.isclass(cls) or not hasattr(cls, "fit") or not _mllib_params(cls):
-            raise ValueError(f"{path!r} is not a Spark MLlib estimator class (needs fit and Params)")
-        return cls
-    if not inspect.isclass(cls) or not all(hasattr(cls, m) for m in ("fit", "predict", "get_params")):
-        raise ValueError(
-            f"{path!r} is not a scikit-learn style estimator class (needs fit/predict/get_params)"
-        )
-    return cls
-
-
-# Columns vintage itself sets on a Spark MLlib estimator: not user parameters.
-MLLIB_RESERVED: frozenset[str] = frozenset({"featuresCol", "labelCol", "predictionCol"})
-
-
-def is_mllib(class_path: str) -> bool:
-    """True for a Spark MLlib estimator class path (``pyspark.ml.regression.LinearRegression``)."""
-    return class_path.startswith("pyspark.ml.")
-
-
-def _mllib_params(cls: type[Any]) -> set[str]:
-    from pyspark.ml.param import Param  # only reached for pyspark.ml classes, so PySpark is importable
-
-    return {n for n in dir(cls) if isinstance(getattr(cls, n, None), Param)}
-
-
-def estimator_param_names(cls: type[Any]) -> set[str]:
-    """The constructor argument names of an estimator class (what ``set_params`` accepts).
-
-    For a Spark MLlib class: its ``Param`` names, less the columns vintage sets (:data:`MLLIB_RESERVED`).
-    """
-    if cls.__module__.startswith("pyspark.ml."):
-        return _mllib_params(cls) - MLLIB_RESERVED
-    names = getattr(cls, "_get_param_names", None)
-    if callable(names):
-        return set(names())
-    sig = inspect.signature(cls.__init__)
-    return {p for p in sig.parameters if p != "self"}
-
-
-class EstimatorSpec(_Strict):
-    """One estimator class, its fixed parameters and its grid.
-
-    ``grid`` is either a list of points (each a mapping of parameter -> value, taken literally) or a
-    mapping of parameter -> list of values, expanded as a cartesian product.
-    """
-
-    class_path: str = Field(alias="class")
-    name: str | None = None
-    params: dict[str, HyperValue] = Field(default_factory=dict)
-    grid: list[dict[str, HyperValue]] | dict[str, list[HyperValue]] = Field(
-        default_factory=lambda: [dict[str, HyperValue]()]
-    )
-
-    @field_validator("class_path")
-    @classmethod
-    def _importable(cls, value: str) -> str:
-        import_estimator(value)
-        return value
-
-    @field_validator("grid", mode="before")
-    @classmethod
-    def _grid_shape(cls, value: object) -> object:
-        # Checked before pydantic tries both union members, so the user gets one clear message.
-        if isinstance(value, list):
-            if not value:
-                raise ValueError("the grid is empty; give at least one point")
-            bad = [i for i, p in enumerate(value) if not isinstance(p, dict)]
-            if bad:
-                raise ValueError(f"grid point(s) {bad} are not mappings of parameter: value")
-            return value
-        if isinstance(value, dict):
-            if not value:
-                raise ValueError("the grid is empty; give at least one parameter with a list of values")
-            empty = [k for k, v in value.items() if not isinstance(v, list) or not v]
-            if empty:
-                raise ValueError(
-                    f"grid parameter(s) {empty} need a non-empty list of values (a mapping grid is a product)"
-                )
-            return value
-        raise ValueError(
-            "expected a list of points ([{alpha: 0.5}, ...]) or a mapping of parameter -> list of values"
-        )
-
-    @model_validator(mode="after")
-    def _known_params(self) -> EstimatorSpec:
-        known = estimator_param_names(import_estimator(self.class_path))
-        used = set(self.params) | self.grid_params()
-        unknown = sorted(used - known)
-        if unknown:
-            raise ValueError(
-                f"{self.class_path} has no parameter(s) {unknown}; it accepts: {', '.join(sorted(known))}"
-            )
-        check_secret_refs(self.params, "params")
-        check_secret_refs(self.grid, "grid")
-        return self
-
-    @property
-    def label(self) -> str:
-        """Short name used in run names: ``name`` or the class name."""
-        return self.name or self.class_path.rpartition(".")[2]
-
-    def grid_params(self) -> set[str]:
-        """The parameter names the grid sets (without expanding it)."""
-        if isinstance(self.grid, list):
-            return {k for point in self.grid for k in point}
-        return set(self.grid)
-
-    def point_count(self) -> int:
-        """How many points :meth:`points` gives, computed without expanding the grid (a mapping grid
-        has the product of its list lengths)."""
-        if isinstance(self.grid, list):
-            return len(self.grid)
-        return math.prod(len(values) for values in self.grid.values())
-
-    def points(self) -> list[dict[str, HyperValue]]:
-        """The grid expanded to explicit points, in a stable order."""
-        if isinstance(self.grid, list):
-            return [dict(p) for p in self.grid]
-        keys = list(self.grid)
-        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.grid.values())]
-
-
 class SelectionSpec(_Strict):
-    """How the best run is chosen. With ``cv`` set, selection uses the K-fold cross-validated metric on
-    the training part (holdout metrics are still logged)."""
+    """How the best run is chosen and gated. With ``cv`` set, selection uses the K-fold cross-validated
+    metric on the training part (``cv_<metric>``); ``threshold`` always applies to the chosen run's
+    holdout ``metric``, so with ``cv`` the figure that gates was not used to choose."""
 
     metric: Metric = "rmse"
     direction: Direction | None = None
@@ -263,7 +131,8 @@ class SelectionSpec(_Strict):
         return a < b if self.direction == "minimize" else a > b
 
     def meets_threshold(self, value: float) -> bool:
-        """True when ``value`` passes the threshold (strictly, like the original ``rmse < 0.8``)."""
+        """True when ``value`` (the chosen run's holdout ``metric``) passes the threshold (strictly, like
+        the original ``rmse < 0.8``)."""
         return self.threshold is None or self.better(value, self.threshold)
 
 
@@ -277,6 +146,9 @@ class TrainingSpec(_Strict):
     # A larger grid is a config error when the file is read, before any point is expanded.
     max_grid_points: Annotated[int, Field(ge=1)] = DEFAULT_MAX_GRID_POINTS
     model_format: Literal["cloudpickle", "pickle", "skops"] = "cloudpickle"
+    # Fit the chosen point again on every row (train + holdout) and register that model (its own run,
+    # tagged vintage.refit, with no holdout metrics: it has seen the holdout).
+    refit: bool = False
 
 
 # ${secret:scope/key} or ${secret:environment/scope/key}; the names are checked again when resolved.
@@ -602,6 +474,31 @@ class Spec(_Strict):
         problem = self.grid_cap_problem()
         if problem:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _selection_metric_is_computed(self) -> Spec:
+        if self.selection.metric.startswith("acc_") and any(is_mllib(e.class_path) for e in self.estimators):
+            raise ValueError(
+                f"selection.metric {self.selection.metric} is computed for scikit-learn estimators only; "
+                "Spark MLlib points get rmse, mae and r2"
+            )
+        classifiers = [e.is_classifier for e in self.estimators]
+        if any(classifiers) and not all(classifiers):
+            labels = ", ".join(e.label for e in self.estimators if e.is_classifier)
+            raise ValueError(
+                f"the grid mixes classifiers ({labels}) with regressors: they get different metrics and "
+                "cannot be compared; train them in separate workloads"
+            )
+        wanted = "classifier" if self.selection.metric in CLASSIFIER_METRICS else "regressor"
+        if any(classifiers) != (wanted == "classifier"):
+            hint = (
+                "accuracy or balanced_accuracy" if any(classifiers) else "rmse, mae, r2, acc_0.5 or acc_1.0"
+            )
+            raise ValueError(
+                f"selection.metric {self.selection.metric} is a {wanted} metric, but the estimators are "
+                f"{'classifiers' if any(classifiers) else 'regressors'}; use {hint}"
+            )
         return self
 
     def grid_cap_problem(self) -> str | None:

@@ -23,6 +23,7 @@ from vintage.data.validate import validate_frame
 from vintage.errors import DataError, first_line
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from vintage.config import DataSpec
@@ -76,12 +77,99 @@ class Dataset:
         """The first ``n`` (at most :data:`HEAD_ROWS`) rows of :attr:`frame`, without loading the rest."""
         return self._head.head(n).reset_index(drop=True)
 
-    def split(self, test_size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Train/holdout split, the original tutorial's way (``train_test_split`` on whole rows)."""
+    def split(
+        self, test_size: float, seed: int, *, group_duplicates: bool
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Train/holdout split (:func:`split_rows`). Every consumer (training, gates, the evaluation
+        report, ``vintage monitor``) passes the three values of ``data.split``, so all see the same rows."""
+        return split_rows(self.frame, test_size, seed, group_duplicates=group_duplicates)
+
+
+def duplicate_groups(frame: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.intp]]:
+    """One group id per row: rows with identical values in every column (features and target) share it.
+
+    Rows are compared by a 64-bit hash of their values (pandas' ``hash_pandas_object``), so two rows
+    that differ only by a float's last bit are different rows.
+    """
+    import numpy as np
+    import pandas as pd
+
+    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    _, inverse = np.unique(hashes, return_inverse=True)
+    return np.asarray(inverse, dtype=np.intp).reshape(-1)
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """How many rows repeat another row exactly (features and target).
+
+    Attributes:
+        groups: groups of two or more identical rows.
+        rows: rows that repeat an earlier one (a group of 3 counts 2).
+    """
+
+    groups: int
+    rows: int
+
+
+def count_duplicates(frame: pd.DataFrame) -> Duplicates:
+    """The exact duplicate rows of ``frame`` (:func:`duplicate_groups`)."""
+    import numpy as np
+
+    sizes = np.bincount(duplicate_groups(frame)) if len(frame) else np.zeros(0, dtype=np.intp)
+    return Duplicates(int((sizes > 1).sum()), int(len(frame) - len(sizes)))
+
+
+def split_rows(
+    frame: pd.DataFrame, test_size: float, seed: int, *, group_duplicates: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train/holdout split of ``frame``.
+
+    ``group_duplicates=False``: the original tutorial's ``train_test_split`` on whole rows (an exact
+    duplicate can land on both sides, and a model that memorises rows scores it with no error).
+
+    ``group_duplicates=True``: identical rows (:func:`duplicate_groups`) go to the same side. The groups
+    are drawn in a random order (``seed``) into the holdout while they fit in ``ceil(test_size * n)`` rows
+    (``train_test_split``'s holdout size), so the holdout has that many rows whenever single rows are
+    left to fill it; both parts come back in a random row order, like ``train_test_split``'s.
+
+    Raises:
+        DataError: grouping leaves fewer than :data:`MIN_HOLDOUT_ROWS` holdout or :data:`MIN_TRAIN_ROWS`
+            training rows (a data set of few distinct rows).
+    """
+    if not group_duplicates:
         from sklearn.model_selection import train_test_split
 
-        train, test = train_test_split(self.frame, test_size=test_size, random_state=seed)
+        train, test = train_test_split(frame, test_size=test_size, random_state=seed)
         return train, test
+    import numpy as np
+
+    groups = duplicate_groups(frame)
+    n, want = len(frame), math.ceil(test_size * len(frame))
+    sizes = np.bincount(groups)
+    rng = np.random.RandomState(seed)
+    order = rng.permutation(len(sizes))
+    fits = np.cumsum(sizes[order]) <= want
+    prefix = int(np.argmin(fits)) if not fits.all() else len(order)  # groups taken as they come
+    taken = np.zeros(len(sizes), dtype=bool)
+    taken[order[:prefix]] = True
+    total = int(sizes[order[:prefix]].sum())
+    for g in order[prefix:]:  # then the next groups that still fit (a single row always does)
+        if total >= want:
+            break
+        if total + sizes[g] <= want:
+            taken[g] = True
+            total += int(sizes[g])
+    if total < MIN_HOLDOUT_ROWS or n - total < MIN_TRAIN_ROWS:
+        raise DataError(
+            f"the data set has {len(sizes)} distinct rows in {n}: grouping exact duplicates leaves "
+            f"{total} holdout and {n - total} training rows (at least {MIN_HOLDOUT_ROWS} and "
+            f"{MIN_TRAIN_ROWS} are needed)",
+            hint="use a larger data set, or set data.split.group_duplicates: false in vintage.yaml",
+        )
+    shuffled = rng.permutation(n)
+    in_test = taken[groups][shuffled]
+    return frame.iloc[shuffled[~in_test]], frame.iloc[shuffled[in_test]]
 
 
 def load_dataset(spec: DataSpec) -> Dataset:

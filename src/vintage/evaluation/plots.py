@@ -25,6 +25,9 @@ RESIDUAL_HISTOGRAM: Final = "residual_histogram.png"
 PREDICTION_PLOTS: Final = (PREDICTED_VS_ACTUAL, RESIDUALS_VS_PREDICTED, RESIDUAL_HISTOGRAM)
 """The artifact names of the three prediction plots."""
 
+CONFUSION_MATRIX: Final = "confusion_matrix.png"
+"""A classifier's plot (instead of the three prediction plots)."""
+
 ARTIFACT_DIR: Final = "evaluation"
 """Where a run keeps these files among its artifacts."""
 
@@ -73,6 +76,7 @@ def importance_of(model: Any, features: Sequence[str]) -> Importance | None:
     weights do not match the features one to one)."""
     import numpy as np
 
+    model = _final_estimator(model, features)
     for attr, kind in (("coef_", "coefficients"), ("feature_importances_", "feature_importances")):
         try:
             raw = getattr(model, attr, None)
@@ -84,6 +88,26 @@ def importance_of(model: Any, features: Sequence[str]) -> Importance | None:
         if len(values) == len(features) and np.isfinite(values).all():
             return Importance(kind, tuple(features), tuple(float(v) for v in values))
     return None
+
+
+def _final_estimator(model: Any, features: Sequence[str]) -> Any:
+    """The estimator whose weights belong to the input features: a Pipeline's last step when the steps
+    before it keep the features one to one (a scaler; the coefficients are then per scaled feature), a
+    TransformedTargetRegressor's fitted regressor; else the model itself."""
+    regressor = getattr(model, "regressor_", None)
+    if regressor is not None and hasattr(regressor, "fit"):
+        return _final_estimator(regressor, features)
+    steps = getattr(model, "steps", None)
+    if not isinstance(steps, list) or not steps or not hasattr(model, "named_steps"):
+        return model
+    if len(steps) > 1:
+        try:
+            names = list(model[:-1].get_feature_names_out(list(features)))
+        except Exception:  # a step without get_feature_names_out: its outputs cannot be named
+            return model
+        if names != list(features):
+            return model
+    return _final_estimator(steps[-1][1], features)
 
 
 def prediction_plots(y_true: Any, y_pred: Any) -> dict[str, bytes]:
@@ -104,6 +128,35 @@ def prediction_plots(y_true: Any, y_pred: Any) -> dict[str, bytes]:
             RESIDUALS_VS_PREDICTED: second,
             RESIDUAL_HISTOGRAM: _histogram_png(y, resid),
         }
+
+
+def confusion_matrix_plot(y_true: Any, y_pred: Any) -> dict[str, bytes]:
+    """A classifier's holdout confusion matrix (rows: true class, columns: predicted; counts in the
+    cells) as ``{CONFUSION_MATRIX: PNG bytes}``."""
+    import numpy as np
+    from sklearn.metrics import confusion_matrix
+
+    y = np.asarray(y_true).reshape(-1)
+    pred = np.asarray(y_pred).reshape(-1)
+    labels = np.unique(np.concatenate([y, pred]))
+    counts = confusion_matrix(y, pred, labels=labels)
+    names = [str(v.item() if hasattr(v, "item") else v) for v in labels]
+
+    def draw(ax: Axes) -> None:
+        ax.imshow(counts, cmap="Blues")
+        ax.set_xticks(range(len(names)), names, fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        high = counts.max() / 2 if counts.size else 0
+        for (i, j), n in np.ndenumerate(counts):
+            ax.text(
+                j, i, str(n), ha="center", va="center", fontsize=7, color="white" if n > high else "black"
+            )
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("actual")
+        ax.set_title("Confusion matrix (holdout)", fontsize=9, y=1.0)
+
+    with _LOCK:
+        return {CONFUSION_MATRIX: _png(draw)}
 
 
 def comparison_plots(series: Sequence[tuple[str, Any, Any]]) -> dict[str, bytes]:

@@ -329,7 +329,8 @@ def check_loads(builder: str, reference: str) -> None:
     """Load the model inside the image, as its user, the way the server will (no server started).
 
     A model that loads on the build machine may not in the image: its pickle can name a module that only the
-    build machine has. Such an image is untagged again and the build fails.
+    build machine has (project modules ship in the model's ``code/`` folder; an installed package does
+    not). Such an image is untagged again and the build fails.
 
     Raises:
         ImageError: the model does not load in the image.
@@ -357,8 +358,9 @@ def check_loads(builder: str, reference: str) -> None:
     subprocess.run(rmi, capture_output=True, check=False)
     raise ImageError(
         f"the image cannot load its model: {lines[0] if lines else f'exit code {proc.returncode}'}",
-        hint="the image holds the model, vintage and scikit-learn's stack only: a pickle that needs another "
-        "module (a class defined in the training code) cannot be served from an image",
+        hint="the image holds the model (with the project modules it was logged with, in its code/ folder), "
+        "vintage and scikit-learn's stack only: a model that needs another installed package cannot be "
+        "served from an image",
     )
 
 

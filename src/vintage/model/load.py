@@ -10,9 +10,10 @@ reads the model directory itself:
   the registered name, version and URI, and for plain linear models their coefficients. When those
   coefficients belong to the model file (same SHA-256) the model is served with NumPy alone:
   ``x @ coef + intercept``, without unpickling, so scikit-learn is never imported.
-* Otherwise the estimator is unpickled (``pickle``/``cloudpickle``) or loaded with skops; fitted
-  ``ElasticNet``, ``Lasso``, ``Ridge`` and ``LinearRegression`` models with one target still predict
-  through the NumPy fast path (checked against the estimator's own ``predict`` on load).
+* Otherwise the estimator is unpickled (``pickle``/``cloudpickle``) or loaded with skops, after the
+  project code the model was logged with (``code/``, :mod:`vintage.model.code`) is put on the import
+  path; fitted ``ElasticNet``, ``Lasso``, ``Ridge`` and ``LinearRegression`` models with one target
+  still predict through the NumPy fast path (checked against the estimator's own ``predict`` on load).
 
 Trust: a model directory is code. Pickle runs arbitrary code when loaded, and for skops files every type
 found in the file is trusted (``skops.io.get_untrusted_types(file=...)``), which makes skops no safer
@@ -36,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vintage.errors import ServingError, first_line
+from vintage.model import code as model_code
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class ModelInfo:
     columns: tuple[str, ...]
     column_types: tuple[str, ...]
     signature: dict[str, Any] | None
+    code: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,7 @@ def load_model_dir(path: Path) -> LoadedModel:
     meta = read_meta(path)
     fmt = str(flavor.get("serialization_format") or "pickle")
     model_file = path / str(flavor.get("pickled_model") or "")
+    shipped = model_code.code_dir(path, flavor)
     info = ModelInfo(
         name=_opt_str(meta.get("name")),
         version=_opt_str(meta.get("version")),
@@ -162,20 +166,24 @@ def load_model_dir(path: Path) -> LoadedModel:
         columns=columns,
         column_types=types,
         signature=signature,
+        code=model_code.top_level_names(shipped) if shipped else (),
     )
     example = _read_example(path, mlmodel, columns)
     linear = _stored_linear(meta, model_file, len(columns))
     if linear is not None:
         model = LoadedModel(info, _linear_predict(linear), example, linear)
     else:
-        model = _from_estimator(info, _load_estimator(model_file, fmt), example)
+        with model_code.shipped(shipped):  # the project modules the model was logged with, if any
+            estimator = _load_estimator(model_file, fmt)
+        model = _from_estimator(info, estimator, example)
     _warm_up(model, path)
     log.info(
-        "loaded %s from %s (%s, %s) in %.0f ms",
+        "loaded %s from %s (%s, %s%s) in %.0f ms",
         info.name or "model",
         path,
         fmt,
         model.predictor,
+        f", code: {', '.join(info.code)}" if info.code else "",
         (time.perf_counter() - started) * 1000,
     )
     return model
@@ -360,6 +368,12 @@ def _load_estimator(file: Path, fmt: str) -> Any:
         raise ServingError(f"the model file {file} is missing", hint=_HINT_DIR)
     try:
         estimator = _load_skops(file) if fmt == "skops" else _load_pickle(file)
+    except ModuleNotFoundError as exc:  # a class from a module neither installed nor shipped with it
+        raise ServingError(
+            f"cannot load the model file {file} ({fmt}): ModuleNotFoundError: {first_line(exc)}",
+            hint="the model was logged without that module's code: train it again with this vintage "
+            "(it ships project modules in the model's code/ folder), or install the module here",
+        ) from exc
     except Exception as exc:  # any unpickling failure (corrupt file, missing class, ...)
         raise ServingError(
             f"cannot load the model file {file} ({fmt}): {type(exc).__name__}: {first_line(exc)}",

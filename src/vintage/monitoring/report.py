@@ -225,7 +225,8 @@ def _training_frame(spec: Spec, features: tuple[str, ...]) -> tuple[pd.DataFrame
             f"the inference log's feature {missing[0]!r} is not a feature of the data in vintage.yaml",
             hint="monitor with the vintage.yaml the environment's model was trained from",
         )
-    train, _ = dataset.split(spec.data.split.test_size, spec.data.split.seed)
+    split = spec.data.split
+    train, _ = dataset.split(split.test_size, split.seed, group_duplicates=split.group_duplicates)
     return train, f"{dataset.source} ({dataset.digest})"
 
 

@@ -18,6 +18,7 @@ from vintage.registry import CANDIDATE, RegisteredVersion, register_run
 from vintage.secrets.access import SecretReader
 from vintage.tracking import open_session
 from vintage.training import PointRun, TrainingReport, log_chosen_files, select_best, train_grid
+from vintage.training.runner import refit_chosen
 
 if TYPE_CHECKING:
     from vintage.config import Spec
@@ -36,6 +37,8 @@ class BuildResult:
     version: RegisteredVersion
     tracking_uri: str
     selection_key: str
+    refit: PointRun | None = None
+    """The chosen point fitted again on every row (``training.refit``): the registered run."""
 
 
 @dataclass
@@ -45,6 +48,13 @@ class Trained:
     session: TrackingSession
     report: TrainingReport
     selected: PointRun
+    refit: PointRun | None = None
+    """The chosen point fitted again on every row (``training.refit``): the run to register."""
+
+    @property
+    def to_register(self) -> PointRun:
+        """The run whose model is registered: the refit when there is one, else the chosen run."""
+        return self.refit or self.selected
 
 
 def train_and_select(
@@ -97,7 +107,13 @@ def train_and_select(
         raise
     session.client.set_tag(report.parent_run_id, "vintage.selected_run_id", selected.run_id)
     log_chosen_files(session, report, selected)
-    return Trained(session, report, selected)
+    refit = None
+    if spec.training.refit:
+        refit = refit_chosen(
+            spec, dataset, session, report, selected, project_dir=project_dir, secrets=reader
+        )
+        log.info("refit %s on all %d rows: run %s", selected.name, dataset.n_rows, refit.run_id)
+    return Trained(session, report, selected, refit)
 
 
 def run_build(
@@ -137,7 +153,9 @@ def run_build(
         secrets=secrets,
     )
     session, report, selected = trained.session, trained.report, trained.selected
-    version = register_run(session, spec.model_name, selected, report.data_digest, alias=CANDIDATE)
+    version = register_run(session, spec.model_name, trained.to_register, report.data_digest, alias=CANDIDATE)
     session.client.set_tag(report.parent_run_id, "vintage.registered_version", str(version.version))
     session.client.set_tag(report.parent_run_id, "vintage.outcome", "registered")
-    return BuildResult(report, selected, version, session.target.display, spec.selection.selection_key)
+    return BuildResult(
+        report, selected, version, session.target.display, spec.selection.selection_key, trained.refit
+    )

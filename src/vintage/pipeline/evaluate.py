@@ -77,7 +77,8 @@ def _render(ctx: StepContext, name: str, version: int) -> tuple[Any, int | None]
 
     spec = ctx.spec
     ds = load_dataset(spec.data)
-    _, test = ds.split(spec.data.split.test_size, spec.data.split.seed)
+    split = spec.data.split
+    _, test = ds.split(split.test_size, split.seed, group_duplicates=split.group_duplicates)
     champion = ctx.registry.alias_version(name, CHAMPION_ALIAS)
     if champion == version:
         champion = None  # the candidate serves production already: nothing to compare with
@@ -90,11 +91,21 @@ def _render(ctx: StepContext, name: str, version: int) -> tuple[Any, int | None]
             "candidate": f"{name} v{version}",
             "champion (alias production)": f"{name} v{champion}" if champion else "none",
             "data": f"{ds.source} (digest {ds.digest})",
-            "holdout": f"test_size {spec.data.split.test_size}, seed {spec.data.split.seed}",
+            "holdout": f"test_size {split.test_size}, seed {split.seed}, "
+            + ("exact duplicates kept on one side" if split.group_duplicates else "rows split one by one")
+            + (" (the candidate was refit on all rows, these included)" if _refit(ctx) else ""),
             "selection metric": spec.selection.selection_key,
         },
     )
     return build_report(test[ds.target].to_numpy(), candidate, champ, context), champion
+
+
+def _refit(ctx: StepContext) -> bool:
+    """True when this run's candidate is the chosen point refit on every row (``training.refit``)."""
+    from vintage.pipeline.outputs import TrainOutput
+
+    trained = ctx.result(TrainOutput)
+    return trained is not None and trained.refit is not None
 
 
 def _evaluated(ctx: StepContext, name: str, version: int, test: Any, label: str) -> Any:

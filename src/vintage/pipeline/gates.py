@@ -9,7 +9,15 @@ from typing import Any
 
 from vintage import audit
 from vintage.errors import ApprovalRejected, PipelineError, WaitingApproval
-from vintage.metrics import from_sums, holdout_metrics
+from vintage.evaluation.metrics import (
+    ACCURACY_EPS,
+    ACCURACY_METRICS,
+    ACCURACY_TOLERANCES,
+    CLASSIFIER_METRICS,
+    classification_metrics,
+    evaluation_metrics,
+)
+from vintage.metrics import from_sums
 from vintage.pipeline import state as st
 from vintage.pipeline.context import StepContext, here, materialize_version
 from vintage.pipeline.outputs import ApprovalOutput, ChampionOutput, SmokeTestOutput
@@ -187,12 +195,16 @@ def _holdout_score(ctx: StepContext, name: str, version: int, holdout: _SparkHol
     from vintage.data import load_dataset
 
     ds = load_dataset(ctx.spec.data)
-    _, test = ds.split(ctx.spec.data.split.test_size, ctx.spec.data.split.seed)
+    split = ctx.spec.data.split
+    _, test = ds.split(split.test_size, split.seed, group_duplicates=split.group_duplicates)
     model = ctx.registry.load_model(name, version, ctx.state_dir / "models")
     import numpy as np
 
     pred = np.asarray(_predict(model, test), dtype="float64").reshape(-1)
-    return holdout_metrics(test[ds.target], pred)[ctx.spec.selection.metric]
+    metric = ctx.spec.selection.metric
+    if metric in CLASSIFIER_METRICS:
+        return classification_metrics(test[ds.target].to_numpy(dtype="float64"), pred)[metric]
+    return evaluation_metrics(test[ds.target], pred)[metric]
 
 
 def _mllib_run(ctx: StepContext) -> bool:
@@ -228,8 +240,8 @@ class _SparkHoldout:
         return self._frame
 
     def score(self, name: str, version: int) -> float:
-        """``name`` v``version``'s selection metric on the holdout (``rmse``, ``mae``, ``r2`` as in the
-        pandas path).
+        """``name`` v``version``'s selection metric on the holdout (``rmse``, ``mae``, ``r2``, ``acc_0.5``,
+        ``acc_1.0`` as in the pandas path).
 
         Raises:
             DataError: Spark cannot read the data.
@@ -256,6 +268,10 @@ class _SparkHoldout:
                 sf.sum(err * err).alias("sse"),
                 sf.sum(sf.abs(err)).alias("sae"),
                 sf.var_pop(sf.col(f"`{target}`")).alias("var"),
+                *(  # rows within T of the truth (acc_T), the same tolerance as the pandas path
+                    sf.sum((sf.abs(err) <= sf.lit(t + ACCURACY_EPS)).cast("double")).alias(key)
+                    for t, key in zip(ACCURACY_TOLERANCES, ACCURACY_METRICS, strict=True)
+                ),
             ).collect()[0]
         except VintageError:
             raise
@@ -271,7 +287,9 @@ class _SparkHoldout:
                 hint="raise data.split.test_size or use more data",
             )
         n = int(row["n"])
-        score = from_sums(n, float(row["sse"]), float(row["sae"]), float(row["var"]) * n)[metric]
+        scores = from_sums(n, float(row["sse"]), float(row["sae"]), float(row["var"]) * n)
+        scores.update({key: float(row[key]) / n for key in ACCURACY_METRICS})
+        score = scores[metric]
         if not math.isfinite(score):
             raise GateRefused(f"champion gate: {name} v{version}'s holdout {metric} is not finite ({score})")
         return score

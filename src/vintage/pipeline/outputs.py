@@ -76,7 +76,7 @@ class TrainOutput(StepOutput):
     """``train``: the grid trained, the run chosen (nothing registered yet)."""
 
     STEP = "train"
-    OMIT_NONE = frozenset({"databricks"})
+    OMIT_NONE = frozenset({"databricks", "refit"})
 
     parent_run_id: str
     data_digest: str
@@ -85,6 +85,13 @@ class TrainOutput(StepOutput):
     failed: int
     selected: Selected
     databricks: dict[str, Any] | None = None
+    refit: Selected | None = None
+    """The chosen point fitted again on every row (``training.refit``; no metrics): the one registered."""
+
+    @property
+    def to_register(self) -> Selected:
+        """The run whose model registration takes: the refit when there is one, else the chosen run."""
+        return self.refit or self.selected
 
 
 class RegisterOutput(StepOutput):

@@ -287,6 +287,8 @@ class RemoteOutcome:
     selected: dict[str, Any]
     version: RegisteredVersion
     tracking_uri: str
+    refit: dict[str, Any] | None = None
+    """The chosen point refit on all rows (``training.refit``): the run whose model was registered."""
 
     @property
     def where(self) -> str:
@@ -348,14 +350,17 @@ def _read(session: TrackingSession, spec: Spec, run_id: str, job: dict[str, Any]
         )
     # A version older than the training run was found again (same run or training key), not created.
     version.reused = version.created_ms < int(parent.info.start_time or 0)
+    refit_id = tags.get("vintage.refit_run_id")
+    refit = client.get_run(refit_id) if refit_id else None
+    points = [c for c in children if c.data.tags.get("vintage.role") != "refit"]  # grid points only
     stags = selected.data.tags
     return RemoteOutcome(
         job=job,
         parent_run_id=str(parent.info.run_id),
         data_digest=tags.get("vintage.data_digest", ""),
         engine=tags.get("vintage.engine", ""),
-        runs=len(children),
-        failed=sum(1 for c in children if c.info.status == "FAILED"),
+        runs=len(points),
+        failed=sum(1 for c in points if c.info.status == "FAILED"),
         selection_key=spec.selection.selection_key,
         selected={
             "run_id": str(selected.info.run_id),
@@ -367,7 +372,21 @@ def _read(session: TrackingSession, spec: Spec, run_id: str, job: dict[str, Any]
         },
         version=version,
         tracking_uri=session.target.display,
+        refit=_run_dict(refit) if refit is not None else None,
     )
+
+
+def _run_dict(run: Any) -> dict[str, Any]:
+    """A run as :class:`~vintage.pipeline.outputs.Selected` takes it."""
+    tags = run.data.tags
+    return {
+        "run_id": str(run.info.run_id),
+        "name": run.info.run_name or "",
+        "estimator": tags.get("vintage.estimator", ""),
+        "metrics": {k: v for k, v in run.data.metrics.items() if k != "fit_seconds"},
+        "model_uri": tags.get("vintage.model_uri"),
+        "training_key": tags.get("vintage.training_key"),
+    }
 
 
 def _quote(value: str) -> str:
@@ -439,6 +458,7 @@ def train_step(ctx: StepContext, o: RemoteOutcome) -> TrainOutput:
         failed=o.failed,
         selected=Selected.model_validate(o.selected),
         databricks=o.job,
+        refit=Selected.model_validate(o.refit) if o.refit else None,
     )
 
 
@@ -447,17 +467,18 @@ def register_step(ctx: StepContext, o: RemoteOutcome) -> RegisterOutput:
     from vintage.registry import CANDIDATE
 
     v = o.version
+    registered = (o.refit or o.selected)["run_id"]
     audit.record(
         ctx.state_dir,
         "model.register",
         f"{v.name}/{v.version}",
         "reused" if v.reused else "ok",
         reader=f"run:{ctx.run_id}",
-        detail=f"run_id={o.selected['run_id']} alias={CANDIDATE} databricks_run={o.job['databricks_run_id']}",
+        detail=f"run_id={registered} alias={CANDIDATE} databricks_run={o.job['databricks_run_id']}",
     )
     verb = "found" if v.reused else "registered"
     ctx.say(f"{_job_line(o)} {verb} {v.name} version {v.version} (alias {CANDIDATE})")
-    return RegisterOutput.of(v, o.selected["run_id"]).model_copy(update={"databricks": o.job})
+    return RegisterOutput.of(v, registered).model_copy(update={"databricks": o.job})
 
 
 STEPS: dict[str, Callable[[StepContext, RemoteOutcome], StepOutput]] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vintage import audit
 from vintage.errors import PipelineError, VintageError
@@ -28,6 +28,9 @@ from vintage.pipeline.outputs import (
     TrainOutput,
     ValidateOutput,
 )
+
+if TYPE_CHECKING:
+    from vintage.training import PointRun
 
 __all__ = ["STEPS", "GateRefused", "StepContext", "config_digest"]
 
@@ -55,6 +58,8 @@ def train(ctx: StepContext) -> TrainOutput:
     ctx.say(
         f"trained {len(report.runs)} grid point(s) ({len(report.failed)} failed); chosen {selected.name}, "
         f"{key} = {selected.metrics.get(key, float('nan')):.4f}"
+        + _holdout_note(ctx.spec.selection.metric, key, selected.metrics)
+        + (f"; refit on all rows: run {trained.refit.run_id}" if trained.refit else "")
     )
     return TrainOutput(
         parent_run_id=report.parent_run_id,
@@ -70,7 +75,24 @@ def train(ctx: StepContext) -> TrainOutput:
             model_uri=selected.model_uri,
             training_key=selected.training_key,
         ),
+        refit=_selected(trained.refit) if trained.refit else None,
     )
+
+
+def _selected(run: PointRun) -> Selected:
+    return Selected(
+        run_id=run.run_id,
+        name=run.name,
+        estimator=run.estimator,
+        metrics=run.metrics,
+        model_uri=run.model_uri,
+        training_key=run.training_key,
+    )
+
+
+def _holdout_note(metric: str, key: str, metrics: dict[str, float]) -> str:
+    """``, holdout rmse = 0.6612`` when selection used another figure (CV) than the holdout one."""
+    return f", holdout {metric} = {metrics[metric]:.4f}" if key != metric and metric in metrics else ""
 
 
 def register(ctx: StepContext) -> RegisterOutput:
@@ -80,7 +102,7 @@ def register(ctx: StepContext) -> RegisterOutput:
     trained = ctx.result(TrainOutput)
     if trained is None:
         raise PipelineError("nothing to register: the train step has not succeeded in this run")
-    chosen = trained.selected
+    chosen = trained.to_register
     version = ctx.registry.register_run(ctx.spec.model_name, chosen, trained.data_digest, alias=CANDIDATE)
     ctx.registry.tag_run(trained.parent_run_id, "vintage.registered_version", str(version.version))
     audit.record(
@@ -104,7 +126,7 @@ def release(ctx: StepContext) -> ReleaseOutput:
     name, version = ctx.candidate()
     # The run that produced the registered version: when this run's chosen run only reproduced an
     # existing version, that version's own run (the reproducing run is listed as such).
-    chosen = trained.selected.run_id if trained else None
+    chosen = trained.to_register.run_id if trained else None
     source = (reg.run_id if reg else None) or chosen
     reproduced = {"reproduced_by_run_id": chosen} if chosen and chosen != source else {}
     from vintage.pipeline.evaluate import evaluation_report

@@ -176,15 +176,39 @@ def cached_model(digest: str, files: Callable[[], dict[str, bytes]]) -> LoadedMo
         return model
     from vintage.model.load import load_model_dir
 
-    with tempfile.TemporaryDirectory(prefix="vintage-model-") as tmp:
+    tmp = Path(tempfile.mkdtemp(prefix="vintage-model-"))
+    keep_code = False
+    try:
         for name, data in files().items():
             target = Path(tmp, name)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        model = load_model_dir(Path(tmp))  # fully in memory once loaded: the files can go
+        model = load_model_dir(tmp)  # fully in memory once loaded: the files can go ...
+        keep_code = bool(model.info.code)
+    finally:
+        _remove_but_code(tmp, keep_code)
     _MODELS[digest] = model
     _LOADS[digest] = _LOADS.get(digest, 0) + 1
     return model
+
+
+def _remove_but_code(tmp: Path, keep_code: bool) -> None:
+    """... except the model's shipped ``code/`` folder: it stays on the import path for the worker's life
+    (a module the model imports only when it predicts is read from there), removed when the worker exits."""
+    import atexit
+    import shutil
+
+    if not keep_code:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    for entry in tmp.iterdir():
+        if entry.name == "code":
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
 
 
 class _Scorer:

@@ -13,9 +13,15 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vintage.config.models import import_estimator
+from vintage.config.estimators import loggable_params
 from vintage.errors import first_line
-from vintage.evaluation.metrics import evaluation_metrics
+from vintage.evaluation.metrics import (
+    ACCURACY_METRICS,
+    CLASSIFIER_METRICS,
+    accuracy_scorers,
+    classification_metrics,
+    evaluation_metrics,
+)
 from vintage.metrics import METRICS
 
 if TYPE_CHECKING:
@@ -56,17 +62,26 @@ class _Job:
     target: str
     cv: int | None
     seed: int
+    group_duplicates: bool = False
+    groups: Any = None
 
 
 _JOB: _Job | None = None
 
 
 def init_worker(
-    train: pd.DataFrame, test: pd.DataFrame, features: list[str], target: str, cv: int | None, seed: int
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    features: list[str],
+    target: str,
+    cv: int | None,
+    seed: int,
+    group_duplicates: bool = False,
 ) -> None:
-    """Process-pool initializer: keep the data in the worker for all its tasks."""
+    """Process-pool initializer: keep the data in the worker for all its tasks. ``group_duplicates``
+    keeps identical training rows in one CV fold (``data.split.group_duplicates``)."""
     global _JOB
-    _JOB = _Job(train, test, list(features), target, cv, seed)
+    _JOB = _Job(train, test, list(features), target, cv, seed, group_duplicates)
 
 
 def fit_point(point: GridPoint) -> FitResult:
@@ -79,16 +94,18 @@ def fit_point(point: GridPoint) -> FitResult:
     job = _JOB
     started = time.perf_counter()
     try:
-        cls = import_estimator(point.class_path)
-        model = cls(**point.params)
+        model = point.build()
         x_train, y_train = job.train[job.features], job.train[job.target]
         model.fit(x_train, y_train)
         y_test = job.test[job.target].to_numpy()
         pred = model.predict(job.test[job.features])
-        metrics = score(y_test, pred)
+        classifier = is_classifier(model)
+        metrics = score(y_test, pred, classifier=classifier)
         if job.cv:
-            metrics.update(_cross_validate(cls(**point.params), x_train, y_train, job.cv, job.seed))
-        params = {k: v for k, v in model.get_params(deep=False).items() if not _is_estimator(v)}
+            cross_validate = _cross_validate_classifier if classifier else _cross_validate
+            groups = _duplicate_groups(job) if job.group_duplicates else None
+            metrics.update(cross_validate(point.build(), x_train, y_train, job.cv, job.seed, groups))
+        params = loggable_params(model)
         seconds = time.perf_counter() - started
         result = FitResult(point.index, metrics, model, params, seconds=seconds)
         result.artifacts, result.artifacts_error = evaluation_files(model, job.features, y_test, pred)
@@ -103,11 +120,21 @@ def fit_point(point: GridPoint) -> FitResult:
         )
 
 
-def score(y_true: Any, y_pred: Any) -> dict[str, float]:
-    """Holdout metrics (:func:`vintage.evaluation.metrics.evaluation_metrics`: rmse, mae, r2, acc_0.5,
-    acc_1.0). Non-finite predictions are an error, not a metric."""
+def is_classifier(model: Any) -> bool:
+    """True for a scikit-learn classifier (a Pipeline ending in one too): it is scored as one."""
+    from sklearn.base import is_classifier as sklearn_is_classifier
+
+    return bool(sklearn_is_classifier(model))
+
+
+def score(y_true: Any, y_pred: Any, *, classifier: bool = False) -> dict[str, float]:
+    """Holdout metrics: a regressor's (:func:`vintage.evaluation.metrics.evaluation_metrics`: rmse, mae,
+    r2, acc_0.5, acc_1.0; non-finite predictions are an error, not a metric), or a classifier's
+    (:func:`~vintage.evaluation.metrics.classification_metrics`: accuracy, balanced_accuracy, f1_<class>)."""
     import numpy as np
 
+    if classifier:
+        return classification_metrics(y_true, y_pred)
     pred = np.asarray(y_pred, dtype="float64")
     if not np.isfinite(pred).all():
         raise ValueError("the model predicted NaN or infinite values on the holdout")
@@ -117,13 +144,17 @@ def score(y_true: Any, y_pred: Any) -> dict[str, float]:
 def evaluation_files(
     model: Any, features: list[str], y_true: Any, y_pred: Any
 ) -> tuple[dict[str, bytes], str | None]:
-    """The point's evaluation files: the three prediction plots, and the coefficients or feature
+    """The point's evaluation files: the three prediction plots (a classifier: its confusion matrix), and
+    the coefficients or feature
     importances as CSV and bar chart when the model has them. A drawing error leaves the files out and
     is returned as text: it never fails the point."""
     from vintage.evaluation import plots
 
     try:
-        files = plots.prediction_plots(y_true, y_pred)
+        if is_classifier(model):
+            files = plots.confusion_matrix_plot(y_true, y_pred)
+        else:
+            files = plots.prediction_plots(y_true, y_pred)
         importance = plots.importance_of(model, features)
         if importance is not None:
             files[importance.csv_name] = importance.to_csv().encode()
@@ -133,21 +164,67 @@ def evaluation_files(
     return files, None
 
 
-def _cross_validate(model: Any, x: Any, y: Any, folds: int, seed: int) -> dict[str, float]:
+def _duplicate_groups(job: _Job) -> Any:
+    """The training rows' duplicate groups, computed once per worker."""
+    if job.groups is None:
+        from vintage.data.load import duplicate_groups
+
+        job.groups = duplicate_groups(job.train[[*job.features, job.target]])
+    return job.groups
+
+
+def cv_splitter(folds: int, seed: int, *, grouped: bool) -> Any:
+    """The CV folds of ``selection.cv``: ``GroupKFold(shuffle=True)`` over the duplicate groups when
+    ``grouped`` (call its ``split`` with ``groups``), else the shuffled ``KFold`` of rows."""
+    from sklearn.model_selection import GroupKFold, KFold
+
+    if grouped:
+        return GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return KFold(n_splits=folds, shuffle=True, random_state=seed)
+
+
+def _cross_validate(
+    model: Any, x: Any, y: Any, folds: int, seed: int, groups: Any = None
+) -> dict[str, float]:
+    """K-fold CV metrics (``cv_<metric>`` and ``cv_<metric>_std``). With ``groups`` (one id per row),
+    ``GroupKFold(shuffle=True)``: rows of one group are never on both sides of a fold; without, the
+    shuffled ``KFold`` of rows."""
     import numpy as np
-    from sklearn.model_selection import KFold, cross_validate
+    from sklearn.model_selection import cross_validate
 
     scoring = {"rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_error", "r2": "r2"}
-    cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
-    res = cross_validate(model, x, y, cv=cv, scoring=scoring, error_score="raise")
+    scoring.update(accuracy_scorers())
+    cv = cv_splitter(folds, seed, grouped=groups is not None)
+    res = cross_validate(model, x, y, cv=cv, groups=groups, scoring=scoring, error_score="raise")
     out: dict[str, float] = {}
-    for name in METRICS:
+    for name in (*METRICS, *ACCURACY_METRICS):
         vals = np.asarray(res[f"test_{name}"], dtype="float64")
-        vals = vals if name == "r2" else -vals
+        vals = vals if name == "r2" or name in ACCURACY_METRICS else -vals
         out[f"cv_{name}"] = float(vals.mean())
         out[f"cv_{name}_std"] = float(vals.std())
     return out
 
 
-def _is_estimator(value: Any) -> bool:
-    return hasattr(value, "get_params") and hasattr(value, "fit")
+def _cross_validate_classifier(
+    model: Any, x: Any, y: Any, folds: int, seed: int, groups: Any = None
+) -> dict[str, float]:
+    """K-fold (stratified, shuffled) accuracy and balanced accuracy of a classifier: ``cv_accuracy``,
+    ``cv_balanced_accuracy`` and their ``_std``. With ``groups``, ``StratifiedGroupKFold``: rows of one
+    duplicate group are never on both sides of a fold."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_validate
+
+    cv = (
+        StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        if groups is not None
+        else StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    )
+    res = cross_validate(
+        model, x, y, cv=cv, groups=groups, scoring=list(CLASSIFIER_METRICS), error_score="raise"
+    )
+    out: dict[str, float] = {}
+    for name in CLASSIFIER_METRICS:
+        vals = np.asarray(res[f"test_{name}"], dtype="float64")
+        out[f"cv_{name}"] = float(vals.mean())
+        out[f"cv_{name}_std"] = float(vals.std())
+    return out

@@ -120,6 +120,8 @@ def train_grid(
 
     points = expand_grid(spec)
     mllib = _uses_mllib(spec)
+    if not mllib:  # a class whose module cannot ship with the model: refused before anything is fitted
+        track.check_code([e.class_path for e in spec.estimators])
     test: Any = None
     init_args: tuple[Any, ...] = ()
     if not mllib:  # MLlib: Spark reads and splits the data; the driver never holds all of it
@@ -135,14 +137,16 @@ def train_grid(
                 why=f" for selection.cv = {folds} folds of 2 rows",
                 setting="data.split.test_size or selection.cv",
             )
-        train, test = dataset.split(spec.data.split.test_size, spec.data.split.seed)
+        split = spec.data.split
+        train, test = dataset.split(split.test_size, split.seed, group_duplicates=split.group_duplicates)
         init_args = (
             train,
             test,
             list(dataset.features),
             dataset.target,
             spec.selection.cv,
-            spec.data.split.seed,
+            split.seed,
+            split.group_duplicates,
         )
     fit_points = points
     if secrets is not None and any(has_refs(p.params) for p in points):
@@ -199,12 +203,40 @@ def train_grid(
     return session, report
 
 
+TAG_SPLIT = "vintage.split"
+TAG_DUPLICATE_GROUPS = "vintage.split.duplicate_groups"
+TAG_DUPLICATE_ROWS = "vintage.split.duplicate_rows"
+SPLIT_GROUPED = "duplicate-groups"
+"""``vintage.split`` of a split that keeps exact duplicate rows on one side (holdout and CV folds)."""
+SPLIT_ROWS = "rows"
+"""``vintage.split`` of the tutorial's split of whole rows (``data.split.group_duplicates: false``)."""
+SPLIT_MLLIB = "mllib-randomSplit"
+"""``vintage.split`` of the Spark MLlib trainer (``randomSplit`` of rows: duplicates are not grouped)."""
+
+
+def split_tags(spec: Spec, dataset: Dataset, *, mllib: bool) -> dict[str, str]:
+    """The tags every run of a training carries about its split: which split (``vintage.split``) and,
+    when the data is in memory, how many groups of exact duplicate rows it has and how many rows repeat
+    another."""
+    split = spec.data.split
+    if mllib:
+        return {TAG_SPLIT: SPLIT_MLLIB}
+    from vintage.data.load import count_duplicates
+
+    found = count_duplicates(dataset.frame)
+    return {
+        TAG_SPLIT: SPLIT_GROUPED if split.group_duplicates else SPLIT_ROWS,
+        TAG_DUPLICATE_GROUPS: str(found.groups),
+        TAG_DUPLICATE_ROWS: str(found.rows),
+    }
+
+
 def _uses_mllib(spec: Spec) -> bool:
     """True when the grid's estimators are Spark MLlib ones (see :mod:`vintage.training.mllib`).
 
     Raises:
         ConfigError: MLlib and scikit-learn estimators are mixed, the engine is not ``spark``, or
-            ``selection.cv`` is set (MLlib points are scored on the holdout only).
+            ``selection.cv`` (MLlib points are scored on the holdout only) or ``training.refit`` is set.
     """
     from vintage.config.models import is_mllib
 
@@ -222,7 +254,88 @@ def _uses_mllib(spec: Spec) -> bool:
             "selection.cv is not supported with Spark MLlib estimators (they are scored on the holdout)",
             hint="remove selection.cv",
         )
+    if spec.training.refit:
+        raise ConfigError(
+            "training.refit is not supported with Spark MLlib estimators (the driver never holds the data)",
+            hint="remove training.refit",
+        )
     return True
+
+
+TAG_REFIT_OF = "vintage.refit_of"
+"""On a refit run: the grid point's run it refits (on every row, train and holdout)."""
+TAG_REFIT_RUN = "vintage.refit_run_id"
+"""On the grid's parent run: the refit run (``training.refit``), whose model is the one registered."""
+ROLE_REFIT = "refit"
+
+
+def refit_chosen(
+    spec: Spec,
+    dataset: Dataset,
+    session: TrackingSession,
+    report: TrainingReport,
+    chosen: PointRun,
+    *,
+    project_dir: Path | None = None,
+    secrets: SecretReader | None = None,
+) -> PointRun:
+    """Fit the chosen grid point again on every row (train and holdout) and log it as its own run under
+    the grid's parent run (``training.refit``).
+
+    The run is tagged ``vintage.role = refit`` and ``vintage.refit_of = <chosen run>``; it logs the
+    point's parameters, ``fit_seconds`` and the model, but no holdout or CV metrics: it has seen every
+    row, so it has none (the chosen run's figures are the estimate). Its training key differs from the
+    chosen point's, so registration makes it a version of its own.
+
+    Raises:
+        TrainingError: the estimator fails to fit on all rows.
+    """
+    import sklearn
+    from mlflow.data.pandas_dataset import from_pandas
+
+    from vintage.config.estimators import loggable_params
+    from vintage.training.fit import FitResult
+
+    point = next(p for p in expand_grid(spec) if p.index == chosen.index)
+    params = (
+        secrets.resolve_data(point.params) if secrets is not None and has_refs(point.params) else point.params
+    )
+    frame, features = dataset.frame, list(dataset.features)
+    started = track.now_ms()
+    try:
+        model = dataclasses.replace(point, params=params).build()
+        model.fit(frame[features], frame[dataset.target])
+    except Exception as exc:
+        raise TrainingError(
+            f"refitting {chosen.name} on all {len(frame)} rows failed: {exc.__class__.__name__}: "
+            f"{first_line(exc, 300)}",
+            hint="set training.refit: false in vintage.yaml to register the chosen run's model",
+        ) from exc
+    seconds = (track.now_ms() - started) / 1000
+    result = FitResult(chosen.index, {}, model, loggable_params(model), seconds=seconds)
+    refit = dataclasses.replace(point, label=f"{point.label} refit on all rows")
+    split_info = split_tags(spec, dataset, mllib=False)
+    tags = {**track.base_tags(track.git_commit(project_dir) if project_dir else None), **split_info}
+    run_id = track.create_child(session, report.parent_run_id, refit, tags, started)
+    session.client.set_tag(run_id, track.TAG_ROLE, ROLE_REFIT)
+    session.client.set_tag(run_id, TAG_REFIT_OF, chosen.run_id)
+    split = spec.data.split
+    key = training_key(
+        point, dataset.digest, split.test_size, split.seed, sklearn.__version__, split_mode="refit"
+    )
+    mlflow_ds = from_pandas(
+        frame, source=dataset.source_uri, targets=dataset.target, name=dataset.source, digest=dataset.digest
+    )
+    example = dataset.head(_EXAMPLE_ROWS)[features]
+    input_tags = {**split_info, TAG_REFIT_OF: chosen.run_id}  # every row: train and holdout
+    run = _log_one(session, run_id, refit, result, mlflow_ds, example, spec, key, input_tags)
+    if run.status != "FINISHED":
+        raise TrainingError(
+            f"logging the refit of {chosen.name} failed: {run.error}",
+            hint="set training.refit: false in vintage.yaml to register the chosen run's model",
+        )
+    session.client.set_tag(report.parent_run_id, TAG_REFIT_RUN, run.run_id)
+    return run
 
 
 def log_chosen_files(session: TrackingSession, report: TrainingReport, chosen: PointRun) -> None:
@@ -254,7 +367,8 @@ def _log_all(
     from mlflow.data.pandas_dataset import from_pandas
 
     client = session.client
-    tags = track.base_tags(track.git_commit(project_dir) if project_dir else None)
+    split_info = split_tags(spec, dataset, mllib=test is None)
+    tags = {**track.base_tags(track.git_commit(project_dir) if project_dir else None), **split_info}
     parent = client.create_run(
         session.experiment_id,
         start_time=start_ms,
@@ -287,11 +401,16 @@ def _log_all(
             )
             example = test[list(dataset.features)].head(_EXAMPLE_ROWS).reset_index(drop=True)
         split = spec.data.split
+        mode = "grouped" if split.group_duplicates and test is not None else ""
         by_index = {p.index: p for p in points}
         for result in executor.results(stop):
             point = by_index[result.index]
-            key = training_key(point, dataset.digest, split.test_size, split.seed, sklearn_version)
-            run = _log_one(session, child_ids[point.index], point, result, mlflow_ds, example, spec, key)
+            key = training_key(
+                point, dataset.digest, split.test_size, split.seed, sklearn_version, split_mode=mode
+            )
+            run = _log_one(
+                session, child_ids[point.index], point, result, mlflow_ds, example, spec, key, split_info
+            )
             saved = getattr(executor, "artifact_dirs", {}).get(point.index)
             if saved and run.status == "FINISHED":  # MLlib: the native Spark model next to the export
                 client.log_artifacts(run.run_id, saved, "spark-model")
@@ -326,6 +445,7 @@ def _log_one(
     example: Any,
     spec: Spec,
     key: str,
+    input_tags: dict[str, str],
 ) -> PointRun:
     run = PointRun(
         point.index,
@@ -352,6 +472,7 @@ def _log_one(
             example=example,
             model_format=spec.training.model_format,
             key=key,
+            input_tags=input_tags,
         )
     except MlflowException as exc:  # e.g. the model cannot be serialised in the chosen format
         result.error = f"logging the model failed: {first_line(exc)}"

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import json
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vintage import __version__
 from vintage.redact import redact, redact_data
+from vintage.training import code as shipped_code
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     import pandas as pd
 
@@ -36,6 +40,7 @@ TAG_ROLE = "vintage.role"
 TAG_GRID = "vintage.grid_params"
 TAG_INDEX = "vintage.grid_index"
 TAG_PLOT_ERROR = "vintage.evaluation_error"
+TAG_CODE = "vintage.code_modules"
 
 
 def now_ms() -> int:
@@ -110,8 +115,11 @@ def log_success(
     example: pd.DataFrame,
     model_format: str,
     key: str,
+    input_tags: Mapping[str, str] | None = None,
 ) -> str:
     """Log params, metrics, dataset input and the model of a trained point; end the run FINISHED.
+
+    ``input_tags`` go on the dataset input (beside ``mlflow.data.context``): how the data was split.
 
     Returns:
         The model URI (``models:/m-...``) of the logged model.
@@ -127,7 +135,7 @@ def log_success(
         {
             **{k: _param_value(v) for k, v in result.effective_params.items()},
             **refs,
-            "estimator": point.class_path,
+            "estimator": point.estimator_text,
         }
     )
     ts = now_ms()
@@ -143,8 +151,13 @@ def log_success(
     log_evaluation_files(session, run_id, result.artifacts)
     if result.artifacts_error:
         client.set_tag(run_id, TAG_PLOT_ERROR, redact(result.artifacts_error))
-    with mlflow.start_run(run_id=run_id):
-        _log_input(dataset)
+    code = shipped_code.plan(result.model)
+    with (
+        mlflow.start_run(run_id=run_id),
+        tempfile.TemporaryDirectory(prefix="vintage-code-") as staged,
+        _sys_path_kept(),
+    ):
+        _log_input(dataset, tags=input_tags)
         info = mlflow.sklearn.log_model(
             result.model,
             name="model",
@@ -153,10 +166,42 @@ def log_success(
             pip_requirements=model_requirements(point.class_path, model_format),
             serialization_format=model_format,
             skops_trusted_types=_skops_types(result.model) if model_format == "skops" else None,
+            code_paths=shipped_code.stage(code, Path(staged)) if code else None,
         )
         client.set_tag(run_id, TAG_MODEL_URI, info.model_uri)
         client.set_tag(run_id, TAG_KEY, key)
+        if code:
+            client.set_tag(run_id, TAG_CODE, ",".join(code.modules))
     return str(info.model_uri)
+
+
+@contextlib.contextmanager
+def _sys_path_kept() -> Iterator[None]:
+    """Drop what was added to ``sys.path`` meanwhile: MLflow checks the input example by loading the model
+    it just saved, which prepends that temporary copy's ``code/`` folder to ``sys.path`` and leaves it there
+    (one stale entry per logged point, ahead of the project's own modules)."""
+    before = list(sys.path)
+    try:
+        yield
+    finally:
+        added = set(sys.path) - set(before)
+        sys.path[:] = [p for p in sys.path if p not in added]
+
+
+def check_code(class_paths: Sequence[str]) -> None:
+    """Refuse, before anything is fitted, an estimator class whose module cannot ship with the model
+    (:mod:`vintage.training.code`; the fitted model is checked again, whole, when it is logged).
+
+    Raises:
+        TrainingError: a class's module cannot be shipped.
+    """
+    modules: dict[str, str] = {}
+    for path in class_paths:
+        module = sys.modules.get(path.rpartition(".")[0])
+        cls = getattr(module, path.rpartition(".")[2], None) if module is not None else None
+        if isinstance(cls, type):
+            modules.setdefault(cls.__module__, f"{cls.__module__}.{cls.__qualname__}")
+    shipped_code.plan_modules(modules)
 
 
 def log_evaluation_files(session: TrackingSession, run_id: str, files: Mapping[str, bytes]) -> None:
@@ -193,7 +238,7 @@ def log_grid_summary(
     return best
 
 
-def _log_input(dataset: Any, attempts: int = 4) -> None:
+def _log_input(dataset: Any, attempts: int = 4, tags: Mapping[str, str] | None = None) -> None:
     """``mlflow.log_input`` that survives another client logging the same dataset at the same moment.
 
     A tracking server inserts a dataset it does not know yet; two runs (two CI machines training on one
@@ -205,7 +250,10 @@ def _log_input(dataset: Any, attempts: int = 4) -> None:
 
     for attempt in range(attempts):
         try:
-            mlflow.log_input(dataset, context="training")
+            if tags:
+                mlflow.log_input(dataset, context="training", tags=dict(tags))
+            else:
+                mlflow.log_input(dataset, context="training")
             return
         except MlflowException as exc:
             text = str(exc).lower()
@@ -245,7 +293,7 @@ def log_failure(
 ) -> None:
     """Mark a point's run FAILED with its error (headline as a tag, traceback as an artifact)."""
     client = session.client
-    params = {**point.params, "estimator": point.class_path} if with_params else {}
+    params = {**point.params, "estimator": point.estimator_text} if with_params else {}
     client.log_batch(
         run_id,
         params=[param(k, v) for k, v in params.items()],

@@ -488,7 +488,7 @@ def test_duplicate_feature_is_config_error(tmp_path: Path) -> None:
     ("text", "key_path"),
     [
         ("data:\n  dataset: rose\n", "data.dataset"),
-        ("selection:\n  metric: accuracy\n", "selection.metric"),
+        ("selection:\n  metric: precision\n", "selection.metric"),
         ("selection:\n  cv: 1\n", "selection.cv"),
         ("training:\n  model_format: joblib\n", "training.model_format"),
         ("model_name: 'has space'\n", "model_name"),

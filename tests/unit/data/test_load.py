@@ -223,9 +223,9 @@ def test_header_only_csv_is_zero_rows_data_error(tmp_path: Path) -> None:
 
 
 def test_split_is_deterministic_and_partitions_rows(red: Dataset) -> None:
-    train, test = red.split(0.25, 40)
-    train2, test2 = red.split(0.25, 40)
-    _, test_other = red.split(0.25, 41)
+    train, test = red.split(0.25, 40, group_duplicates=False)
+    train2, test2 = red.split(0.25, 40, group_duplicates=False)
+    _, test_other = red.split(0.25, 41, group_duplicates=False)
 
     assert len(test) == 400
     assert len(train) == 1199

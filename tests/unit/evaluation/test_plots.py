@@ -6,6 +6,7 @@ import csv
 import io
 
 import numpy as np
+import pandas as pd
 from sklearn.linear_model import ElasticNet
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.tree import DecisionTreeRegressor
@@ -101,3 +102,26 @@ def test_a_bar_chart_background_is_reused_across_rankings() -> None:
     assert len(plots._TEMPLATES) == 1  # same count and range (0 to 0.2): one background
     assert two != one  # other names on the bars
     assert plots.importance_chart(first) == one  # nothing of the chart drawn before is left
+
+
+def test_importance_of_a_pipeline_is_its_last_step_when_the_steps_keep_the_features() -> None:
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(3)
+    x = pd.DataFrame(rng.normal(size=(40, len(FEATURES))), columns=FEATURES)
+    y = x[FEATURES[0]] * 2.0 + rng.normal(size=40) * 0.1
+    scaled = make_pipeline(StandardScaler(), Ridge()).fit(x, y)
+    wrapped = TransformedTargetRegressor(regressor=make_pipeline(StandardScaler(), Ridge())).fit(x, y)
+    reduced = make_pipeline(PCA(n_components=2), Ridge()).fit(x, y)
+
+    imp = plots.importance_of(scaled, FEATURES)
+    assert imp is not None and imp.kind == "coefficients"
+    assert imp.values == tuple(float(v) for v in scaled[-1].coef_)
+    wrapped_imp = plots.importance_of(wrapped, FEATURES)
+    assert wrapped_imp is not None
+    assert wrapped_imp.values == tuple(float(v) for v in wrapped.regressor_[-1].coef_)
+    assert plots.importance_of(reduced, FEATURES) is None  # PCA outputs are not the features

@@ -26,7 +26,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sklearn.linear_model import ElasticNet
 
     spec = load_spec(Path(__file__).resolve().parents[3] / "vintage.yaml")
-    train, _ = load_dataset(spec.data).split(spec.data.split.test_size, spec.data.split.seed)
+    train, _ = load_dataset(spec.data).split(
+        spec.data.split.test_size, spec.data.split.seed, group_duplicates=spec.data.split.group_duplicates
+    )
     x = train[list(spec.data.features)]
     model = ElasticNet(alpha=0.1, l1_ratio=0.1).fit(x, train[spec.data.target])
     path = tmp_path_factory.mktemp("model") / "m"
@@ -36,7 +38,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _log_holdout(project: Path, model_dir: Path, shift: dict[str, float]) -> int:
     spec = load_spec(project / "vintage.yaml")
-    _, holdout = load_dataset(spec.data).split(spec.data.split.test_size, spec.data.split.seed)
+    _, holdout = load_dataset(spec.data).split(
+        spec.data.split.test_size, spec.data.split.seed, group_duplicates=spec.data.split.group_duplicates
+    )
     model = load_model_dir(model_dir)
     columns = model.info.columns
     rows = holdout[list(columns)].copy()

@@ -71,7 +71,9 @@ def _build(spec: Spec, project: Path, registry: InMemoryRegistry, run: str) -> t
 def _expected(spec: Spec, predict: Any) -> dict[str, float]:
     """The metrics computed here, from the holdout split the way training splits it."""
     ds = load_dataset(spec.data)
-    _, test = ds.split(spec.data.split.test_size, spec.data.split.seed)
+    _, test = ds.split(
+        spec.data.split.test_size, spec.data.split.seed, group_duplicates=spec.data.split.group_duplicates
+    )
     y = test[ds.target].to_numpy(dtype="float64")
     err = np.abs(y - predict(test[list(WINE_FEATURES)].to_numpy(dtype="float64")))
     return {"rmse": float(np.sqrt(np.mean(err**2))), "acc_0.5": float(np.mean(err <= 0.5)), "rows": len(y)}

@@ -28,7 +28,7 @@ def red() -> Dataset:
 
 @pytest.fixture(scope="module")
 def init_args(red: Dataset) -> tuple[Any, ...]:
-    train, test = red.split(0.25, 40)
+    train, test = red.split(0.25, 40, group_duplicates=False)
     return (train, test, list(red.features), red.target, None, 40)
 
 

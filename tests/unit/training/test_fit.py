@@ -26,7 +26,7 @@ def red() -> Dataset:
 
 @pytest.fixture(scope="module")
 def red_split(red: Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return red.split(0.25, 40)
+    return red.split(0.25, 40, group_duplicates=False)
 
 
 def init(red: Dataset, split: tuple[pd.DataFrame, pd.DataFrame], cv: int | None = None) -> None:
@@ -107,11 +107,36 @@ def test_cv_adds_cross_validated_metrics_and_std(red: Dataset, red_split: Any) -
         "cv_rmse_std",
         "cv_mae_std",
         "cv_r2_std",
+        "cv_acc_0.5",
+        "cv_acc_1.0",
+        "cv_acc_0.5_std",
+        "cv_acc_1.0_std",
     }
     for name in ("rmse", "mae"):
         assert result.metrics[f"cv_{name}"] > 0  # errors are reported positive, not sklearn's negated scores
     assert all(result.metrics[f"cv_{n}_std"] >= 0 for n in ("rmse", "mae", "r2"))
     assert result.metrics["cv_rmse"] != result.metrics["rmse"]
+
+
+def test_cv_accuracy_is_the_mean_of_each_folds_share_within_the_tolerance(
+    red: Dataset, red_split: Any
+) -> None:
+    from sklearn.linear_model import ElasticNet
+    from sklearn.model_selection import KFold
+
+    from vintage.evaluation.metrics import accuracy_within
+
+    init(red, red_split, cv=3)
+    result = fit_point(TUTORIAL)
+    train = red_split[0]
+    x, y = train[list(red.features)], train[red.target]
+    by_hand = []
+    for fit_rows, test_rows in KFold(n_splits=3, shuffle=True, random_state=40).split(x):
+        model = ElasticNet(**TUTORIAL.params).fit(x.iloc[fit_rows], y.iloc[fit_rows])
+        by_hand.append(accuracy_within(y.iloc[test_rows], model.predict(x.iloc[test_rows]), 0.5))
+
+    assert result.metrics["cv_acc_0.5"] == pytest.approx(float(np.mean(by_hand)), abs=1e-12)
+    assert 0 < result.metrics["cv_acc_0.5"] < result.metrics["cv_acc_1.0"] <= 1
 
 
 def test_cv_does_not_change_holdout_metrics(red: Dataset, red_split: Any) -> None:
@@ -169,3 +194,29 @@ def test_score_of_perfect_prediction() -> None:
     y = np.array([3.0, 5.0, 7.0])
 
     assert score(y, y) == {"rmse": 0.0, "mae": 0.0, "r2": 1.0, "acc_0.5": 1.0, "acc_1.0": 1.0}
+
+
+def test_a_classifier_gets_classification_metrics_and_a_confusion_matrix(
+    red: Dataset, red_split: Any
+) -> None:
+    from sklearn.metrics import accuracy_score
+
+    from vintage.evaluation.plots import CONFUSION_MATRIX, PREDICTED_VS_ACTUAL
+
+    tree = GridPoint(
+        0, "tree", "sklearn.tree.DecisionTreeClassifier", {"max_depth": 4, "random_state": 1}, {}
+    )
+    init(red, red_split, cv=3)
+    _, test = red_split
+
+    result = fit_point(tree)
+
+    assert result.ok, result.error
+    pred = result.model.predict(test[list(red.features)])
+    assert result.metrics["accuracy"] == pytest.approx(accuracy_score(test["quality"], pred), rel=1e-12)
+    assert "rmse" not in result.metrics and "acc_0.5" not in result.metrics
+    assert {"balanced_accuracy", "f1_5", "f1_6", "cv_accuracy", "cv_balanced_accuracy_std"} <= set(
+        result.metrics
+    )
+    assert CONFUSION_MATRIX in result.artifacts and PREDICTED_VS_ACTUAL not in result.artifacts
+    assert "feature_importances.csv" in result.artifacts

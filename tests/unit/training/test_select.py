@@ -141,3 +141,41 @@ def test_cv_selection_without_cv_metrics_raises_selection_error() -> None:
         select([run(0, rmse=0.7)], cv=3)
 
     assert "'cv_rmse'" in exc.value.headline
+
+
+# --- choose by CV, gate by holdout --------------------------------------------------------------
+
+
+def test_cv_choice_is_gated_on_its_holdout_figure_not_its_cv_figure() -> None:
+    # the CV figure misses 0.8, the holdout one meets it: registered
+    runs = [run(0, rmse=0.79, cv_rmse=0.81), run(1, rmse=0.9, cv_rmse=0.83)]
+
+    assert select(runs, cv=5, threshold=0.8).index == 0
+
+
+def test_cv_choice_missing_the_threshold_on_the_holdout_raises_and_does_not_fall_back() -> None:
+    # run 0 is chosen by CV; its holdout misses 0.8. Run 1 would pass, but choosing it would be choosing
+    # on the holdout: nothing is registered.
+    runs = [run(0, rmse=0.8123, cv_rmse=0.70), run(1, rmse=0.75, cv_rmse=0.72)]
+
+    with pytest.raises(SelectionError) as exc:
+        select(runs, cv=5, threshold=0.8)
+
+    err = exc.value
+    assert "misses the threshold rmse < 0.8 on the holdout" in err.headline
+    assert runs[0].name in err.headline and "cv_rmse 0.7000" in err.headline
+    assert "holdout rmse 0.8123" in err.headline and "nothing was registered" in err.headline
+    assert "\n" not in err.headline and err.hint and "selection.threshold" in err.hint
+
+
+def test_cv_choice_without_a_holdout_figure_is_not_registered() -> None:
+    with pytest.raises(SelectionError) as exc:
+        select([run(0, cv_rmse=0.6)], cv=5, threshold=0.8)
+
+    assert "holdout rmse nan" in exc.value.headline
+
+
+def test_cv_choice_without_threshold_needs_no_holdout_check() -> None:
+    runs = [run(0, rmse=0.95, cv_rmse=0.70), run(1, rmse=0.60, cv_rmse=0.72)]
+
+    assert select(runs, cv=5).index == 0
