@@ -456,20 +456,49 @@ def _estimator_predict(estimator: Any) -> Callable[[FloatArray], FloatArray]:
 
 
 def _drop_feature_names(estimator: Any) -> None:
-    """Forget the fitted column names (their order was checked against the signature).
+    """Forget the fitted column names, in the estimator and every estimator inside it (their order was
+    checked against the signature).
 
     An estimator fitted on a DataFrame warns "X does not have valid feature names" for every ndarray it
     predicts. Wrapping the rows in a DataFrame costs ~250 µs per call; ``warnings.catch_warnings`` is
     cheap but not thread-safe (large requests predict on worker threads). Without ``feature_names_in_``
-    scikit-learn skips the name check and still checks the number of features. Nested estimators (a
-    Pipeline's steps) keep their names and may warn once per class under the default warning filters.
+    scikit-learn skips the name check and still checks the number of features. A composite's members
+    (a Pipeline's first step, a TransformedTargetRegressor's regressor, a Voting or Stacking ensemble's
+    estimators) were fitted on the DataFrame too, so the fitted attributes are walked (at most
+    :data:`_MAX_NODES` objects); a read-only ``feature_names_in_`` (a Pipeline's, which reads its first
+    step's) is left alone.
     """
-    if getattr(estimator, "feature_names_in_", None) is None:
-        return
-    try:
-        del estimator.feature_names_in_
-    except AttributeError:  # a read-only property (Pipeline): leave it
-        log.debug("%s keeps its feature names", type(estimator).__name__)
+    stack: list[Any] = [estimator]
+    seen: set[int] = set()
+    while stack and len(seen) < _MAX_NODES:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        attrs = getattr(obj, "__dict__", None)
+        if not isinstance(attrs, dict):
+            continue
+        if attrs.get("feature_names_in_") is not None:
+            del obj.feature_names_in_
+        for value in attrs.values():
+            stack.extend(_estimators_in(value))
+
+
+_MAX_NODES = 100_000
+
+
+def _estimators_in(value: Any, depth: int = 0) -> list[Any]:
+    """Estimators held by an attribute: itself, or inside a list, tuple or dict (a Pipeline's
+    ``steps``, a ColumnTransformer's ``transformers_``, a Voting ensemble's ``named_estimators_``)."""
+    if hasattr(value, "get_params") and not isinstance(value, type):
+        return [value]
+    if depth >= 2:
+        return []
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [est for item in value for est in _estimators_in(item, depth + 1)]
+    return []
 
 
 def _warm_up(model: LoadedModel, path: Path) -> None:

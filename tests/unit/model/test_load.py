@@ -156,6 +156,45 @@ def test_general_path_does_not_warn_about_feature_names(saved, features):
         model.predict(features.head(3).to_numpy())
 
 
+def _composite(kind: str) -> Any:
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.ensemble import StackingRegressor, VotingRegressor
+    from sklearn.linear_model import ElasticNet, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeRegressor
+
+    scaled = make_pipeline(StandardScaler(), ElasticNet(alpha=0.1))
+    members = [("scaled", scaled), ("tree", DecisionTreeRegressor(max_depth=3, random_state=0))]
+    return {
+        "pipeline": lambda: scaled,
+        "ttr": lambda: TransformedTargetRegressor(regressor=Ridge(), func=np.log1p, inverse_func=np.expm1),
+        "voting": lambda: VotingRegressor(members),
+        "stacking": lambda: StackingRegressor(members, final_estimator=Ridge(), cv=3),
+    }[kind]()
+
+
+@pytest.mark.parametrize("kind", ["pipeline", "ttr", "voting", "stacking"])
+def test_a_composite_fitted_on_a_frame_does_not_warn_about_feature_names(red, features, tmp_path, kind):
+    """Every member fitted on the DataFrame forgets its column names, not only the outer estimator."""
+    import warnings
+
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    fitted = _composite(kind).fit(features, red["quality"])
+    sig = infer_signature(features, fitted.predict(features))
+    mlflow.sklearn.save_model(
+        fitted, str(tmp_path / kind), serialization_format="cloudpickle", signature=sig, pip_requirements=[]
+    )
+    model = load_model_dir(tmp_path / kind)
+    rows = features.head(20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = model.predict(rows.to_numpy(dtype=np.float64))
+    np.testing.assert_allclose(got, fitted.predict(rows), rtol=1e-12, atol=0)
+
+
 def _with_meta(path: Path, model_file: str = "model.pkl", **extra: Any) -> None:
     model = load_model_dir(path)
     assert model.linear is not None
