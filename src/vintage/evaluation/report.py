@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vintage.evaluation import plots
-from vintage.evaluation.metrics import EVALUATION_METRICS, evaluation_metrics, higher_is_better
+from vintage.evaluation.metrics import (
+    EVALUATION_METRICS,
+    classification_metrics,
+    evaluation_metrics,
+    higher_is_better,
+)
 
 
 @dataclass(frozen=True)
@@ -49,29 +54,55 @@ class Context:
     facts: Mapping[str, Any] = field(default_factory=dict)
 
 
-def build_report(y_true: Any, candidate: Evaluated, champion: Evaluated | None, context: Context) -> Report:
+def build_report(
+    y_true: Any,
+    candidate: Evaluated,
+    champion: Evaluated | None,
+    context: Context,
+    *,
+    classifier: bool = False,
+) -> Report:
     """Score both models on the same rows ``y_true`` and render the report.
 
+    A regressor's report has rmse, mae, r2 and acc_*, the mean absolute error by true grade and the
+    three prediction plots overlaid; a ``classifier``'s has accuracy, balanced accuracy and F1 per class,
+    the recall by true class and each model's confusion matrix.
+
     Raises:
-        ValueError: the predictions do not match the rows in number, or are not finite.
+        ValueError: the predictions do not match the rows in number, or (a regressor's) are not finite.
     """
     import numpy as np
 
-    y = np.asarray(y_true, dtype="float64").reshape(-1)
+    y = np.asarray(y_true).reshape(-1) if classifier else np.asarray(y_true, dtype="float64").reshape(-1)
     models = [candidate] + ([champion] if champion is not None else [])
-    preds = [_predictions(m, len(y)) for m in models]
-    scores = [evaluation_metrics(y, p) for p in preds]
-    images = plots.comparison_plots([(m.label, y, p) for m, p in zip(models, preds, strict=True)])
+    preds = [_predictions(m, len(y), classifier=classifier) for m in models]
+    if classifier:
+        scores = [classification_metrics(y, p) for p in preds]
+        keys = list(dict.fromkeys(k for s in scores for k in s))
+        by_class = (
+            "Recall by true class (share of its rows predicted exactly)",
+            _by_class_table(models, y, preds),
+        )
+        images = [
+            (plots.confusion_matrix_plot(y, p)[plots.CONFUSION_MATRIX], f"confusion matrix of {m.label}")
+            for m, p in zip(models, preds, strict=True)
+        ]
+    else:
+        scores = [evaluation_metrics(y, p) for p in preds]
+        keys = list(EVALUATION_METRICS)
+        by_class = ("Mean absolute error by true grade", _by_grade_table(models, y, preds))
+        overlaid = plots.comparison_plots([(m.label, y, p) for m, p in zip(models, preds, strict=True)])
+        images = [(overlaid[name], name) for name in plots.PREDICTION_PLOTS]
     body = [
         f"<h1>{_e(context.title)}</h1>",
         _facts_table({**context.facts, "holdout rows": len(y)}),
         "<h2>Metrics on the same holdout rows</h2>",
-        _metrics_table(models, scores),
-        "<h2>Mean absolute error by true grade</h2>",
-        _by_grade_table(models, y, preds),
+        _metrics_table(models, scores, keys),
+        f"<h2>{_e(by_class[0])}</h2>",
+        by_class[1],
         "<h2>Plots</h2>",
         '<div class="plots">',
-        *(_img(images[name], name) for name in plots.PREDICTION_PLOTS),
+        *(_img(png, caption) for png, caption in images),
         "</div>",
     ]
     charts = [(m, m.importance) for m in models if m.importance is not None]
@@ -89,13 +120,16 @@ def build_report(y_true: Any, candidate: Evaluated, champion: Evaluated | None, 
     )
 
 
-def _predictions(model: Evaluated, rows: int) -> Any:
+def _predictions(model: Evaluated, rows: int, *, classifier: bool = False) -> Any:
     import numpy as np
 
-    pred = np.asarray(model.predictions, dtype="float64").reshape(-1)
+    if classifier:
+        pred = np.asarray(model.predictions).reshape(-1)
+    else:
+        pred = np.asarray(model.predictions, dtype="float64").reshape(-1)
     if len(pred) != rows:
         raise ValueError(f"{model.label}: {len(pred)} predictions for {rows} holdout rows")
-    if not np.isfinite(pred).all():
+    if not classifier and not np.isfinite(pred).all():
         raise ValueError(f"{model.label} predicted NaN or infinite values on the holdout")
     return pred
 
@@ -134,17 +168,21 @@ def _facts_table(facts: Mapping[str, Any]) -> str:
     return f'<table class="facts">{rows}</table>'
 
 
-def _metrics_table(models: Sequence[Evaluated], scores: Sequence[Mapping[str, float]]) -> str:
+def _metrics_table(
+    models: Sequence[Evaluated], scores: Sequence[Mapping[str, float]], keys: Sequence[str]
+) -> str:
     head = "".join(f"<th>{_e(m.label)}</th>" for m in models)
     diff = "<th>candidate - champion</th>" if len(models) > 1 else ""
     rows = []
-    for key in EVALUATION_METRICS:
-        cells = "".join(f"<td>{_num(s[key])}</td>" for s in scores)
-        if len(scores) > 1:
+    for key in keys:
+        cells = "".join(f"<td>{_num(s.get(key))}</td>" for s in scores)
+        if len(scores) > 1 and key in scores[0] and key in scores[1]:
             delta = scores[0][key] - scores[1][key]
             higher = higher_is_better(key)
             word = "" if delta == 0 or higher is None else ("better" if (delta > 0) == higher else "worse")
             cells += f'<td class="{word}">{delta:+.4f}{f" ({word})" if word else ""}</td>'
+        elif len(scores) > 1:
+            cells += "<td>n/a</td>"
         rows.append(f"<tr><td>{_e(key)}</td>{cells}</tr>")
     return f'<table class="metrics"><tr><th>metric</th>{head}{diff}</tr>{"".join(rows)}</table>'
 
@@ -159,6 +197,18 @@ def _by_grade_table(models: Sequence[Evaluated], y: Any, preds: Sequence[Any]) -
         cells = "".join(f"<td>{_num(float(np.mean(np.abs(p[mask] - grade))))}</td>" for p in preds)
         rows.append(f"<tr><td>{grade:g}</td><td>{int(mask.sum())}</td>{cells}</tr>")
     return f'<table class="by-grade"><tr><th>grade</th><th>rows</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def _by_class_table(models: Sequence[Evaluated], y: Any, preds: Sequence[Any]) -> str:
+    import numpy as np
+
+    head = "".join(f"<th>{_e(m.label)}</th>" for m in models)
+    rows = []
+    for label in np.unique(y):
+        mask = y == label
+        cells = "".join(f"<td>{_num(float(np.mean(p[mask] == label)))}</td>" for p in preds)
+        rows.append(f"<tr><td>{_e(label)}</td><td>{int(mask.sum())}</td>{cells}</tr>")
+    return f'<table class="by-class"><tr><th>class</th><th>rows</th>{head}</tr>{"".join(rows)}</table>'
 
 
 def _img(png: bytes, caption: str) -> str:

@@ -72,6 +72,7 @@ def evaluation_report(ctx: StepContext, name: str, version: int, run_id: str | N
 
 
 def _render(ctx: StepContext, name: str, version: int) -> tuple[Any, int | None]:
+    from vintage.config.models import CLASSIFIER_METRICS
     from vintage.data import load_dataset
     from vintage.evaluation.report import Context, build_report
 
@@ -97,7 +98,9 @@ def _render(ctx: StepContext, name: str, version: int) -> tuple[Any, int | None]
             "selection metric": spec.selection.selection_key,
         },
     )
-    return build_report(test[ds.target].to_numpy(), candidate, champ, context), champion
+    classifier = spec.selection.metric in CLASSIFIER_METRICS  # the spec refuses a grid that mixes them
+    report = build_report(test[ds.target].to_numpy(), candidate, champ, context, classifier=classifier)
+    return report, champion
 
 
 def _refit(ctx: StepContext) -> bool:

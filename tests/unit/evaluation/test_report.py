@@ -86,3 +86,28 @@ def test_predictions_that_do_not_fit_the_rows_are_refused() -> None:
     bad[0] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
         build_report(y, Evaluated("candidate v1", bad), None, Context("x"))
+
+
+def test_a_classifier_is_reported_with_its_own_metrics_and_confusion_matrices() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.integers(3, 9, 200)
+    cand = np.where(rng.random(200) < 0.7, y, rng.integers(3, 9, 200))
+    champ = np.where(rng.random(200) < 0.5, y, 5)  # never predicts 3 or 8 unless right
+    report = build_report(
+        y,
+        Evaluated("candidate v2", cand),
+        Evaluated("champion v1", champ),
+        Context("wine classes v2"),
+        classifier=True,
+    )
+    text = " ".join(_parse(report.html).text)
+    assert "rmse" not in report.candidate and "rmse" not in text
+    assert report.candidate["accuracy"] == pytest.approx(float(np.mean(cand == y)))
+    assert report.champion is not None
+    assert report.champion["accuracy"] == pytest.approx(float(np.mean(champ == y)))
+    for key in ("accuracy", "balanced_accuracy", "f1_5"):
+        assert f"{report.candidate[key]:.4f}" in text and f"{report.champion[key]:.4f}" in text
+    assert "confusion matrix of candidate v2" in text and "confusion matrix of champion v1" in text
+    assert report.html.count("data:image/png;base64,") == 2
+    recall_8 = float(np.mean(cand[y == 8] == 8))
+    assert "Recall by true class" in text and f"{recall_8:.4f}" in text
