@@ -1,8 +1,8 @@
 """A custom estimator from the project ships with the model: `vintage train` logs its package, and the model
 loads, serves and batch-scores in fresh processes elsewhere, where the package is nowhere on the path.
 
-The project trains with ``PYTHONPATH=<project>`` (how the class is importable there); then its package is
-renamed away, and every consumer runs in another directory with ``PYTHONPATH`` unset.
+The project trains with ``PYTHONPATH`` unset (vintage imports the class from the directory of vintage.yaml);
+then its package is renamed away, and every consumer runs in another directory.
 """
 
 from __future__ import annotations
@@ -69,9 +69,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     spec = yaml.safe_load((REPO / "vintage.yaml").read_text())
     spec["estimator"] = {"class": f"{PKG}.models.ClippedRidge", "grid": [{"alpha": 1.0}, {"alpha": 0.1}]}
     (proj / "vintage.yaml").write_text(yaml.safe_dump(spec))
-    run = subprocess.run(
-        [VINTAGE, "train", "--json"], cwd=proj, env=_env(PYTHONPATH=str(proj)), capture_output=True, text=True
-    )
+    run = subprocess.run([VINTAGE, "train", "--json"], cwd=proj, env=_env(), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     from mlflow import MlflowClient
@@ -204,9 +202,7 @@ def test_unshippable_module_is_refused_before_fitting(tmp_path):
     spec = yaml.safe_load((REPO / "vintage.yaml").read_text())
     spec["estimator"] = {"class": "fastshop.models.ClippedRidge", "grid": [{"alpha": 1.0}]}
     (tmp_path / "vintage.yaml").write_text(yaml.safe_dump(spec))
-    proc = subprocess.run(
-        [VINTAGE, "train"], cwd=tmp_path, env=_env(PYTHONPATH=str(tmp_path)), capture_output=True, text=True
-    )
+    proc = subprocess.run([VINTAGE, "train"], cwd=tmp_path, env=_env(), capture_output=True, text=True)
     assert proc.returncode == 1, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines[0].startswith("error: module fastshop holds the compiled file fastshop/kernels.cpython")

@@ -9,6 +9,7 @@ default. ``VINTAGE_CONFIG`` names the file, ``VINTAGE_STATE_DIR`` the state dire
 from __future__ import annotations
 
 import os
+import sys
 import types
 import typing
 from collections.abc import Hashable
@@ -80,6 +81,7 @@ def load_spec(path: str | Path | None = None) -> Spec:
             f"{file}: expected a mapping of settings at the top level, got {type(raw).__name__}"
         )
     _apply_environment(raw)
+    project_importable(file.parent)
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
@@ -88,6 +90,15 @@ def load_spec(path: str | Path | None = None) -> Spec:
         data = spec.data.model_copy(update={"path": (file.parent / spec.data.path)})
         spec = spec.model_copy(update={"data": data})
     return spec
+
+
+def project_importable(directory: Path) -> None:
+    """Let estimator classes be imported from the project: the config file's directory goes at the end
+    of ``sys.path`` (and so into the training workers' path), where it never shadows an installed module
+    of the same name. ``PYTHONPATH=.`` or installing the package is not needed."""
+    entry = str(directory.resolve())
+    if entry not in sys.path:
+        sys.path.append(entry)
 
 
 def load_settings(path: str | Path | None = None) -> ProjectSettings:
