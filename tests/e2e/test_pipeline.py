@@ -325,6 +325,27 @@ def test_champion_gate_blocks_a_worse_model_unless_forced(project):
     assert len(events) == 1 and "accepting a simpler model" in events[0]["detail"]
 
 
+def test_a_candidate_is_judged_again_when_production_changed_after_its_gate(project):
+    """Run A passes the champion gate in staging while production serves nothing, then waits for approval;
+    run B, better, reaches production meanwhile. A's approval must not let it replace B unchecked."""
+    assert project.vintage("run").returncode == 3
+    [first] = project.runs()
+    project.write(estimator=BETTER)
+    assert project.vintage("run", "--auto-approve").returncode == 0
+    assert project.aliases()["production"] == 2
+    assert project.vintage("approve", first["id"], "production", "--as", "alice").returncode == 0
+    project.write(estimator=GOOD)  # a run resumes with the config it started with
+    res = project.vintage("resume", first["id"])
+    assert res.returncode == 1, res.stderr
+    assert "production now serves v2 (the champion gate compared with nothing): judging again" in res.stderr
+    assert "champion gate: candidate v1 rmse" in res.stderr and "worse than production v2" in res.stderr
+    assert steps(project.run_state(first["id"]), "production")["deploy"] == "failed"
+    assert project.aliases()["production"] == 2
+    assert version_at(project.url("production"), project.key()) == 2
+    release = json.loads(project.vintage("release", "show", first["id"], "--json").stdout)
+    assert release["champion"]["verdict"] == "refused" and release["champion"]["champion"] == 2
+
+
 def test_failed_smoke_test_rolls_back_and_the_old_version_keeps_serving(project):
     assert project.vintage("run", "--auto-approve").returncode == 0
     broken = {

@@ -56,12 +56,18 @@ def test_console_script_exit_codes(project):
     assert subprocess.run([VINTAGE, "--version"], capture_output=True).returncode == 0
     bad = subprocess.run([VINTAGE, "train", "--n-jobs", "0"], capture_output=True, text=True)
     assert bad.returncode == 2  # usage error from the option parser
-    (project / "vintage.yaml").write_text("selection: {metric: accuracy}\n")
+    (project / "vintage.yaml").write_text("selection: {metric: loss}\n")
     cfg = subprocess.run([VINTAGE, "config", "validate"], capture_output=True, text=True)
     assert cfg.returncode == 2
     assert cfg.stderr.startswith(
-        "error: vintage.yaml: selection.metric: Input should be 'rmse', 'mae' or 'r2'"
+        "error: vintage.yaml: selection.metric: Input should be 'rmse', 'mae', 'r2', 'acc_0.5', 'acc_1.0',"
+        " 'accuracy' or 'balanced_accuracy' (got 'loss')"
     )
+    # A metric of the other kind of model: the headline says which kind the estimators are.
+    (project / "vintage.yaml").write_text("selection: {metric: accuracy}\n")
+    cfg = subprocess.run([VINTAGE, "config", "validate"], capture_output=True, text=True)
+    assert cfg.returncode == 2
+    assert "selection.metric accuracy is a classifier metric, but the estimators are regressors" in cfg.stderr
 
 
 @pytest.mark.slow

@@ -21,7 +21,6 @@ ARTIFACT_DIR: Final = "evaluation"
 """Where the report goes among the candidate run's artifacts."""
 TAG_REPORT: Final = "vintage.evaluation_report"
 """The registered version's tag holding the report's artifact URI."""
-CHAMPION_ALIAS: Final = "production"
 
 
 def evaluation_report(ctx: StepContext, name: str, version: int, run_id: str | None) -> dict[str, Any] | None:
@@ -80,6 +79,8 @@ def _render(ctx: StepContext, name: str, version: int) -> tuple[Any, int | None]
     ds = load_dataset(spec.data)
     split = spec.data.split
     _, test = ds.split(split.test_size, split.seed, group_duplicates=split.group_duplicates)
+    from vintage.pipeline.gates import CHAMPION_ALIAS
+
     champion = ctx.registry.alias_version(name, CHAMPION_ALIAS)
     if champion == version:
         champion = None  # the candidate serves production already: nothing to compare with

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Final
 
 from vintage import audit
 from vintage.errors import ApprovalRejected, PipelineError, WaitingApproval
@@ -21,6 +21,9 @@ from vintage.metrics import from_sums
 from vintage.pipeline import state as st
 from vintage.pipeline.context import StepContext, here, materialize_version
 from vintage.pipeline.outputs import ApprovalOutput, ChampionOutput, SmokeTestOutput
+
+CHAMPION_ALIAS: Final = "production"
+"""The alias (and environment) whose model the champion gate compares the candidate with."""
 
 
 class GateRefused(PipelineError):  # noqa: N818 - reads as what happened
@@ -125,7 +128,7 @@ def champion_gate(ctx: StepContext) -> ChampionOutput:
     """Fail-closed: the candidate must not be worse than the current ``production`` model on the same
     holdout by more than ``pipeline.champion_tolerance`` (on the selection metric)."""
     name, version = ctx.candidate()
-    champion = ctx.registry.alias_version(name, "production")
+    champion = ctx.registry.alias_version(name, CHAMPION_ALIAS)
     sel = ctx.spec.selection
     holdout = _SparkHoldout(ctx) if _mllib_run(ctx) else None
     cand_score = _holdout_score(ctx, name, version, holdout)

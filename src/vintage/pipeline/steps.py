@@ -19,6 +19,7 @@ from vintage.pipeline import state as st
 from vintage.pipeline.context import StepContext, config_digest, materialize_version
 from vintage.pipeline.gates import GateRefused
 from vintage.pipeline.outputs import (
+    ChampionOutput,
     DeployOutput,
     PromoteOutput,
     RegisterOutput,
@@ -165,6 +166,7 @@ def deploy(ctx: StepContext) -> DeployOutput:
 
     check_target_switch(ctx.spec, str(ctx.stage.environment))
     env = ctx.stage.environment
+    _champion_still_current(ctx, name, version)
     try:
         outcome = ctx.target().deploy(model_dir, name, version)
     except VintageError as exc:
@@ -186,6 +188,31 @@ def deploy(ctx: StepContext) -> DeployOutput:
         served["image"] = {"reference": outcome.current.image, "digest": outcome.current.image_digest}
     ctx.store.update_release(ctx.run_id, deployments={str(env): served})
     return DeployOutput.of(outcome.action, outcome.current, outcome.previous)
+
+
+def _champion_still_current(ctx: StepContext, name: str, version: int) -> None:
+    """Before production is changed: judge the candidate again if production changed since the champion
+    gate compared the two.
+
+    The gate runs in an earlier stage (staging by default). Two runs can both pass it while production
+    still serves the same model, and the better one may reach production first: the other would then
+    replace it unchecked. The environment lock is held from here to the promote step, so what production
+    serves cannot change again before this run's candidate is promoted or refused.
+
+    Raises:
+        GateRefused: the candidate is worse than the model that now serves production.
+    """
+    if ctx.stage.environment != gates.CHAMPION_ALIAS:
+        return
+    judged = ctx.result(ChampionOutput)
+    if judged is None:
+        return
+    now = ctx.registry.alias_version(name, gates.CHAMPION_ALIAS)
+    if now is None or now in (judged.champion, version):
+        return
+    was = f"v{judged.champion}" if judged.champion is not None else "nothing"
+    ctx.say(f"production now serves v{now} (the champion gate compared with {was}): judging again")
+    gates.champion_gate(ctx)
 
 
 def promote(ctx: StepContext) -> PromoteOutput:
