@@ -9,6 +9,14 @@ import tempfile
 from pathlib import Path
 
 
+def user_cache_dir(name: str) -> Path:
+    """``$XDG_CACHE_HOME/vintage/<name>`` (default ``~/.cache/vintage/<name>``), created private (0700)."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    path = Path(root) / "vintage" / name
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically with mode 0600 (temp file + fsync + rename + dir fsync).
 

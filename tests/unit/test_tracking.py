@@ -94,3 +94,71 @@ def test_stale_temp_file_of_a_killed_creator_is_removed(spec: Spec, project: Pat
     (state / ".mlflow.db.abc123.tmp").write_bytes(b"half")
     open_session(spec)
     assert not list(state.glob(".mlflow.db.*"))
+
+
+def _schema(db: Path) -> list[tuple[str, list[str]]]:
+    """Each table's and index's definition, its lines sorted: MLflow's migrations order a table's CHECK
+    constraints by hash, so two stores it creates in two processes differ in that order only."""
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+        return [(str(n), sorted(line.strip().rstrip(",") for line in str(s).splitlines())) for n, s in rows]
+
+
+def test_a_store_copied_from_the_template_is_what_mlflow_creates(
+    spec: Spec, project: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first store of a user makes the template (MLflow's migrations); the next one is a copy of it
+    with its own default experiment: same schema and revision as a store MLflow made itself."""
+    from vintage import tracking
+
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    made: list[Path] = []
+    migrate = tracking._migrate
+    monkeypatch.setattr(tracking, "_migrate", lambda path, root: made.append(path) or migrate(path, root))
+    open_session(spec)
+    [template] = (cache / "vintage" / "mlflow-stores").glob("empty-mlflow-*.db")
+    assert len(made) == 1 and made[0].parent == template.parent  # the template, not the store itself
+    other = project / "other"
+    monkeypatch.setenv("VINTAGE_STATE_DIR", str(other))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # exported by the first open_session
+    session = open_session(load_spec(project / "vintage.yaml"))
+    assert len(made) == 1  # copied, not migrated again
+    reference = tmp_path_factory.mktemp("reference") / "mlflow.db"
+    migrate(reference, reference.parent / "artifacts")
+    assert _schema(other / "mlflow.db") == _schema(reference)
+    with sqlite3.connect(other / "mlflow.db") as con:
+        [(location, created)] = con.execute(
+            "SELECT artifact_location, creation_time FROM experiments WHERE experiment_id = 0"
+        )
+    assert location == f"{(other / 'artifacts').resolve().as_uri()}/0"
+    assert created > 0
+    assert session.client.get_experiment("0").artifact_location == location
+
+
+@pytest.mark.parametrize("damage", ["garbage", "old revision"])
+def test_an_unusable_template_is_not_copied(
+    spec: Spec,
+    project: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    damage: str,
+) -> None:
+    import mlflow
+
+    from vintage import tracking
+
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    stores = cache / "vintage" / "mlflow-stores"
+    stores.mkdir(parents=True)
+    template = stores / f"empty-mlflow-{mlflow.__version__}.db"
+    if damage == "garbage":
+        template.write_bytes(b"not a database")
+    else:
+        half_migrated(template)
+    session = open_session(spec)
+    assert session.client.get_experiment(session.experiment_id).name == "DrinksQuality"
+    reference = tmp_path_factory.mktemp("reference") / "mlflow.db"
+    tracking._migrate(reference, reference.parent / "artifacts")
+    assert _schema(project / ".vintage" / "mlflow.db") == _schema(reference)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Final
 
 from vintage.errors import ImageError, first_line
+from vintage.fsutil import user_cache_dir
 
 INSTALL_HINT: Final = "install the container tools: sudo bash scripts/install-container-deps.sh"
 _TAIL_LINES = 12
@@ -18,10 +19,7 @@ _TAIL_LINES = 12
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/vintage/image`` (default ``~/.cache/vintage/image``): base tarballs, wheels."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    path = Path(root) / "vintage" / "image"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return user_cache_dir("image")
 
 
 def require(tool: str) -> str:
