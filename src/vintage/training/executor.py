@@ -166,6 +166,7 @@ class LocalExecutor:
                 done, waiting = wait(waiting, timeout=_POLL_S, return_when=FIRST_COMPLETED)
                 for fut in done:
                     result = fut.result()
+                    del self._futures[fut]  # the model is logged next: do not keep every one in memory
                     pending.pop(result.index, None)
                     _check(stop)
                     yield result

@@ -23,6 +23,7 @@ from vintage.evaluation.metrics import (
     evaluation_metrics,
 )
 from vintage.metrics import METRICS
+from vintage.training.code import referenced_modules
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,6 +48,16 @@ class FitResult:
     """Evaluation files by name (plots as PNG, coefficients or importances as CSV and PNG)."""
     artifacts_error: str | None = None
     """Why the evaluation files could not be made (the point itself still counts)."""
+    example_output: Any = None
+    """The model's predictions for the first :data:`EXAMPLE_ROWS` holdout rows (the logged input example),
+    so the process that logs the model infers its signature without predicting again."""
+    modules: dict[str, str] | None = None
+    """Every module a class or function inside the model comes from
+    (:func:`vintage.training.code.referenced_modules`), found here rather than in the logging process."""
+    model_bytes: bytes | None = None
+    """The fitted model serialised here, in the format it is saved in (``training.model_format`` pickle or
+    cloudpickle), instead of :attr:`model`: the process that logs it writes these bytes as the model file,
+    so a large forest is pickled once, not pickled, sent, unpickled and pickled again."""
 
     @property
     def ok(self) -> bool:
@@ -63,10 +74,13 @@ class _Job:
     cv: int | None
     seed: int
     group_duplicates: bool = False
+    serialize: str | None = None
     groups: Any = None
 
 
 _JOB: _Job | None = None
+EXAMPLE_ROWS = 5
+"""Rows of the holdout logged as the model's input example."""
 
 
 def init_worker(
@@ -77,11 +91,13 @@ def init_worker(
     cv: int | None,
     seed: int,
     group_duplicates: bool = False,
+    serialize: str | None = None,
 ) -> None:
     """Process-pool initializer: keep the data in the worker for all its tasks. ``group_duplicates``
-    keeps identical training rows in one CV fold (``data.split.group_duplicates``)."""
+    keeps identical training rows in one CV fold (``data.split.group_duplicates``); ``serialize``
+    (``pickle`` or ``cloudpickle``) sends each fitted model back as :attr:`FitResult.model_bytes`."""
     global _JOB
-    _JOB = _Job(train, test, list(features), target, cv, seed, group_duplicates)
+    _JOB = _Job(train, test, list(features), target, cv, seed, group_duplicates, serialize)
 
 
 def fit_point(point: GridPoint) -> FitResult:
@@ -109,6 +125,10 @@ def fit_point(point: GridPoint) -> FitResult:
         seconds = time.perf_counter() - started
         result = FitResult(point.index, metrics, model, params, seconds=seconds)
         result.artifacts, result.artifacts_error = evaluation_files(model, job.features, y_test, pred)
+        result.example_output = pred[:EXAMPLE_ROWS]
+        result.modules = referenced_modules(model)
+        if job.serialize:
+            result.model_bytes, result.model = serialize_model(model, job.serialize), None
         return result
     except Exception as exc:
         headline = f"{exc.__class__.__name__}: {first_line(exc, 500)}"
@@ -118,6 +138,25 @@ def fit_point(point: GridPoint) -> FitResult:
             error_detail=traceback.format_exc()[-4000:],
             seconds=time.perf_counter() - started,
         )
+
+
+SERIALIZED_FORMATS = ("pickle", "cloudpickle")
+"""``training.model_format`` values whose model file a worker can write as bytes (skops checks the file
+by loading it, in the process that logs it)."""
+
+
+def serialize_model(model: Any, model_format: str) -> bytes:
+    """The model file's bytes, as ``mlflow.sklearn`` writes them for ``model_format`` (pickle or
+    cloudpickle, Python's default protocol)."""
+    import pickle
+
+    if model_format == "cloudpickle":
+        import cloudpickle
+
+        return bytes(cloudpickle.dumps(model, protocol=pickle.DEFAULT_PROTOCOL))
+    if model_format == "pickle":
+        return pickle.dumps(model, protocol=pickle.DEFAULT_PROTOCOL)
+    raise ValueError(f"a worker cannot serialise the {model_format} format")
 
 
 def is_classifier(model: Any) -> bool:

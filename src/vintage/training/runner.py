@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from vintage.errors import ConfigError, TrainingError, first_line
 from vintage.secrets.access import SecretReader, has_refs
 from vintage.training import track
+from vintage.training.fit import EXAMPLE_ROWS, SERIALIZED_FORMATS
 from vintage.training.grid import GridPoint, expand_grid, training_key
 
 if TYPE_CHECKING:
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
     from vintage.data import Dataset
     from vintage.tracking import TrackingSession
     from vintage.training.fit import FitResult
-
-_EXAMPLE_ROWS = 5
 
 
 @dataclass
@@ -139,6 +138,15 @@ def train_grid(
             )
         split = spec.data.split
         train, test = dataset.split(split.test_size, split.seed, group_duplicates=split.group_duplicates)
+    fit_points = points
+    refs = any(has_refs(p.params) for p in points)
+    if refs and secrets is not None:
+        fit_points = [dataclasses.replace(p, params=secrets.resolve_data(p.params)) for p in points]
+    if not mllib:
+        # Workers send the model file's bytes back, unless a parameter holds a secret: the logging
+        # process then puts the reference back into the model before it is saved.
+        model_format = spec.training.model_format
+        serialize = model_format if model_format in SERIALIZED_FORMATS and not refs else None
         init_args = (
             train,
             test,
@@ -147,10 +155,8 @@ def train_grid(
             spec.selection.cv,
             split.seed,
             split.group_duplicates,
+            serialize,
         )
-    fit_points = points
-    if secrets is not None and any(has_refs(p.params) for p in points):
-        fit_points = [dataclasses.replace(p, params=secrets.resolve_data(p.params)) for p in points]
     protect = tuple(secrets.values_read) if secrets is not None else ()
     executor: GridExecutor
     library_version = sklearn.__version__
@@ -323,10 +329,16 @@ def refit_chosen(
     key = training_key(
         point, dataset.digest, split.test_size, split.seed, sklearn.__version__, split_mode="refit"
     )
-    mlflow_ds = from_pandas(
-        frame, source=dataset.source_uri, targets=dataset.target, name=dataset.source, digest=dataset.digest
+    mlflow_ds = track.dataset_entity(
+        from_pandas(
+            frame,
+            source=dataset.source_uri,
+            targets=dataset.target,
+            name=dataset.source,
+            digest=dataset.digest,
+        )
     )
-    example = dataset.head(_EXAMPLE_ROWS)[features]
+    example = dataset.head(EXAMPLE_ROWS)[features]
     input_tags = {**split_info, TAG_REFIT_OF: chosen.run_id}  # every row: train and holdout
     run = _log_one(session, run_id, refit, result, mlflow_ds, example, spec, key, input_tags)
     if run.status != "FINISHED":
@@ -389,17 +401,20 @@ def _log_all(
         for p in points:
             child_ids[p.index] = track.create_child(session, parent_id, p, tags, start_ms)
         if test is None:  # MLlib: metadata only (no pandas copy of the data), example = first rows
-            mlflow_ds = track.dataset_metadata(dataset)
-            example = dataset.head(_EXAMPLE_ROWS)[list(dataset.features)]
+            mlflow_ds = track.dataset_entity(track.dataset_metadata(dataset))
+            example = dataset.head(EXAMPLE_ROWS)[list(dataset.features)]
         else:
-            mlflow_ds = from_pandas(
-                dataset.frame,
-                source=dataset.source_uri,
-                targets=dataset.target,
-                name=dataset.source,
-                digest=dataset.digest,
+            mlflow_ds = track.dataset_entity(
+                from_pandas(
+                    dataset.frame,
+                    source=dataset.source_uri,
+                    targets=dataset.target,
+                    name=dataset.source,
+                    digest=dataset.digest,
+                )
             )
-            example = test[list(dataset.features)].head(_EXAMPLE_ROWS).reset_index(drop=True)
+            # The rows whose predictions each worker sends back (FitResult.example_output).
+            example = test[list(dataset.features)].head(EXAMPLE_ROWS).reset_index(drop=True)
         split = spec.data.split
         mode = "grouped" if split.group_duplicates and test is not None else ""
         by_index = {p.index: p for p in points}

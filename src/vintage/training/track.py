@@ -18,7 +18,7 @@ from vintage.redact import redact, redact_data
 from vintage.training import code as shipped_code
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     import pandas as pd
 
@@ -124,9 +124,8 @@ def log_success(
     Returns:
         The model URI (``models:/m-...``) of the logged model.
     """
-    import mlflow
-    from mlflow.entities import Metric, Param
-    from mlflow.models import infer_signature
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.models import Model, infer_signature
 
     client = session.client
     # A parameter given as ${secret:...} is logged as the reference, never as the value.
@@ -138,41 +137,105 @@ def log_success(
             "estimator": point.estimator_text,
         }
     )
-    ts = now_ms()
-    client.log_batch(
-        run_id,
-        metrics=[Metric(k, v, ts, 0) for k, v in {**result.metrics, "fit_seconds": result.seconds}.items()],
-        params=[Param(k, v) for k, v in params.items()],
-    )
-    if refs and hasattr(result.model, "set_params"):
+    # Params first: MLflow copies the run's params onto the logged model it creates.
+    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+    model = result.model if result.model_bytes is None else SerializedModel(result.model_bytes)
+    if refs and hasattr(model, "set_params"):  # (a worker sends no bytes for a point with references)
         # The saved model must not carry a resolved secret: put the references back before pickling.
-        result.model.set_params(**refs)
-    signature = infer_signature(example, result.model.predict(example))
+        model.set_params(**refs)
+    output = result.example_output
+    if output is None:  # fitted elsewhere than fit_point (Spark MLlib, a refit): predict here
+        output = model.predict(example)
+    signature = infer_signature(example, output)
     log_evaluation_files(session, run_id, result.artifacts)
     if result.artifacts_error:
         client.set_tag(run_id, TAG_PLOT_ERROR, redact(result.artifacts_error))
-    code = shipped_code.plan(result.model)
+    modules = result.modules if result.modules is not None else shipped_code.referenced_modules(model)
+    code = shipped_code.plan_modules(modules)
+    _log_input(session, run_id, dataset, tags=input_tags)
     with (
-        mlflow.start_run(run_id=run_id),
         tempfile.TemporaryDirectory(prefix="vintage-code-") as staged,
         _sys_path_kept(),
+        _pins_of_this_environment(),
     ):
-        _log_input(dataset, tags=input_tags)
-        info = mlflow.sklearn.log_model(
-            result.model,
+        # Model.log with the scikit-learn flavor, as mlflow.sklearn.log_model does, minus the check that
+        # loads the saved model again to predict on the input example: the worker already predicted
+        # on those rows (the signature's output) with the very model saved here.
+        info = Model.log(
+            artifact_path=None,
             name="model",
+            flavor=_SKLEARN_FLAVOR,
+            run_id=run_id,
+            validate_serving_input=False,
+            sk_model=model,
             signature=signature,
             input_example=example,
-            pip_requirements=model_requirements(point.class_path, model_format),
+            pip_requirements=model_requirements(modules, model_format),
             serialization_format=model_format,
-            skops_trusted_types=_skops_types(result.model) if model_format == "skops" else None,
+            skops_trusted_types=_skops_types(model) if model_format == "skops" else None,
             code_paths=shipped_code.stage(code, Path(staged)) if code else None,
         )
-        client.set_tag(run_id, TAG_MODEL_URI, info.model_uri)
-        client.set_tag(run_id, TAG_KEY, key)
-        if code:
-            client.set_tag(run_id, TAG_CODE, ",".join(code.modules))
+    # The metrics, tagged with the logged model (as MLflow links a run's metrics to the model it logs),
+    # and the run's own tags, in one write; then the run ends.
+    ts = now_ms()
+    values = {**result.metrics, "fit_seconds": result.seconds}
+    tags = {TAG_MODEL_URI: str(info.model_uri), TAG_KEY: key}
+    if code:
+        tags[TAG_CODE] = ",".join(code.modules)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, ts, 0, model_id=info.model_id) for k, v in values.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
+    client.set_terminated(run_id, "FINISHED")
     return str(info.model_uri)
+
+
+class SerializedModel:
+    """A fitted model as the bytes of its model file (:attr:`~vintage.training.fit.FitResult.model_bytes`,
+    written by the worker that fitted it), logged by :class:`_SklearnFlavor` without unpickling it."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # MLflow pickles what it is given into the model file, which _SklearnFlavor then overwrites with
+        # the real bytes: the stand-in it pickles stays small.
+        return (SerializedModel, (b"",))
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        """Present so MLflow adds the python_function flavor (the real model predicts); never called."""
+        raise TypeError("a serialised model predicts once loaded")
+
+
+class _SklearnFlavor:
+    """``mlflow.sklearn`` as the flavor :meth:`mlflow.models.Model.log` saves with, taking (and dropping)
+    the ``validate_serving_input`` switch that ``Model.log`` reads from the same keyword arguments, and
+    writing a :class:`SerializedModel`'s bytes as the model file (``pickled_model`` in the MLmodel file).
+    Everything else (MLmodel, environment files, input example, code) is ``mlflow.sklearn.save_model``'s."""
+
+    __name__ = "mlflow.sklearn"
+
+    @staticmethod
+    def save_model(
+        path: str, mlflow_model: Any, sk_model: Any, validate_serving_input: bool = True, **kwargs: Any
+    ) -> None:
+        import mlflow.sklearn
+
+        mlflow.sklearn.save_model(sk_model, path, mlflow_model=mlflow_model, **kwargs)
+        if isinstance(sk_model, SerializedModel):
+            model_file = Path(path) / mlflow_model.flavors[mlflow.sklearn.FLAVOR_NAME]["pickled_model"]
+            stand_in = model_file.stat().st_size
+            model_file.write_bytes(sk_model.data)
+            if mlflow_model.model_size_bytes is not None:  # counted with the stand-in: count the model
+                mlflow_model.model_size_bytes += len(sk_model.data) - stand_in
+                mlflow_model.save(str(Path(path) / MLMODEL_FILE))
+
+
+_SKLEARN_FLAVOR = _SklearnFlavor()
+MLMODEL_FILE = "MLmodel"
 
 
 @contextlib.contextmanager
@@ -186,6 +249,37 @@ def _sys_path_kept() -> Iterator[None]:
     finally:
         added = set(sys.path) - set(before)
         sys.path[:] = [p for p in sys.path if p not in added]
+
+
+@contextlib.contextmanager
+def _pins_of_this_environment() -> Iterator[None]:
+    """Skip MLflow's check that the installed packages satisfy the model's pinned requirements while a
+    model is logged here.
+
+    The check reads every pinned package's metadata file again for every model (about 30 ms a model,
+    a tenth of what logging a grid point costs the main process), to warn about a mismatch that cannot
+    happen: :func:`model_requirements` reads the pins from this very environment. MLflow's own function
+    is put back afterwards; if MLflow no longer has it, nothing is replaced (tests/unit/training checks
+    that it still does).
+    """
+    import mlflow.utils.environment as mlflow_env
+
+    check = getattr(mlflow_env, _MISMATCH_CHECK, None)
+    if check is None:
+        yield
+        return
+    setattr(mlflow_env, _MISMATCH_CHECK, _pins_satisfied)
+    try:
+        yield
+    finally:
+        setattr(mlflow_env, _MISMATCH_CHECK, check)
+
+
+_MISMATCH_CHECK = "warn_dependency_requirement_mismatches"
+
+
+def _pins_satisfied(requirements: list[str]) -> None:
+    """Stands in for MLflow's check while vintage logs a model whose pins it read from this environment."""
 
 
 def check_code(class_paths: Sequence[str]) -> None:
@@ -238,28 +332,42 @@ def log_grid_summary(
     return best
 
 
-def _log_input(dataset: Any, attempts: int = 4, tags: Mapping[str, str] | None = None) -> None:
-    """``mlflow.log_input`` that survives another client logging the same dataset at the same moment.
+def _log_input(
+    session: TrackingSession,
+    run_id: str,
+    dataset: Any,
+    attempts: int = 4,
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """Link ``dataset`` (:func:`dataset_entity`) to the run as its training input (what
+    ``mlflow.log_input`` does for the active run), surviving another client logging the same dataset at
+    the same moment.
 
     A tracking server inserts a dataset it does not know yet; two runs (two CI machines training on one
     data set) that log it at once race on its primary key, and the loser gets a unique-constraint error. The
     retry finds the dataset stored and only links it to the run.
     """
-    import mlflow
+    from mlflow.entities import DatasetInput, InputTag
     from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
+    input_tags = [InputTag(k, v) for k, v in (tags or {}).items()]
+    inputs = [DatasetInput(dataset, [*input_tags, InputTag(MLFLOW_DATASET_CONTEXT, "training")])]
     for attempt in range(attempts):
         try:
-            if tags:
-                mlflow.log_input(dataset, context="training", tags=dict(tags))
-            else:
-                mlflow.log_input(dataset, context="training")
+            session.client.log_inputs(run_id, datasets=inputs)
             return
         except MlflowException as exc:
             text = str(exc).lower()
             if attempt == attempts - 1 or not ("unique" in text or "duplicate key" in text):
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+def dataset_entity(dataset: Any) -> Any:
+    """An MLflow dataset (``mlflow.data``) as the entity a run's input links to: its schema and profile
+    are worked out here, once per training, not once per run."""
+    return dataset._to_mlflow_entity()
 
 
 def dataset_metadata(dataset: Dataset) -> Any:
@@ -304,23 +412,33 @@ def log_failure(
     client.set_terminated(run_id, "FAILED")
 
 
-def model_requirements(class_path: str, model_format: str) -> list[str]:
-    """Pinned pip requirements of a logged model, without MLflow's slow import-tracing inference."""
-    from importlib.metadata import PackageNotFoundError, version
+def model_requirements(modules: Iterable[str], model_format: str) -> list[str]:
+    """Pinned pip requirements of a logged model, without MLflow's slow import-tracing inference.
 
-    top = class_path.split(".")[0]
-    # A Spark MLlib model is logged as its scikit-learn export: serving it needs no PySpark.
-    extra = [] if class_path.startswith("pyspark.ml.") else _distributions().get(top, [])
-    dists = {"scikit-learn", "numpy", "pandas", "scipy", *extra}
+    ``modules``: every module a class or function inside the fitted model comes from
+    (:func:`vintage.training.code.referenced_modules`), so a composite's members count (an XGBoost
+    regressor inside a Voting ensemble adds ``xgboost``). Modules of no installed distribution (the
+    standard library, project code shipped with the model) add nothing; nor does vintage, which every
+    server that loads the model runs. A Spark MLlib model is logged as its scikit-learn export, so
+    PySpark never appears.
+    """
+    by_module = _distributions()
+    tops = {m.split(".", 1)[0] for m in modules} - {"vintage"}
+    dists = {"scikit-learn", "numpy", "pandas", "scipy", *(d for t in tops for d in by_module.get(t, []))}
     if model_format in ("cloudpickle", "skops"):
         dists.add(model_format)
-    pins = []
-    for dist in sorted(dists):
-        try:
-            pins.append(f"{dist}=={version(dist)}")
-        except PackageNotFoundError:
-            continue
-    return pins
+    return [f"{dist}=={found}" for dist in sorted(dists) if (found := _version(dist))]
+
+
+@functools.cache
+def _version(dist: str) -> str | None:
+    # Reads the distribution's metadata file (a few ms for scikit-learn): once per process.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
 
 
 @functools.cache
