@@ -102,6 +102,12 @@ def test_each_composite_form_trains_and_registers(project, cli, form):
 
     model = mlflow.pyfunc.load_model(f"runs:/{out['selected_run_id']}/model")
     assert np.isfinite(model.predict(model.input_example)).all()
+    # The logged model belongs to the run's experiment (not MLflow's default one) and carries its params.
+    [output] = run.outputs.model_outputs
+    logged = _client(project).get_logged_model(output.model_id)
+    assert logged.experiment_id == run.info.experiment_id and logged.source_run_id == run.info.run_id
+    assert logged.params["estimator"] == text
+    assert {m.key for m in logged.metrics or []} >= {"rmse", "fit_seconds"}
 
 
 def test_registered_pipeline_serves_through_the_scoring_server_like_scikit_learn(project, cli, tmp_path):

@@ -161,11 +161,21 @@ def log_success(
         # Model.log with the scikit-learn flavor, as mlflow.sklearn.log_model does, minus the check that
         # loads the saved model again to predict on the input example: the worker already predicted
         # on those rows (the signature's output) with the very model saved here.
+        # The logged model is created here, in the run's experiment: Model.log would put it in the active
+        # experiment, which is MLflow's default one when no run is active.
+        logged = client.create_logged_model(
+            experiment_id=session.experiment_id,
+            name="model",
+            source_run_id=run_id,
+            params=params,
+            tags=base_tags(None),
+        )
         info = Model.log(
             artifact_path=None,
             name="model",
             flavor=_SKLEARN_FLAVOR,
             run_id=run_id,
+            model_id=logged.model_id,
             validate_serving_input=False,
             sk_model=model,
             signature=signature,
