@@ -81,7 +81,7 @@ def build_report(
         keys = list(dict.fromkeys(k for s in scores for k in s))
         by_class = (
             "Recall by true class (share of its rows predicted exactly)",
-            _by_class_table(models, y, preds),
+            _by_truth_table(models, y, preds, classifier=True),
         )
         images = [
             (plots.confusion_matrix_plot(y, p)[plots.CONFUSION_MATRIX], f"confusion matrix of {m.label}")
@@ -90,7 +90,7 @@ def build_report(
     else:
         scores = [evaluation_metrics(y, p) for p in preds]
         keys = list(EVALUATION_METRICS)
-        by_class = ("Mean absolute error by true grade", _by_grade_table(models, y, preds))
+        by_class = ("Mean absolute error by true grade", _by_truth_table(models, y, preds, classifier=False))
         overlaid = plots.comparison_plots([(m.label, y, p) for m, p in zip(models, preds, strict=True)])
         images = [(overlaid[name], name) for name in plots.PREDICTION_PLOTS]
     body = [
@@ -187,28 +187,23 @@ def _metrics_table(
     return f'<table class="metrics"><tr><th>metric</th>{head}{diff}</tr>{"".join(rows)}</table>'
 
 
-def _by_grade_table(models: Sequence[Evaluated], y: Any, preds: Sequence[Any]) -> str:
+def _by_truth_table(models: Sequence[Evaluated], y: Any, preds: Sequence[Any], *, classifier: bool) -> str:
+    """One row per true value (grade or class): its row count and, per model, the mean absolute error on
+    those rows (a regressor) or the share of them predicted exactly (a classifier: the class's recall)."""
     import numpy as np
 
     head = "".join(f"<th>{_e(m.label)}</th>" for m in models)
     rows = []
-    for grade in np.unique(y):
-        mask = y == grade
-        cells = "".join(f"<td>{_num(float(np.mean(np.abs(p[mask] - grade))))}</td>" for p in preds)
-        rows.append(f"<tr><td>{grade:g}</td><td>{int(mask.sum())}</td>{cells}</tr>")
-    return f'<table class="by-grade"><tr><th>grade</th><th>rows</th>{head}</tr>{"".join(rows)}</table>'
-
-
-def _by_class_table(models: Sequence[Evaluated], y: Any, preds: Sequence[Any]) -> str:
-    import numpy as np
-
-    head = "".join(f"<th>{_e(m.label)}</th>" for m in models)
-    rows = []
-    for label in np.unique(y):
-        mask = y == label
-        cells = "".join(f"<td>{_num(float(np.mean(p[mask] == label)))}</td>" for p in preds)
-        rows.append(f"<tr><td>{_e(label)}</td><td>{int(mask.sum())}</td>{cells}</tr>")
-    return f'<table class="by-class"><tr><th>class</th><th>rows</th>{head}</tr>{"".join(rows)}</table>'
+    for value in np.unique(y):
+        mask = y == value
+        scores = [
+            np.mean(p[mask] == value) if classifier else np.mean(np.abs(p[mask] - value)) for p in preds
+        ]
+        cells = "".join(f"<td>{_num(float(v))}</td>" for v in scores)
+        shown = _e(value) if classifier else f"{value:g}"
+        rows.append(f"<tr><td>{shown}</td><td>{int(mask.sum())}</td>{cells}</tr>")
+    kind, name = ("by-class", "class") if classifier else ("by-grade", "grade")
+    return f'<table class="{kind}"><tr><th>{name}</th><th>rows</th>{head}</tr>{"".join(rows)}</table>'
 
 
 def _img(png: bytes, caption: str) -> str:
