@@ -491,7 +491,7 @@ def _log_one(
         )
     except MlflowException as exc:  # e.g. the model cannot be serialised in the chosen format
         result.error = f"logging the model failed: {first_line(exc)}"
-        track.log_failure(session, run_id, point, result, with_params=False)
+        track.log_failure(session, run_id, point, result)  # (params are logged last, with the metrics)
         run.error = result.error
         return run
     run.status, run.metrics, run.training_key = "FINISHED", dict(result.metrics), key

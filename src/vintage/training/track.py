@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     import pandas as pd
+    from mlflow import MlflowClient
 
     from vintage.data import Dataset
     from vintage.tracking import TrackingSession
@@ -125,7 +126,7 @@ def log_success(
         The model URI (``models:/m-...``) of the logged model.
     """
     from mlflow.entities import Metric, Param, RunTag
-    from mlflow.models import Model, infer_signature
+    from mlflow.models import infer_signature
 
     client = session.client
     # A parameter given as ${secret:...} is logged as the reference, never as the value.
@@ -137,8 +138,6 @@ def log_success(
             "estimator": point.estimator_text,
         }
     )
-    # Params first: MLflow copies the run's params onto the logged model it creates.
-    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
     model = result.model if result.model_bytes is None else SerializedModel(result.model_bytes)
     if refs and hasattr(model, "set_params"):  # (a worker sends no bytes for a point with references)
         # The saved model must not carry a resolved secret: put the references back before pickling.
@@ -153,16 +152,9 @@ def log_success(
     modules = result.modules if result.modules is not None else shipped_code.referenced_modules(model)
     code = shipped_code.plan_modules(modules)
     _log_input(session, run_id, dataset, tags=input_tags)
-    with (
-        tempfile.TemporaryDirectory(prefix="vintage-code-") as staged,
-        _sys_path_kept(),
-        _pins_of_this_environment(),
-    ):
-        # Model.log with the scikit-learn flavor, as mlflow.sklearn.log_model does, minus the check that
-        # loads the saved model again to predict on the input example: the worker already predicted
-        # on those rows (the signature's output) with the very model saved here.
-        # The logged model is created here, in the run's experiment: Model.log would put it in the active
-        # experiment, which is MLflow's default one when no run is active.
+    with tempfile.TemporaryDirectory(prefix="vintage-code-") as staged, _pins_of_this_environment():
+        # The logged model is created here, in the run's experiment (MLflow's Model.log would put it in
+        # the active experiment: MLflow's default one when no run is active), with the run's params.
         logged = client.create_logged_model(
             experiment_id=session.experiment_id,
             name="model",
@@ -170,13 +162,10 @@ def log_success(
             params=params,
             tags=base_tags(None),
         )
-        info = Model.log(
-            artifact_path=None,
-            name="model",
-            flavor=_SKLEARN_FLAVOR,
-            run_id=run_id,
-            model_id=logged.model_id,
-            validate_serving_input=False,
+        model_uri = _save_logged_model(
+            client,
+            run_id,
+            logged,
             sk_model=model,
             signature=signature,
             input_example=example,
@@ -185,25 +174,58 @@ def log_success(
             skops_trusted_types=_skops_types(model) if model_format == "skops" else None,
             code_paths=shipped_code.stage(code, Path(staged)) if code else None,
         )
-    # The metrics, tagged with the logged model (as MLflow links a run's metrics to the model it logs),
-    # and the run's own tags, in one write; then the run ends.
+    # The params, the metrics (tagged with the logged model, as MLflow links a run's metrics to the model
+    # it logs) and the run's own tags in one write; then the run ends.
     ts = now_ms()
     values = {**result.metrics, "fit_seconds": result.seconds}
-    tags = {TAG_MODEL_URI: str(info.model_uri), TAG_KEY: key}
+    tags = {TAG_MODEL_URI: model_uri, TAG_KEY: key}
     if code:
         tags[TAG_CODE] = ",".join(code.modules)
     client.log_batch(
         run_id,
-        metrics=[Metric(k, v, ts, 0, model_id=info.model_id) for k, v in values.items()],
+        params=[Param(k, v) for k, v in params.items()],
+        metrics=[Metric(k, v, ts, 0, model_id=logged.model_id) for k, v in values.items()],
         tags=[RunTag(k, v) for k, v in tags.items()],
     )
     client.set_terminated(run_id, "FINISHED")
-    return str(info.model_uri)
+    return model_uri
+
+
+def _save_logged_model(client: MlflowClient, run_id: str, logged: Any, **flavor_args: Any) -> str:
+    """Save a scikit-learn model into the logged model ``logged`` (made by ``create_logged_model``) as
+    the run's output; returns its URI (``models:/m-...``).
+
+    What :meth:`mlflow.models.Model.log` does for a model that exists (``model_id=``), with
+    ``mlflow.sklearn`` as the flavor, without what it adds around that for every point: a new client, a
+    read of the logged model and one of the run (to copy metrics the run does not have yet: they are
+    logged with the model's id next), the check that loads the saved model again to predict its input
+    example (the worker predicted those rows, the signature's output, with this very model), and the
+    agent-evaluation hint. About a third of what logging a point cost the main process.
+    """
+    import shutil
+
+    from mlflow.entities import LoggedModelOutput
+    from mlflow.models import Model
+
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    mlflow_model = Model(
+        artifact_path=logged.artifact_location,
+        model_uuid=logged.model_id,
+        run_id=run_id,
+        model_id=logged.model_id,
+    )
+    with tempfile.TemporaryDirectory(prefix="vintage-model-") as tmp:
+        path = Path(tmp) / "model"
+        save_sklearn_model(str(path), mlflow_model, **flavor_args)
+        for pycache in path.rglob("__pycache__"):  # a shipped module imported while saving
+            shutil.rmtree(pycache, ignore_errors=True)
+        client.log_model_artifacts(logged.model_id, str(path))
+    return str(mlflow_model.get_model_info(logged).model_uri)
 
 
 class SerializedModel:
     """A fitted model as the bytes of its model file (:attr:`~vintage.training.fit.FitResult.model_bytes`,
-    written by the worker that fitted it), logged by :class:`_SklearnFlavor` without unpickling it."""
+    written by the worker that fitted it), saved by :func:`save_sklearn_model` without unpickling it."""
 
     __slots__ = ("data",)
 
@@ -211,7 +233,7 @@ class SerializedModel:
         self.data = data
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # MLflow pickles what it is given into the model file, which _SklearnFlavor then overwrites with
+        # MLflow pickles what it is given into the model file, which save_sklearn_model then overwrites with
         # the real bytes: the stand-in it pickles stays small.
         return (SerializedModel, (b"",))
 
@@ -220,45 +242,22 @@ class SerializedModel:
         raise TypeError("a serialised model predicts once loaded")
 
 
-class _SklearnFlavor:
-    """``mlflow.sklearn`` as the flavor :meth:`mlflow.models.Model.log` saves with, taking (and dropping)
-    the ``validate_serving_input`` switch that ``Model.log`` reads from the same keyword arguments, and
-    writing a :class:`SerializedModel`'s bytes as the model file (``pickled_model`` in the MLmodel file).
-    Everything else (MLmodel, environment files, input example, code) is ``mlflow.sklearn.save_model``'s."""
+def save_sklearn_model(path: str, mlflow_model: Any, sk_model: Any, **kwargs: Any) -> None:
+    """``mlflow.sklearn.save_model`` into ``path`` (MLmodel, environment files, input example, code),
+    writing a :class:`SerializedModel`'s bytes as the model file (``pickled_model`` in the MLmodel file)."""
+    import mlflow.sklearn
 
-    __name__ = "mlflow.sklearn"
-
-    @staticmethod
-    def save_model(
-        path: str, mlflow_model: Any, sk_model: Any, validate_serving_input: bool = True, **kwargs: Any
-    ) -> None:
-        import mlflow.sklearn
-
-        mlflow.sklearn.save_model(sk_model, path, mlflow_model=mlflow_model, **kwargs)
-        if isinstance(sk_model, SerializedModel):
-            model_file = Path(path) / mlflow_model.flavors[mlflow.sklearn.FLAVOR_NAME]["pickled_model"]
-            stand_in = model_file.stat().st_size
-            model_file.write_bytes(sk_model.data)
-            if mlflow_model.model_size_bytes is not None:  # counted with the stand-in: count the model
-                mlflow_model.model_size_bytes += len(sk_model.data) - stand_in
-                mlflow_model.save(str(Path(path) / MLMODEL_FILE))
+    mlflow.sklearn.save_model(sk_model, path, mlflow_model=mlflow_model, **kwargs)
+    if isinstance(sk_model, SerializedModel):
+        model_file = Path(path) / mlflow_model.flavors[mlflow.sklearn.FLAVOR_NAME]["pickled_model"]
+        stand_in = model_file.stat().st_size
+        model_file.write_bytes(sk_model.data)
+        if mlflow_model.model_size_bytes is not None:  # counted with the stand-in: count the model
+            mlflow_model.model_size_bytes += len(sk_model.data) - stand_in
+            mlflow_model.save(str(Path(path) / MLMODEL_FILE))
 
 
-_SKLEARN_FLAVOR = _SklearnFlavor()
 MLMODEL_FILE = "MLmodel"
-
-
-@contextlib.contextmanager
-def _sys_path_kept() -> Iterator[None]:
-    """Drop what was added to ``sys.path`` meanwhile: MLflow checks the input example by loading the model
-    it just saved, which prepends that temporary copy's ``code/`` folder to ``sys.path`` and leaves it there
-    (one stale entry per logged point, ahead of the project's own modules)."""
-    before = list(sys.path)
-    try:
-        yield
-    finally:
-        added = set(sys.path) - set(before)
-        sys.path[:] = [p for p in sys.path if p not in added]
 
 
 @contextlib.contextmanager
@@ -406,12 +405,10 @@ def dataset_metadata(dataset: Dataset) -> Any:
     )
 
 
-def log_failure(
-    session: TrackingSession, run_id: str, point: GridPoint, result: FitResult, *, with_params: bool = True
-) -> None:
+def log_failure(session: TrackingSession, run_id: str, point: GridPoint, result: FitResult) -> None:
     """Mark a point's run FAILED with its error (headline as a tag, traceback as an artifact)."""
     client = session.client
-    params = {**point.params, "estimator": point.estimator_text} if with_params else {}
+    params = {**point.params, "estimator": point.estimator_text}
     client.log_batch(
         run_id,
         params=[param(k, v) for k, v in params.items()],

@@ -14,18 +14,17 @@ from sklearn.ensemble import ExtraTreesRegressor
 from vintage.data import packaged_path
 from vintage.model.load import load_model_dir
 from vintage.training.fit import serialize_model
-from vintage.training.track import _SKLEARN_FLAVOR, SerializedModel
+from vintage.training.track import SerializedModel, save_sklearn_model
 
 _VARIES = ("utc_time_created", "model_uuid")
 
 
 def _save(path: Path, model: object, fmt: str, frame: pd.DataFrame, fitted: ExtraTreesRegressor) -> dict:
     example = frame.head(5)
-    _SKLEARN_FLAVOR.save_model(
-        path=str(path),
-        mlflow_model=Model(),
-        sk_model=model,
-        validate_serving_input=False,
+    save_sklearn_model(
+        str(path),
+        Model(),
+        model,
         signature=infer_signature(example, fitted.predict(example)),
         input_example=example,
         pip_requirements=["scikit-learn"],
