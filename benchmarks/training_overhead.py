@@ -168,6 +168,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--before", required=True, help="git ref without the evaluation files")
+    parser.add_argument(
+        "--before-has-evaluation",
+        action="store_true",
+        help="--before is a later commit that writes the evaluation files too (any change to training"
+        " measured before and after): check both variants for them",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="samples per variant and workload")
     parser.add_argument("--only", choices=sorted(WORKLOADS), help="one workload")
     parser.add_argument("--json", action="store_true", help="print the samples as JSON")
@@ -182,7 +188,8 @@ def main() -> None:
     adopt_orphans()
     tmp = Path(tempfile.mkdtemp(prefix="vintage-bench-src-"))
     try:
-        variants = {"before": (extract(args.before, tmp), False), "after": (REPO / "src", True)}
+        before = extract(args.before, tmp)
+        variants = {"before": (before, args.before_has_evaluation), "after": (REPO / "src", True)}
         for src, expect in variants.values():  # byte-code of the extracted tree; OS file cache
             train_once(src, WORKLOADS["vintage.yaml"], expect)
         rows = []
