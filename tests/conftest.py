@@ -147,3 +147,29 @@ def mlflow_server_url(postgres_server: str) -> Iterator[str]:
 
     with mlflow_server(postgres_server) as url:
         yield url
+
+
+# -- wall time per tier (tests/unit, tests/integration, tests/e2e), printed at the end of every run ---------
+
+_TIERS: dict[str, list[float]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add each phase (setup, call, teardown: fixtures count where they run) to its tier's time."""
+    parts = report.nodeid.split("/")
+    tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else "other"
+    seconds = _TIERS.setdefault(tier, [0.0, 0])
+    seconds[0] += report.duration
+    if report.when == "call" or (report.when == "setup" and report.skipped):
+        seconds[1] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _TIERS:
+        return
+    terminalreporter.write_sep("=", "wall time per tier")
+    for tier in sorted(_TIERS, key=lambda t: -_TIERS[t][0]):
+        seconds, count = _TIERS[tier]
+        terminalreporter.write_line(f"{tier:<12} {seconds:8.1f} s  {int(count):5d} tests")
+    total = sum(s for s, _ in _TIERS.values())
+    terminalreporter.write_line(f"{'all':<12} {total:8.1f} s")

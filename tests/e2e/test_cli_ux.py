@@ -183,3 +183,60 @@ def test_unknown_stage_or_environment_names_are_usage_errors(pipeline_project: P
         )
     assert project.runs() == []  # `vintage stage` created no run for an unknown stage
     assert not (project.root / ".vintage" / "locks" / "env-prod.lock").exists()
+
+
+def _complete(cwd: Path, line: str) -> list[str]:
+    """What bash completion offers for ``line`` (the last word being completed), as the script of
+    ``vintage --show-completion bash`` asks for it."""
+    words = line.split(" ")
+    env = {
+        **os.environ,
+        "COMP_WORDS": line,
+        "COMP_CWORD": str(len(words) - 1),
+        "_VINTAGE_COMPLETE": "complete_bash",
+    }
+    env.pop("VINTAGE_CONFIG", None)
+    out = subprocess.run([VINTAGE], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=True)
+    return out.stdout.split()
+
+
+def test_shell_completion_offers_commands_and_the_projects_environments_and_stages(tmp_path: Path) -> None:
+    script = subprocess.run(
+        [VINTAGE, "--show-completion", "bash"], capture_output=True, text=True, check=True
+    )
+    assert "complete -o default -F _vintage_completion vintage" in script.stdout
+    assert _complete(tmp_path, "vintage st") == ["stage", "status", "start", "stop"]
+    assert _complete(tmp_path, "vintage start ") == ["staging", "production"]  # no vintage.yaml: built-ins
+    (tmp_path / "vintage.yaml").write_text(
+        "environments: {qa: {port: 9300}}\n"
+        "pipeline:\n  stages:\n    - {name: build, steps: [validate, train, register]}\n"
+        "    - {name: qa, environment: qa, depends_on: [build], steps: [deploy]}\n"
+    )
+    assert _complete(tmp_path, "vintage stop ") == ["staging", "production", "qa"]
+    assert _complete(tmp_path, "vintage serve -e q") == ["qa"]
+    assert _complete(tmp_path, "vintage stage ") == ["build", "qa"]
+    assert _complete(tmp_path, "vintage approve RUN ") == ["build", "qa"]
+    (tmp_path / "other.yaml").write_text("environments: {dev: {port: 9400}}\n")
+    assert _complete(tmp_path, "vintage -c other.yaml start d") == ["dev"]
+    (tmp_path / "vintage.yaml").write_text("environments: [not: a: mapping\n")  # unreadable: built-ins
+    assert _complete(tmp_path, "vintage rollback p") == ["production"]
+
+
+def test_init_starts_a_project_that_trains(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VINTAGE_", "MLFLOW_"))}
+
+    def cli(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([VINTAGE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+    made = cli("init", "wines")
+    assert made.returncode == 0, made.stderr
+    created = "created wines/vintage.yaml and .gitignore (.vintage/, __pycache__/, *.pyc)"
+    assert made.stderr.startswith(created), made.stderr
+    assert "\n  cd wines\n" in made.stderr and "vintage run" in made.stderr
+    project = tmp_path / "wines"
+    trained = cli("train", "--json", cwd=project)
+    assert trained.returncode == 0, trained.stderr
+    assert (project / ".vintage" / "mlflow.db").is_file()
+    again = cli("init", "wines")
+    assert again.returncode == 2
+    assert again.stderr.startswith("error: wines/vintage.yaml already exists; nothing was changed")

@@ -323,6 +323,16 @@ def test_staging_as_a_container_keys_update_failed_start_smoke_rollback_status_s
     assert res.returncode == 0, res.stderr
     assert served_version(project) == 1 and project.status()["staging"]["container"] == first
 
+    # -- the container dies: `vintage status` says crashed, `vintage start` serves v1 again ----------------
+    subprocess.run([*PODMAN, "kill", first], capture_output=True, check=True)
+    shown = project.vintage("status", "--json")
+    assert shown.returncode == 1, shown.stderr
+    crashed = json.loads(shown.stdout)["staging"]["crashed"]
+    assert crashed.startswith(f"its container {first} exited with code 137"), crashed
+    res = project.vintage("start", "staging")
+    assert res.returncode == 0 and res.stderr.rstrip().endswith(" started"), res.stderr
+    assert served_version(project) == 1 and project.status()["staging"]["container"] == first
+
     # -- status, the audit trail, stop -----------------------------------------------------------------
     table = project.vintage("status")
     assert table.returncode == 0 and "vintage-staging-" in table.stdout

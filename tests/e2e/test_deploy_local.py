@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -222,9 +223,11 @@ def test_stale_pid_file_starts_fresh(make_target, models):
     dead.wait()
     target.dir.mkdir(parents=True)
     target.pid_file.write_text(f"{dead.pid}\n")
-    assert target.status() is None and not target.pid_file.exists()  # status cleans it up
+    assert target.status() is None and target.pid_file.exists()  # status only reads
+    assert target.crashed() == (
+        f"its server (pid {dead.pid}) is gone but was never stopped; its log: {target.log_file}"
+    )
 
-    target.pid_file.write_text(f"{dead.pid}\n")
     outcome = target.deploy(models["v1"], "winequality", 1)
     assert outcome.action == "started" and outcome.current.pid != dead.pid
     assert int(target.pid_file.read_text()) == outcome.current.pid
@@ -361,3 +364,67 @@ def test_api_keys_from_the_environment_scope(make_target, models, tmp_path):
     assert key not in target.log_file.read_text()
     reads = audit.events(target.state_dir, action="secret.read", target="production/serving/primary")
     assert {(e.reader, e.outcome) for e in reads} == {("serve:production", "ok")}  # the deployer needs no key
+
+
+def test_a_killed_server_shows_crashed_until_started_again_or_stopped(tmp_path, models):
+    # `vintage status` tells a server that died from one that was stopped; `vintage start` serves the same
+    # model again (recorded as a deploy); `vintage stop` acknowledges the crash.
+    import signal
+
+    from vintage.config import load_spec
+
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    raw = yaml.safe_load((REPO / "vintage.yaml").read_text())
+    raw["environments"] = {"staging": {"port": free_port()}, "production": {"port": free_port()}}
+    raw["state_dir"] = str(proj / ".vintage")  # (relative, it would be relative to this process's directory)
+    (proj / "vintage.yaml").write_text(yaml.safe_dump(raw))
+    store = proj / ".vintage" / "models"
+    store.mkdir(parents=True)
+    model_dir = Path(shutil.copytree(models["v1"], store / models["v1"].name))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([VINTAGE, *args], cwd=proj, capture_output=True, text=True, timeout=120)
+
+    never = cli("start", "staging")
+    assert never.returncode == 1
+    assert never.stderr.startswith("error: nothing was ever deployed to staging"), never.stderr
+    target = LocalTarget.from_spec(load_spec(proj / "vintage.yaml"), "staging")
+    try:
+        first = target.deploy(model_dir, "winequality", 1).current
+        assert first.pid is not None
+        os.killpg(first.pid, signal.SIGKILL)  # the server leads its session: it and its workers
+        deadline = time.monotonic() + 30
+        while alive(first.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        shown = cli("status", "--json")
+        assert shown.returncode == 1, shown.stderr
+        crashed = json.loads(shown.stdout)["staging"]["crashed"]
+        assert crashed.startswith(f"its server (pid {first.pid}) is gone but was never stopped"), crashed
+        assert json.loads(shown.stdout)["production"] is None  # never deployed: not crashed
+        table = cli("status")
+        assert table.returncode == 1 and "crashed" in table.stdout
+        assert "staging has crashed: its server" in table.stderr
+        assert "hint: serve it again: vintage start staging" in table.stderr
+
+        started = cli("start", "staging")
+        assert started.returncode == 0, started.stderr
+        assert (
+            f"staging: winequality v1 ({short(first.digest)}) at http://127.0.0.1:{target.port} started"
+            in (started.stderr)
+        )
+        assert served_version(target) == "1"
+        now = target.status()
+        assert now is not None and now.pid not in (None, first.pid) and now.digest == first.digest
+        again = cli("start", "staging")
+        assert again.returncode == 0 and again.stderr.rstrip().endswith("was already serving"), again.stderr
+        deploys = [e for e in audit.events(proj / ".vintage", limit=50) if e.action == "deploy"]
+        assert [e.outcome for e in deploys] == ["ok", "ok"]  # the first deploy and the start
+
+        assert cli("stop", "staging").returncode == 0
+        stopped = cli("status", "--json")
+        assert stopped.returncode == 0, stopped.stderr
+        assert json.loads(stopped.stdout)["staging"] is None
+    finally:
+        target.stop()

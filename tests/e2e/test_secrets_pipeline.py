@@ -251,3 +251,25 @@ def test_whole_pipeline_with_secrets_writes_no_secret_anywhere(tmp_path):
         e["target"] == "production/serving/primary" and e["reader"] == "stage:production" for e in reads
     )
     assert b"connecting with token [REDACTED]" in run.stderr  # the worker logged it, redacted
+
+
+def test_a_run_without_the_production_key_stops_before_anything_is_trained(tmp_path: Path) -> None:
+    # Without the check the run trained, registered and served staging, and failed at production's deploy.
+    project = _project(tmp_path, yaml.safe_load((REPO / "vintage.yaml").read_text())["estimator"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VINTAGE_SECRET__")}
+    res = subprocess.run(
+        [VINTAGE, "run", "--auto-approve"], cwd=project, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.startswith(
+        "error: production serves behind API keys, but its key production/serving/primary is missing: "
+        "secret production/serving/primary not found (looked in: env, local); nothing was started"
+    ), res.stderr
+    assert "vintage secrets put --scope production/serving --key primary --generate" in res.stderr
+    assert not (project / ".vintage" / "mlflow.db").exists()  # nothing trained
+    runs = subprocess.run([VINTAGE, "runs", "list", "--json"], cwd=project, capture_output=True, text=True)
+    assert json.loads(runs.stdout) == []  # no pipeline run recorded
+    trail = subprocess.run([VINTAGE, "audit", "--json"], cwd=project, capture_output=True, text=True)
+    assert [(e["action"], e["outcome"], e["target"]) for e in json.loads(trail.stdout)] == [
+        ("secret.read", "missing", "production/serving/primary")
+    ]

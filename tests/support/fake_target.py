@@ -34,6 +34,7 @@ class World:
     deployments: dict[str, list[Deployment]] = field(default_factory=dict)
     calls: list[tuple[str, str, int | None]] = field(default_factory=list)
     fail_deploy: str | None = None
+    crashed: dict[str, str] = field(default_factory=dict)
 
 
 class FakeSettings(TargetSettings):
@@ -115,6 +116,9 @@ class FakeTarget:
         w.serving[self.environment] = None
         w.calls.append((self.environment, "stop", None))
         return running
+
+    def crashed(self) -> str | None:
+        return self._world.crashed.get(self.environment)
 
     def history(self) -> list[Deployment]:
         return list(self._world.deployments.get(self.environment, []))

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vintage.cli import state
+from vintage.cli import complete, state
 
 app = typer.Typer(
     help="Manifests of an environment (GitOps) and key rotation (kubernetes target).", no_args_is_help=True
@@ -17,7 +17,12 @@ app = typer.Typer(
 
 @app.command("render")
 def render(
-    environment: Annotated[str, typer.Argument(help="Environment to render (its target: kubernetes).")],
+    environment: Annotated[
+        str,
+        typer.Argument(
+            help="Environment to render (its target: kubernetes).", autocompletion=complete.environments
+        ),
+    ],
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Write one YAML file per object into this directory."),
@@ -53,7 +58,12 @@ def render(
 
 @app.command("keys")
 def keys(
-    environment: Annotated[str, typer.Argument(help="Environment whose pods take the scope's keys.")],
+    environment: Annotated[
+        str,
+        typer.Argument(
+            help="Environment whose pods take the scope's keys.", autocompletion=complete.environments
+        ),
+    ],
 ) -> None:
     """Sync ENVIRONMENT's API keys from its secret scope into the cluster and restart its pods (rolling,
     no capacity lost); returns once no pod holds the old keys, so a removed key is refused from then on."""

@@ -18,6 +18,7 @@ from vintage.cli import (
     databricks_cmd,
     deploy_cmd,
     image_cmd,
+    init_cmd,
     listing,
     monitor,
     pipeline_cmd,
@@ -35,9 +36,10 @@ app = typer.Typer(
     help="From a training grid to a guarded production endpoint, on MLflow.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("init")(init_cmd.init)
 app.command("train")(train.train)
 app.command("run")(pipeline_cmd.run)
 app.command("resume")(pipeline_cmd.resume)
@@ -45,6 +47,7 @@ app.command("stage")(pipeline_cmd.stage)
 app.command("approve")(pipeline_cmd.approve)
 app.command("reject")(pipeline_cmd.reject)
 app.command("status")(pipeline_cmd.status)
+app.command("start")(pipeline_cmd.start)
 app.command("stop")(pipeline_cmd.stop)
 app.command("rollback")(pipeline_cmd.rollback)
 pipeline_cmd.runs_app.command("grid")(listing.runs)

@@ -33,17 +33,7 @@ def local_model_dir(model: str, reader: str = "cli:serve") -> Path:
     """
     if Path(model).is_dir():
         return Path(model)
-    from vintage.model.materialize import materialize
-    from vintage.tracking import resolve_target
-
-    spec = state.load()
-    uri = model
-    if model.isdigit():
-        uri = f"models:/{spec.model_name}/{model}"
-    elif "/" not in model and ":" not in model:
-        uri = f"models:/{model}" if "@" in model else f"models:/{spec.model_name}@{model}"
-    target = resolve_target(spec, resolve=state.secret_reader(reader, spec=spec).resolve)
-    dest = target.state_dir / "models"
-    path = materialize(uri, dest, tracking_uri=target.uri)
-    state.err().print(f"model {uri} materialised in {path}")
+    project = state.project()
+    path = project.model_dir(model, reader=reader)
+    state.err().print(f"model {project.model_uri(model)} materialised in {path}")
     return path

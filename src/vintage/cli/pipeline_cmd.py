@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from vintage.cli import state
+from vintage.cli import complete, state
 from vintage.cli.signals import stop_on_signals
 
 if TYPE_CHECKING:
@@ -31,11 +31,7 @@ def _say(line: str) -> None:
 
 
 def _runner() -> Any:
-    from vintage.config import resolve_config_path
-    from vintage.pipeline.runner import Runner
-
-    config_path = resolve_config_path(state.STATE.config).resolve()
-    return Runner(state.load(), config_path.parent, say=_say, config_path=config_path)
+    return state.project().runner(say=_say)
 
 
 def _finish(run: RunState, json_out: bool) -> None:
@@ -71,6 +67,7 @@ def run(
 ) -> None:
     """Run the whole pipeline: build -> staging -> (approval) -> production.
 
+    Checks first that every environment served behind API keys has its key (else exit 1, nothing started).
     Exit codes: 0 done; 1 a step failed or a gate refused; 2 bad config; 3 waiting for approval.
     """
     from vintage.errors import ConfigError
@@ -79,11 +76,14 @@ def run(
         raise ConfigError(
             "--force-promote needs --reason '...' (it is recorded in the release and audit trail)"
         )
+    from vintage.pipeline.ops import check_serving_keys
+
+    runner = _runner()
+    check_serving_keys(runner.spec)  # a missing production key fails now, not after training and staging
     if auto_approve:
         state.err().print(
             "[bold yellow]WARNING: --auto-approve: approval gates pass without a human review (recorded).[/]"
         )
-    runner = _runner()
     options: dict[str, Any] = {"auto_approve": auto_approve}
     if force_promote:
         options["force_promote_reason"] = reason
@@ -105,7 +105,12 @@ def resume(
 
 
 def stage(
-    name: Annotated[str, typer.Argument(help="Stage to run (e.g. build, staging, production).")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Stage to run (e.g. build, staging, production).", autocompletion=complete.stages
+        ),
+    ],
     run_id: Annotated[
         str, typer.Option("--run-id", help="Run to attach to (created if new, e.g. a CI build id).")
     ],
@@ -113,26 +118,18 @@ def stage(
     json_out: JsonOpt = False,
 ) -> None:
     """Run one stage of a run: what a CI job calls (`vintage stage build --run-id $BUILD_ID`)."""
-    from vintage.errors import ConfigError
-    from vintage.pipeline.ops import check_stage
-
     runner = _runner()
-    check_stage(runner.spec, name)  # before a run is created for it
-    if not runner.store.exists(run_id):
-        import re
-
-        if not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,63}", run_id):
-            raise ConfigError(f"invalid run id {run_id!r}: letters, digits, '_', '-', '.' (at most 64)")
-        runner.create(run_id, exist_ok=True, auto_approve=auto_approve)
-    elif auto_approve:
-        runner.store.set_option(run_id, "auto_approve", True)
+    state.project().attach_run(runner, name, run_id, auto_approve=auto_approve)
     _execute(runner, run_id, name, json_out)
 
 
 def approve(
     run_id: Annotated[str, typer.Argument(help="Run waiting for approval.")],
     stage_name: Annotated[
-        str, typer.Argument(metavar="STAGE", help="The stage to approve (e.g. production).")
+        str,
+        typer.Argument(
+            metavar="STAGE", help="The stage to approve (e.g. production).", autocompletion=complete.stages
+        ),
     ],
     comment: Annotated[str, typer.Option("--comment", "-m", help="Why (recorded).")] = "",
     as_user: Annotated[
@@ -145,7 +142,9 @@ def approve(
 
 def reject(
     run_id: Annotated[str, typer.Argument(help="Run waiting for approval.")],
-    stage_name: Annotated[str, typer.Argument(metavar="STAGE", help="The stage to reject.")],
+    stage_name: Annotated[
+        str, typer.Argument(metavar="STAGE", help="The stage to reject.", autocompletion=complete.stages)
+    ],
     comment: Annotated[str, typer.Option("--comment", "-m", help="Why (recorded).")] = "",
     as_user: Annotated[str | None, typer.Option("--as", help="Reject as this user.")] = None,
 ) -> None:
@@ -168,7 +167,9 @@ def _decide(run_id: str, stage_name: str, decision: str, comment: str, as_user: 
 def status(json_out: JsonOpt = False) -> None:
     """What each environment serves: version, digest, URL, pid (or container and image), health, since.
 
-    Exits 1 when a server serves another model than the one deployed to it (its digest differs).
+    An environment whose server died without being stopped shows as `crashed` (start it again with
+    `vintage start ENV`). Exits 1 when one has crashed, or serves another model than the one deployed to it
+    (its digest differs).
     """
     from dataclasses import asdict
 
@@ -180,17 +181,31 @@ def status(json_out: JsonOpt = False) -> None:
     from vintage.pipeline.ops import status as env_status
 
     failed: dict[str, VintageError] = {}
-    found = env_status(state.load(), errors=failed)
+    crashed: dict[str, str] = {}
+    found = env_status(state.load(), errors=failed, crashed=crashed)
     tampered = [name for name, dep in found.items() if dep is not None and dep.tampered]
     if json_out:
-        state.print_json({k: {**asdict(v), "tampered": v.tampered} if v else None for k, v in found.items()})
+        state.print_json(
+            {
+                k: {**asdict(v), "tampered": v.tampered}
+                if v
+                else ({"crashed": crashed[k]} if k in crashed else None)
+                for k, v in found.items()
+            }
+        )
     else:
         table = Table(title="Environments", title_justify="left")
         for col in ("environment", "model", "digest", "url", "pid / container", "health", "since"):
             table.add_column(col)
         for name, dep in found.items():
             if dep is None:
-                health = "[red]unknown[/]" if name in failed else "stopped"
+                health = (
+                    "[red]unknown[/]"
+                    if name in failed
+                    else "[bold red]crashed[/]"
+                    if name in crashed
+                    else "stopped"
+                )
                 table.add_row(name, "-", "-", "-", "-", health, "-")
                 continue
             health = "[green]ready[/]" if dep.healthy else "[red]not answering[/]"
@@ -224,15 +239,41 @@ def status(json_out: JsonOpt = False) -> None:
             f"{dep.model_name} v{dep.version} ({short(dep.digest)}); redeploy it: vintage run (or vintage "
             f"rollback {name}), and check the audit trail: vintage audit --action serve."
         )
+    for name, reason in crashed.items():
+        state.err().print(f"[bold red]error:[/] {escape(f'{name} has crashed: {reason}')}", highlight=False)
+        state.err().print(f"  hint: serve it again: vintage start {name}", markup=False)
     for name, exc in failed.items():
         state.err().print(f"[bold red]error:[/] {escape(f'{name}: {exc.headline}')}", highlight=False)
         if exc.hint:
             state.err().print(f"  hint: {exc.hint}", markup=False)
-    if tampered or failed:
+    if tampered or failed or crashed:
         raise typer.Exit(1)
 
 
-def stop(environment: Annotated[str, typer.Argument(help="Environment to stop.")]) -> None:
+def start(
+    environment: Annotated[
+        str, typer.Argument(help="Environment to start.", autocompletion=complete.environments)
+    ],
+) -> None:
+    """Serve again what an environment served last (after a crash, `vintage stop` or a restart of the
+    machine): the same model directory, checked unchanged, recorded in the audit trail like any deploy.
+
+    Exit codes: 0 serving (or already was); 1 nothing was ever deployed there, or the model or server
+    failed; 2 unknown environment.
+    """
+    from vintage.model.digest import short
+    from vintage.pipeline.ops import start as start_env
+
+    outcome, now = start_env(state.load(), environment)
+    said = f"{environment}: {now.model_name} v{now.version} ({short(now.digest)}) at {now.url}"
+    state.err().print(said + (" was already serving" if outcome is None else " started"), markup=False)
+
+
+def stop(
+    environment: Annotated[
+        str, typer.Argument(help="Environment to stop.", autocompletion=complete.environments)
+    ],
+) -> None:
     """Stop an environment's server (graceful drain)."""
     from vintage.pipeline.ops import stop as stop_env
 
@@ -240,7 +281,11 @@ def stop(environment: Annotated[str, typer.Argument(help="Environment to stop.")
     state.err().print(f"{environment}: " + ("stopped" if stopped else "was not running"))
 
 
-def rollback(environment: Annotated[str, typer.Argument(help="Environment to roll back.")]) -> None:
+def rollback(
+    environment: Annotated[
+        str, typer.Argument(help="Environment to roll back.", autocompletion=complete.environments)
+    ],
+) -> None:
     """Serve the environment's previous version again and move its alias back (recorded)."""
     from vintage.pipeline.ops import rollback as do_rollback
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from vintage.cli import state
+from vintage.cli import complete, state
 from vintage.cli.models_ref import local_model_dir
 
 
@@ -41,6 +41,7 @@ def serve(
             "-e",
             help="Environment this server is (reads only its own secret scopes). production always requires "
             "API keys: by default from the scope production/serving.",
+            autocompletion=complete.environments,
         ),
     ] = None,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body in MiB.")] = 10.0,

@@ -9,6 +9,7 @@ from typing import IO, TYPE_CHECKING, cast
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from vintage.api import Project
     from vintage.config import ProjectSettings, Spec
     from vintage.secrets.access import SecretReader
 
@@ -25,13 +26,15 @@ STATE = CliState()
 
 
 def load() -> Spec:
-    """Parse the config file the user pointed at."""
-    from vintage.config import load_spec
-    from vintage.shared_state import attach
+    """Parse the config file the user pointed at (:func:`vintage.api.load_config`)."""
+    return project().spec
 
-    spec = load_spec(STATE.config)
-    attach(spec)  # state_url: the pipeline state and audit trail go to the shared database
-    return spec
+
+def project() -> Project:
+    """The project of the config file the user pointed at (:class:`vintage.api.Project`)."""
+    from vintage.api import Project
+
+    return Project(STATE.config)
 
 
 def settings() -> ProjectSettings:
@@ -42,13 +45,6 @@ def settings() -> ProjectSettings:
     found = load_settings(STATE.config)
     attach(found)
     return found
-
-
-def config_dir() -> Path:
-    """Directory of the config file (its git commit is recorded on runs)."""
-    from vintage.config import resolve_config_path
-
-    return resolve_config_path(STATE.config).resolve().parent
 
 
 def out() -> Console:

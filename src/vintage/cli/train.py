@@ -41,14 +41,14 @@ def train(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vintage.errors import SelectionError
-    from vintage.pipeline import run_build
     from vintage.pipeline.backends import for_training
     from vintage.training import executor
 
     early = n_jobs != 1 and engine in (None, "local") and master is None
     if early:
         executor.start_forkserver_early()  # its imports overlap the config's loading (~1.3 s each)
-    spec = _with_compute(state.load(), engine, master)
+    project = state.project().with_compute(engine, master)
+    spec = project.spec
     if early and spec.compute.engine != "local":
         executor.end_forkserver()  # the grid trains on Spark or Databricks: no worker of ours will need it
     backend = for_training(spec)
@@ -76,9 +76,7 @@ def train(
 
         try:
             with stop_on_signals() as stop:
-                result = run_build(
-                    spec,
-                    project_dir=state.config_dir(),
+                result = project.train(
                     n_jobs=n_jobs,
                     on_point=on_point,
                     on_trained=trained.append,
@@ -134,35 +132,6 @@ def _show(result: BuildResult) -> None:
         )
     else:
         console.print(f"registered: {ver.name} version {ver.version}, alias: {', '.join(ver.aliases)}")
-
-
-def _with_compute(spec: Spec, engine: str | None, master: str | None) -> Spec:
-    """Apply --engine / --master to the spec (validated like vintage.yaml)."""
-    if engine is None and master is None:
-        return spec
-    from pydantic import ValidationError
-
-    from vintage.config.models import ComputeSpec
-    from vintage.errors import ConfigError
-    from vintage.plugins import COMPUTE_ENGINES
-
-    compute = spec.compute.model_dump()
-    if engine is not None:
-        compute["engine"] = engine
-    if master is not None:
-        compute["spark"]["master"] = master
-        compute["engine"] = engine or "spark"
-    try:
-        checked = ComputeSpec.model_validate(compute)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(
-            f"--engine/--master: compute.{where}: {err['msg']}",
-            hint=f"engines: {', '.join(COMPUTE_ENGINES.names())}; masters: local[N], spark://host:port, "
-            "sc://host:port",
-        ) from None
-    return spec.model_copy(update={"compute": checked})
 
 
 def _train_elsewhere(spec: Spec, backend: StageBackend, n_jobs: int | None, json_out: bool) -> None:

@@ -198,7 +198,7 @@ class EnvRow:
     image: str | None
     image_digest: str | None
     url: str | None
-    health: str  # ready | not answering | serves another model | stopped | unknown
+    health: str  # ready | not answering | serves another model | crashed | stopped | unknown
     since: str | None
     process: str | None
     error: str | None = None
@@ -211,7 +211,8 @@ def environments(spec: Spec) -> list[EnvRow]:
     from vintage.pipeline.ops import status
 
     failed: dict[str, VintageError] = {}
-    found = status(spec, errors=failed)
+    crashed: dict[str, str] = {}
+    found = status(spec, errors=failed, crashed=crashed)
     rows: list[EnvRow] = []
     for name, dep in found.items():
         target = spec.environments[name].target
@@ -226,10 +227,10 @@ def environments(spec: Spec) -> list[EnvRow]:
                     None,
                     None,
                     None,
-                    "unknown" if error else "stopped",
+                    "unknown" if error else "crashed" if name in crashed else "stopped",
                     None,
                     None,
-                    error.headline if error else None,
+                    error.headline if error else crashed.get(name),
                 )
             )
             continue

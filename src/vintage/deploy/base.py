@@ -108,6 +108,11 @@ class DeployTarget(Protocol):
         """Stop the server (graceful drain); ``False`` when nothing ran."""
         ...
 
+    def crashed(self) -> str | None:
+        """Why nothing serves although nobody stopped it (the server died, was killed, or the machine
+        restarted), as one line; ``None`` when it serves, was stopped, or never started. Reads only."""
+        ...
+
     def history(self) -> list[Deployment]:
         """Every deployment of this environment, oldest first."""
         ...

@@ -248,6 +248,26 @@ class ContainerTarget(EnvironmentRecords):
             image=_image_ref(info),
         )
 
+    def crashed(self) -> str | None:
+        """``stop`` removes this environment's containers, so the last deployed one, still there but not
+        running, ended by itself (or its runtime restarted without it)."""
+        history = self.history()
+        if not history or not history[-1].container or self._live() is not None:
+            return None
+        name = history[-1].container
+        info = self.runtime.inspect(name)
+        if info is None:
+            return None
+        state = info.get("State") or {}
+        how = (
+            "was killed for lack of memory"
+            if state.get("OOMKilled")
+            else f"exited with code {state.get('ExitCode')}"
+        )
+        when = str(state.get("FinishedAt") or "")[:19]
+        logs = f"{Path(self.runtime.binary).name} logs {name}"
+        return f"its container {name} {how}" + (f" at {when}" if when else "") + f"; its log: {logs}"
+
     def stop(self) -> bool:
         """Stop the running container (SIGTERM: it drains) and remove this environment's containers and
         key files; ``False`` when nothing ran."""

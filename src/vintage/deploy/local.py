@@ -42,7 +42,7 @@ from vintage.deploy import process
 from vintage.deploy.base import Deployment, DeployOutcome
 from vintage.deploy.records import EnvironmentRecords, as_int, verified
 from vintage.errors import DeployError, VintageError
-from vintage.fsutil import write_private
+from vintage.fsutil import shown_path, write_private
 from vintage.model import digest as model_digest
 from vintage.redact import redact
 from vintage.serving import admin, inference_log
@@ -174,8 +174,8 @@ class LocalTarget(EnvironmentRecords):
     def status(self) -> Deployment | None:
         """What serves now: ``healthy`` from a live ``/ready`` probe, ``served_digest`` from the server's
         admin channel (``None`` when it does not answer); ``None`` when nothing runs."""
-        pid = self._running_pid()
-        if pid is None:
+        pid = self._read_pid()
+        if pid is None or not self._is_our_server(pid):  # (a stale pid file stays: see crashed())
             return None
         healthy = self.client.ready()
         served = self._served()
@@ -195,6 +195,14 @@ class LocalTarget(EnvironmentRecords):
             healthy=healthy,
             served_digest=served_digest,
         )
+
+    def crashed(self) -> str | None:
+        """The pid file outlives its server only when the server ended without ``stop``: killed, crashed,
+        or the machine restarted."""
+        pid = self._read_pid()
+        if pid is None or self._is_our_server(pid):
+            return None
+        return f"its server (pid {pid}) is gone but was never stopped; its log: {shown_path(self.log_file)}"
 
     def stop(self) -> bool:
         """SIGTERM the server, wait up to 30 s for its drain, then SIGKILL; ``False`` when nothing ran."""
@@ -381,10 +389,14 @@ class LocalTarget(EnvironmentRecords):
         pid = self._read_pid()
         if pid is None:
             return None
-        if process.alive(pid) and process.is_server(pid):
+        if self._is_our_server(pid):
             return pid
         self._forget_pid(pid)
         return None
+
+    @staticmethod
+    def _is_our_server(pid: int) -> bool:
+        return process.alive(pid) and process.is_server(pid)
 
     def _live_pid(self) -> int | None:
         """The server's pid when it runs and answers ``/health``; a process that does not answer is killed."""

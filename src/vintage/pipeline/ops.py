@@ -14,7 +14,7 @@ from vintage.pipeline import state as st
 
 if TYPE_CHECKING:
     from vintage.config import Spec
-    from vintage.deploy.base import Deployment, DeployTarget
+    from vintage.deploy.base import Deployment, DeployOutcome, DeployTarget
     from vintage.pipeline.model_registry import ModelRegistry
 
 
@@ -262,26 +262,107 @@ def env_lock(spec: Spec, environment: str, timeout: float = 600.0) -> Iterator[N
         lock.release()
 
 
-def status(spec: Spec, errors: dict[str, VintageError] | None = None) -> dict[str, Deployment | None]:
+def status(
+    spec: Spec,
+    errors: dict[str, VintageError] | None = None,
+    crashed: dict[str, str] | None = None,
+) -> dict[str, Deployment | None]:
     """What each environment serves now.
 
     Args:
         errors: When given, an environment whose target cannot answer (e.g. a ``container`` environment on a
             machine without its runtime) maps to ``None`` here and its error is put in ``errors``, so one
             environment does not hide the others; without it the first such error is raised.
+        crashed: When given, gets the environments that serve nothing although nobody stopped them, with
+            the reason (:meth:`~vintage.deploy.base.DeployTarget.crashed`).
     """
     found: dict[str, Deployment | None] = {}
     for name in spec.environments:
         try:
-            found[name] = target(spec, name).status()
-            if found[name] is None and (earlier := previous_target(spec, name)) is not None:
+            now = target(spec, name)
+            found[name] = now.status()
+            earlier = previous_target(spec, name) if found[name] is None else None
+            if earlier is not None:
                 found[name] = earlier.status()  # the config changed target; the old server still runs
+            if found[name] is None and crashed is not None:
+                reason = (earlier or now).crashed()
+                if reason is not None:
+                    crashed[name] = reason
         except VintageError as exc:
             if errors is None:
                 raise
             errors[name] = exc
             found[name] = None
     return found
+
+
+def start(spec: Spec, environment: str) -> tuple[DeployOutcome | None, Deployment]:
+    """Serve again what ``environment`` served last (its last deployment record): after a crash, a
+    ``vintage stop`` or a restart of the machine. Recorded like any deploy.
+
+    Returns:
+        (the deploy's outcome, what serves), the outcome ``None`` when it already served.
+
+    Raises:
+        ConfigError: unknown environment.
+        PipelineError: nothing was ever deployed to it.
+        DeployError: the model directory is gone or changed since, or the server does not come up.
+    """
+    from vintage.deploy.records import EnvironmentRecords, verified
+
+    check_environment(spec, environment)
+    with env_lock(spec, environment):
+        check_target_switch(spec, environment)
+        found = target(spec, environment)
+        serving = found.status()
+        if serving is not None:
+            return None, serving
+        history = EnvironmentRecords(environment, spec.state_dir).history()
+        if not history:
+            raise PipelineError(
+                f"nothing was ever deployed to {environment}, so there is nothing to start",
+                hint="deploy a model with `vintage run` first",
+            )
+        last = history[-1]
+        model_dir = Path(last.model_dir)
+        verified(model_dir, last.digest)  # the very model it served, unchanged
+        outcome = found.deploy(model_dir, last.model_name, last.version)
+    return outcome, outcome.current
+
+
+def check_serving_keys(spec: Spec) -> None:
+    """Before a whole pipeline run: every environment it deploys to behind API keys has its primary key.
+
+    Without it the run would train, register and serve staging, and only then fail at production's
+    deploy. The key is read as ``preflight:<environment>`` (recorded in the audit trail like any read).
+
+    Raises:
+        PipelineError: a key is missing (nothing was started).
+        SecretAccessError: the scope may not be read from that environment.
+    """
+    from vintage.errors import SecretError
+    from vintage.secrets.access import SecretReader
+
+    for stage in spec.pipeline.order():
+        environment = stage.environment
+        if environment is None or "deploy" not in [str(step) for step in stage.steps]:
+            continue
+        scope = spec.key_scope(environment)
+        if scope is None:
+            continue
+        reader = SecretReader.from_spec(
+            spec.secrets, spec.state_dir.resolve(), reader=f"preflight:{environment}", environment=environment
+        )
+        try:
+            reader.get(f"{scope}/primary")
+        except SecretError as exc:
+            if type(exc) is not SecretError:
+                raise  # access denied: say so as it is
+            raise PipelineError(
+                f"{environment} serves behind API keys, but its key {scope}/primary is missing: "
+                f"{exc.headline}; nothing was started",
+                hint=f"create it: vintage secrets put --scope {scope} --key primary --generate",
+            ) from exc
 
 
 def stop(spec: Spec, environment: str) -> bool:

@@ -317,6 +317,25 @@ def test_status_stop_and_rollback_reach_the_environments_target_through_the_tabl
     assert ops.status(spec) == {"staging": None, "production": None}
 
 
+def test_an_environment_that_died_is_crashed_in_status_and_on_the_dashboard(
+    project: Path, world: World, registry: InMemoryRegistry
+) -> None:
+    from vintage.dashboard.views import environments
+
+    spec = _spec(project)
+    runner, run_id = _start(spec, project, registry)
+    runner.execute(run_id, only="build")
+    runner.execute(run_id, only="staging")
+    world.serving["staging"] = None
+    world.crashed["staging"] = "its server (pid 4242) is gone but was never stopped"
+    crashed: dict[str, str] = {}
+    assert ops.status(spec, crashed=crashed) == {"staging": None, "production": None}
+    assert crashed == {"staging": "its server (pid 4242) is gone but was never stopped"}
+    rows = {r.name: r for r in environments(spec)}
+    assert (rows["staging"].health, rows["staging"].error) == ("crashed", crashed["staging"])
+    assert (rows["production"].health, rows["production"].error) == ("stopped", None)
+
+
 def test_rollback_without_an_earlier_version_is_refused(
     project: Path, world: World, registry: InMemoryRegistry
 ) -> None:

@@ -176,6 +176,11 @@ class KubernetesTarget(EnvironmentRecords):
                 return None
             return self._describe(cluster, live)
 
+    def crashed(self) -> str | None:
+        """Always ``None``: Kubernetes restarts pods that die, and a Deployment nobody scaled down still
+        exists; pods that keep failing show as fewer ready replicas (``status``)."""
+        return None
+
     def stop(self) -> bool:
         """Scale the Deployment to zero (``stop: scale``, the default: Service, Secret, history stay) or
         delete every object of the environment (``stop: delete``); ``False`` when nothing served."""
