@@ -250,6 +250,7 @@ def test_wrong_token_is_a_clear_error_without_the_token(ws: FakeJobsWorkspace, w
     assert not any(r.path.endswith("/runs/submit") for r in ws.requests)
 
 
+@pytest.mark.slow
 def test_unreachable_host_fails_fast_and_clearly(wheel: Path) -> None:
     host = f"http://127.0.0.1:{free_port()}"
     runner = DatabricksJobRunner(host, "dapi0123456789abcdef", CLUSTER, sleep=Sleeps())

@@ -8,11 +8,14 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from vintage.compute.databricks import build_wheel, find_project_dir
 
 REPO = Path(__file__).resolve().parents[3]
 
 
+@pytest.mark.slow
 def test_build_wheel_makes_an_installable_vintage_wheel_with_the_packaged_data(tmp_path: Path) -> None:
     project = find_project_dir()
     assert project == REPO

@@ -95,6 +95,7 @@ print(json.dumps({{"predictions": out.tolist(), "module": {name}.__file__, "code
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["cloudpickle", "pickle", "skops"])
 def test_fresh_process_elsewhere_loads_the_shipped_code(red, name, tmp_path, fmt):
     path, expected = _save(red, tmp_path, name, 0.25, fmt)
@@ -117,6 +118,7 @@ def test_fresh_process_elsewhere_loads_the_shipped_code(red, name, tmp_path, fmt
     assert not list(path.rglob("__pycache__")), "bytecode was written into the model directory"
 
 
+@pytest.mark.slow
 def test_without_its_code_the_same_model_fails_to_load(red, name, tmp_path):
     """The control of the test above: the module really is nowhere else."""
     path, _ = _save(red, tmp_path, name, 0.25)
@@ -130,6 +132,7 @@ def test_without_its_code_the_same_model_fails_to_load(red, name, tmp_path):
     assert err.value.hint and "code/" in err.value.hint
 
 
+@pytest.mark.slow
 def test_two_models_in_one_process_each_run_their_own_code(red, name, tmp_path):
     first, expected_first = _save(red, tmp_path, name, 0.25)
     second, expected_second = _save(red, tmp_path, name, -1.5)
@@ -142,6 +145,7 @@ def test_two_models_in_one_process_each_run_their_own_code(red, name, tmp_path):
     assert Path(sys.modules[name].__file__ or "").is_relative_to(second / "code")
 
 
+@pytest.mark.slow
 def test_digest_covers_the_code_and_loading_leaves_it_unchanged(red, name, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as a plain interpreter: imports write .pyc
     path, _ = _save(red, tmp_path, name, 0.25)
@@ -155,6 +159,7 @@ def test_digest_covers_the_code_and_loading_leaves_it_unchanged(red, name, tmp_p
         digest.verify(path, recorded)
 
 
+@pytest.mark.slow
 def test_code_key_outside_the_model_directory_is_refused(red, name, tmp_path):
     path, _ = _save(red, tmp_path, name, 0.25)
     mlmodel = yaml.safe_load((path / "MLmodel").read_text())
@@ -164,6 +169,7 @@ def test_code_key_outside_the_model_directory_is_refused(red, name, tmp_path):
         load_model_dir(path)
 
 
+@pytest.mark.slow
 def test_spark_worker_keeps_the_code_folder_only(red, name, tmp_path):
     path, expected = _save(red, tmp_path, name, 0.25)
     files = model_files(path)

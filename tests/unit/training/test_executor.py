@@ -69,6 +69,7 @@ def test_single_job_trains_in_this_process(init_args: tuple[Any, ...]) -> None:
     assert results[0].model.fit_pid_ == os.getpid()
 
 
+@pytest.mark.slow
 def test_two_jobs_give_same_metrics_as_one(init_args: tuple[Any, ...]) -> None:
     points = enet_points()
 
@@ -167,6 +168,7 @@ def failing_forkserver(tmp_path: Path) -> Iterator[Callable[[int], None]]:
     _reset_forkserver()
 
 
+@pytest.mark.slow
 def test_a_forkserver_that_died_at_start_is_replaced(
     init_args: tuple[Any, ...], failing_forkserver: Callable[[int], None]
 ) -> None:
@@ -191,6 +193,7 @@ def test_workers_that_cannot_start_at_all_are_a_clear_training_error(
     assert "--n-jobs 1" in (exc.value.hint or "")
 
 
+@pytest.mark.slow
 def test_a_forkserver_that_died_after_a_failed_fork_is_replaced(
     init_args: tuple[Any, ...],
     failing_forkserver: Callable[[int], None],
