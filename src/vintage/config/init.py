@@ -57,13 +57,13 @@ def new_project(directory: Path, *, force: bool = False) -> NewProject:
 
 
 def _ignore(path: Path) -> tuple[str, ...]:
-    existing = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    missing = tuple(line for line in IGNORED if line not in {e.strip() for e in existing})
+    """Append the lines of :data:`IGNORED` that ``path`` lacks (its own lines stay); returns them."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    present = {line.strip() for line in text.splitlines()}
+    missing = tuple(line for line in IGNORED if line not in present)
     if missing:
-        lead = "\n" if existing and existing[-1].strip() else ""
-        block = lead + "# vintage: the state directory (tracking store, models, secrets, logs)\n"
+        sep = "" if not text else "\n" if text.endswith("\n") else "\n\n"
+        block = "# vintage: the state directory (tracking store, models, secrets, logs)\n"
         with path.open("a", encoding="utf-8") as fh:
-            if existing and not path.read_text(encoding="utf-8").endswith("\n"):
-                fh.write("\n")
-            fh.write(block + "".join(f"{line}\n" for line in missing))
+            fh.write(sep + block + "".join(f"{line}\n" for line in missing))
     return missing
