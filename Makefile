@@ -1,33 +1,55 @@
 # vintage: `make demo` runs the pipeline on the built-in workload; `make test` runs the whole suite.
-# Both create .venv and install from the repo's own files (requirements/lock.txt + this package).
+# Both create .venv and install from the repo's own files: `make demo` (and `make install`) the core
+# (requirements/core.txt: train, serve, the pipeline, secrets), `make test` everything (requirements/lock.txt).
+# `make install EXTRAS="spark kubernetes"` adds extras (requirements/extras/<extra>.txt; pyproject.toml lists them).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 UV     := $(BIN)/uv
-STAMP  := $(VENV)/.installed-stamp
+CORE_STAMP := $(VENV)/.core-stamp
+ALL_STAMP  := $(VENV)/.all-stamp
 UV_VERSION := 0.13.8
+EXTRAS ?=
 PYTEST_ARGS ?=
 # Playwright drives the system chromium (scripts/install-system-deps.sh); it must never fetch a browser.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: install demo test check lint format lock clean system-deps
+.PHONY: install install-all demo test check lint format lock clean system-deps
 
-$(STAMP): pyproject.toml requirements/lock.txt
+$(UV):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)" 2>/dev/null
-	@# --compile-bytecode: .pyc files matter when PYTHONDONTWRITEBYTECODE is set (it is on CI machines);
-	@# without them every start re-compiles MLflow and scikit-learn (~3 s).
-	$(UV) pip install --quiet --python $(BIN)/python --compile-bytecode --require-hashes -r requirements/lock.txt
-	$(UV) pip install --quiet --python $(BIN)/python --compile-bytecode --no-deps -e .
+
+# The core: no bytecode compiled ahead (it would add ~200 MB for modules vintage never imports); Python
+# writes it for what is used on first import (`make demo` lets it, below).
+$(CORE_STAMP): pyproject.toml requirements/core.txt | $(UV)
+	$(UV) pip install --quiet --python $(BIN)/python --require-hashes -r requirements/core.txt
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
-install: $(STAMP)
+# Everything, bytecode compiled: .pyc files matter when PYTHONDONTWRITEBYTECODE is set (it is on CI machines);
+# without them every test's fresh interpreter re-compiles MLflow and scikit-learn (~3 s).
+$(ALL_STAMP): pyproject.toml requirements/lock.txt | $(UV)
+	$(UV) pip install --quiet --python $(BIN)/python --compile-bytecode --require-hashes -r requirements/lock.txt
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@ $(CORE_STAMP)
+
+install: $(CORE_STAMP)
+	@for x in $(EXTRAS); do test -f requirements/extras/$$x.txt || { \
+	  echo "make install: no extra '$$x' (one of: $$(ls requirements/extras | sed 's/.txt$$//' | tr '\n' ' '))"; \
+	  exit 2; }; done
+	$(if $(strip $(EXTRAS)),$(UV) pip install --quiet --python $(BIN)/python --require-hashes \
+	  -r requirements/core.txt $(foreach x,$(EXTRAS),-r requirements/extras/$(x).txt))
+
+install-all: $(ALL_STAMP)
 
 # The whole pipeline as a new user runs it, here with ./vintage.yaml: build -> staging (port 8081) ->
 # production (port 8082, API key from the secret scope production/serving, key primary, generated once).
 # Leaves both servers running; `make demo` again re-releases (hot swap, or unchanged); stop them with
 # `.venv/bin/vintage stop staging` and `.venv/bin/vintage stop production`.
+# The demo's own processes write the .pyc files of what they import, even where PYTHONDONTWRITEBYTECODE is set.
+demo: export PYTHONDONTWRITEBYTECODE :=
 demo: install
 	@$(BIN)/vintage secrets list -s production/serving --json >/dev/null 2>&1 \
 	  || $(BIN)/vintage secrets create-scope production/serving
@@ -47,33 +69,32 @@ system-deps:
 	@bash scripts/install-actionlint.sh >/dev/null
 	@bash scripts/build-kubernetes.sh >/dev/null
 
-test: install system-deps
+test: install-all system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fast loop while developing (goal: under 3 minutes on 2 cores): lint, types, import layers, then the unit
 # tests not marked slow (those start Spark, fresh interpreters, wheel builds or process pools; `make test` runs
 # them, with everything else).
-check: install
+check: install-all
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests/unit -q -x -m "not slow"
 
-lint: install
+lint: install-all
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-format: install
+format: install-all
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-# Re-resolve the lock file after changing dependencies in pyproject.toml.
-lock: install
-	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 \
-	  --python-platform x86_64-manylinux_2_28 --generate-hashes -q -o requirements/lock.txt
+# Re-resolve the locks (requirements/lock.txt, core.txt, extras/*.txt) after changing pyproject.toml.
+lock: $(UV)
+	UV=$(UV) bash scripts/lock.sh
 
 clean:
 	rm -rf $(VENV) .vintage .pytest_cache .ruff_cache .mypy_cache

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from vintage.errors import ConfigError
+from vintage.extras import require
 
 __all__ = [
     "COMPUTE_ENGINES",
@@ -36,13 +37,18 @@ class Table:
         kind: What the implementations are, for messages (``deploy target``).
         key: The config key or option that names one (``environments.<env>.target``), for hints.
         rows: Name -> ``"module:attribute"``.
+        extras: Name -> the extra (:data:`vintage.extras.MODULES`) its implementation needs beyond the core;
+            :meth:`load` checks it is installed before importing anything.
     """
 
-    def __init__(self, kind: str, key: str, rows: Mapping[str, str]) -> None:
+    def __init__(
+        self, kind: str, key: str, rows: Mapping[str, str], extras: Mapping[str, str] | None = None
+    ) -> None:
         self.kind = kind
         self.key = key
         self._rows: dict[str, str | object] = dict(rows)
         self._loaded: dict[str, object] = {}
+        self.extras: dict[str, str] = dict(extras or {})
 
     def names(self) -> tuple[str, ...]:
         """The known names, in table order."""
@@ -74,12 +80,16 @@ class Table:
 
         Raises:
             ConfigError: unknown name.
+            MissingExtra: the implementation needs an extra that is not installed.
         """
         row = self.row(name)
         if name in self._loaded:
             return self._loaded[name]
         if not isinstance(row, str):
             return row
+        if name in self.extras:
+            sep = " " if self.key.startswith("-") else ": "
+            require(self.extras[name], f"{self.key}{sep}{name}")
         module, _, attribute = row.partition(":")
         found = getattr(importlib.import_module(module), attribute)
         self._loaded[name] = found
@@ -112,6 +122,7 @@ DEPLOY_TARGETS = Table(
         "container": "vintage.deploy.container:ContainerTarget",
         "kubernetes": "vintage.deploy.k8s.target:KubernetesTarget",
     },
+    extras={"container": "containers", "kubernetes": "kubernetes"},
 )
 """Where an environment serves: :class:`vintage.deploy.base.DeployTarget` classes with
 ``from_spec(spec, environment)``."""
@@ -123,6 +134,7 @@ STAGE_BACKENDS = Table(
         "local": "vintage.pipeline.backends:LocalBackend",
         "databricks": "vintage.pipeline.remote:DatabricksBackend",
     },
+    extras={"databricks": "databricks"},
 )
 """Where a pipeline stage runs: :class:`vintage.pipeline.backends.StageBackend` classes with
 ``from_spec(spec, stage)``. A stage that trains runs on the backend named like ``compute.engine`` when
@@ -136,6 +148,7 @@ SECRET_PROVIDERS = Table(
         "local": "vintage.secrets.local:LocalStore",
         "databricks": "vintage.secrets.databricks:DatabricksProvider",
     },
+    extras={"databricks": "databricks"},
 )
 """Where ``${secret:...}`` references are looked up: :class:`vintage.secrets.base.Provider` classes with
 ``from_spec(spec, state_dir)``."""
@@ -147,6 +160,7 @@ SCORING_ENGINES = Table(
         "local": "vintage.scoring.local:score_file",
         "spark": "vintage.scoring.spark:score_file",
     },
+    extras={"local": "scoring", "spark": "spark"},
 )
 """How ``vintage score`` runs: ``score_file(job, progress)`` functions (:data:`vintage.scoring.Engine`)."""
 
@@ -158,6 +172,7 @@ COMPUTE_ENGINES = Table(
         "spark": "vintage.training.spark:SparkExecutor",
         "databricks": "vintage.training.executor:WholeStages",
     },
+    extras={"spark": "spark"},
 )
 """Where the grid trains (``compute.engine``): :class:`vintage.training.runner.GridExecutor` classes with
 ``from_spec(spec, points, init_args, n_jobs=..., protect=...)``. ``databricks`` trains no grid in this

@@ -16,6 +16,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from vintage import audit, statedb
 from vintage.config.models import SECRET_REF
 from vintage.errors import ConfigError
+from vintage.extras import require
 from vintage.secrets.access import SecretReader, open_provider
 from vintage.secrets.names import REF_PATTERN
 
@@ -71,13 +72,7 @@ def _with_driver(url: str) -> str:
     scheme, rest = url.split("://", 1)
     if scheme not in ("postgresql", DRIVER):
         raise ConfigError(f"state_url: unsupported scheme {scheme!r}; use postgresql://")
-    import importlib.util
-
-    if importlib.util.find_spec("psycopg2") is None:
-        raise ConfigError(
-            "state_url needs the PostgreSQL driver psycopg2, which is not installed",
-            hint="install vintage with its postgres extra: pip install 'vintage[postgres]'",
-        ) from None
+    require("postgres", "state_url (PostgreSQL)")
     return f"{DRIVER}://{rest}"
 
 

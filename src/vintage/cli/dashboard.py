@@ -42,7 +42,9 @@ def dashboard(
     from vintage.audit import current_actor
     from vintage.dashboard.guard import is_loopback, issue, revoke
     from vintage.errors import ConfigError
+    from vintage.extras import require
 
+    require("dashboard", "vintage dashboard")
     if not is_loopback(host) and not allow_network_access:
         raise ConfigError(
             f"refusing to serve the dashboard on {host}: anyone who can reach that address could read the "

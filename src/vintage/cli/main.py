@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -153,23 +153,50 @@ def _run(argv: list[str] | None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("vintage: interrupted\n")
         sys.exit(130)
-    except Exception as exc:  # a bug or an untranslated library error: one line + the traceback log
-        import traceback
+    except ModuleNotFoundError as exc:
+        # An optional part imported where no require() foresaw it: the extra to install, not a traceback.
+        from vintage.extras import missing_extra
 
-        from vintage.redact import redact
-
-        text = redact("".join(traceback.format_exception(exc)))
-        log = _log_traceback(text, sys.argv[1:] if argv is None else argv)
-        if STATE.verbose:
-            sys.stderr.write(text)
-        headline = f"error: unexpected {exc.__class__.__name__}: {first_line(exc)}"
-        if log is not None:
-            sys.stderr.write(f"{headline} (full traceback: {log})\n")
+        missing = missing_extra(exc, _command(argv))
+        if missing is None:
+            _unexpected(exc, argv)
         else:
-            sys.stderr.write(f"{headline}\n")
-            if not STATE.verbose:
-                sys.stderr.write("Run with --verbose to see the full traceback.\n")
-        sys.exit(EXIT_RUNTIME)
+            _render_error(missing)
+            sys.exit(missing.exit_code)
+    except Exception as exc:
+        _unexpected(exc, argv)
+
+
+def _command(argv: list[str] | None) -> str:
+    """``vintage COMMAND`` for a headline: the first argument that is neither an option nor the value of
+    the global ``-c/--config``."""
+    args = iter(sys.argv[1:] if argv is None else argv)
+    for arg in args:
+        if arg in ("-c", "--config"):
+            next(args, None)
+        elif not arg.startswith("-"):
+            return f"vintage {arg}"
+    return "vintage"
+
+
+def _unexpected(exc: BaseException, argv: list[str] | None) -> NoReturn:
+    """A bug or an untranslated library error: one line + the traceback log, exit 1."""
+    import traceback
+
+    from vintage.redact import redact
+
+    text = redact("".join(traceback.format_exception(exc)))
+    log = _log_traceback(text, sys.argv[1:] if argv is None else argv)
+    if STATE.verbose:
+        sys.stderr.write(text)
+    headline = f"error: unexpected {exc.__class__.__name__}: {first_line(exc)}"
+    if log is not None:
+        sys.stderr.write(f"{headline} (full traceback: {log})\n")
+    else:
+        sys.stderr.write(f"{headline}\n")
+        if not STATE.verbose:
+            sys.stderr.write("Run with --verbose to see the full traceback.\n")
+    sys.exit(EXIT_RUNTIME)
 
 
 ERROR_LOG = Path("logs") / "errors.log"

@@ -54,6 +54,7 @@ def ui(
 ) -> None:
     """Start the MLflow UI on the embedded store (127.0.0.1 only) and print the address of the
     experiment's runs view. Ctrl-C stops it."""
+    from vintage.extras import require
     from vintage.tracking import resolve_target
 
     spec = state.load()
@@ -68,6 +69,7 @@ def ui(
         url = runs_view_url(target.display, experiment_id(spec, target, resolve))
         console.print(f"The tracking server serves its own UI: {url}")
         return
+    require("ui", "vintage ui")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", target.uri]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     if target.artifact_root is not None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from vintage.data.packaged import packaged_path
 from vintage.data.validate import validate_frame
 from vintage.errors import DataError, first_line
+from vintage.extras import require
 
 if TYPE_CHECKING:
     import numpy as np
@@ -371,6 +372,7 @@ def check_unique_columns(names: Sequence[object], path: Path) -> None:
 def _parquet_dataset(path: Path) -> Any:
     """The Parquet file or directory at ``path`` as a ``pyarrow.dataset`` (the files pandas reads), its
     column names checked (:func:`check_unique_columns`)."""
+    require("scoring", f"Parquet data ({path.name})")
     import pyarrow as pa
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq

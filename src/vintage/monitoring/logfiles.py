@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vintage.errors import MonitoringError
+from vintage.extras import require
 from vintage.serving.inference_log import FIXED_COLUMNS, META_KEY, NPZ_SUFFIX, SUFFIXES
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ def _read(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One file's rows and its metadata."""
     if path.name.endswith(NPZ_SUFFIX):
         return _read_npz(path)
+    require("scoring", f"reading the Parquet inference log {path.name}")
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
