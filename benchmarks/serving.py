@@ -54,7 +54,8 @@ req/s get worse). wrk runs on the same 2 cores as the server and takes its share
 lines (stderr) give the cores used by the server and by wrk in each sample: a one-process server at 1.00
 core is the limit itself, not the client. The ceiling rows show what the HTTP stack alone costs on this
 machine. ``--json`` prints every sample as well. The target lines judge the ``vintage`` rows against the
-scoring-server issue's targets: >= 25x MLflow's req/s at 16 connections (1 and 10 rows), p99 <= 5 ms at
+scoring-server issue's targets: >= 25x MLflow's req/s at 16 connections (1 and 10 rows), >= 50% of the
+ceiling (uvicorn)'s req/s for the same body at 16 connections (issue 17), p99 <= 5 ms at
 16 connections, p50 <= 0.3 ms at 1 connection, cold start <= 1 s, RSS <= 150 MB; and the inference log's
 (issue 15): ``vintage + log 0.1`` loses <= 10% of ``vintage``'s req/s at 16 connections (medians; the
 per-repeat paired losses are printed too: each repeat runs the logged servers right after ``vintage``; and the
@@ -117,6 +118,7 @@ TARGET_P99_MS = 5.0
 TARGET_P50_MS = 0.3
 TARGET_COLD_S = 1.0
 TARGET_RSS_MB = 150.0
+TARGET_CEILING_SHARE = 0.50  # issue 17: vintage's req/s >= half the bare ASGI app's, same body, same run
 TARGET_LOG_COST = 0.10  # the inference log (sample 0.1) may cost this share of req/s at 16 connections
 
 MATERIALIZE_SCRIPT = """\
@@ -407,7 +409,8 @@ def server_specs(
         ServerSpec(MLFLOW, "uvicorn+FastAPI (MLflow)", mlflow, registry, "/ping", BODY_ROWS),
         ServerSpec(VINTAGE_KEY, uvi, vintage_key, plain, "/ready", (1,), auth=key),
         ServerSpec(GRANIAN, gra, on_granian("_granian_app:build", True), with_model, "/ready", BODY_ROWS),
-        ServerSpec(CEILING_UVICORN, uvi, ceiling_uvicorn, plain, "/ping", (1,), checks_predictions=False),
+        ServerSpec(CEILING_UVICORN, uvi, ceiling_uvicorn, plain, "/ping", BODY_ROWS,
+                   checks_predictions=False),
         ServerSpec(CEILING_GRANIAN, gra, on_granian("_ceiling_app:app", False), plain, "/ping", (1,),
                    checks_predictions=False),
     ]  # fmt: skip
@@ -772,6 +775,12 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
         if (n, 16) in mine:
             add(f"req/s vs MLflow, {n} row(s), 16 connections", mine[(n, 16)].ratio_vs_mlflow, TARGET_RATIO,
                 "x", True)  # fmt: skip
+    ceiling = {(r.rows, r.connections): r for r in rows if r.server == CEILING_UVICORN}
+    for n in BODY_ROWS:
+        if (n, 16) in mine and (n, 16) in ceiling:
+            share = 100.0 * mine[(n, 16)].rps / ceiling[(n, 16)].rps
+            add(f"req/s vs the bare-ASGI ceiling (uvicorn), {n} row(s), 16 connections", share,
+                100 * TARGET_CEILING_SHARE, "%", True)  # fmt: skip
     for n in BODY_ROWS:
         if (n, 16) in mine:
             add(f"p99, {n} row(s), 16 connections", mine[(n, 16)].p99_ms, TARGET_P99_MS, " ms", False)

@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from math import isfinite
 from pathlib import Path
 from typing import Any, Final
 
@@ -428,19 +429,49 @@ def _check_features(info: ModelInfo, estimator: Any) -> None:
         raise ServingError(f"the model expects {width} features but its signature has {len(info.columns)}")
 
 
+SMALL_BATCH_ROWS: Final = 12
+"""Up to this many rows, the linear fast path sums with Python floats row by row (a request's few rows:
+~1 us for one row, against ~12 us for NumPy's per-call overhead on eleven tiny arrays); above it, NumPy
+sums column by column over all rows at once."""
+
+
 def _linear_predict(params: LinearParams) -> Callable[[FloatArray], FloatArray]:
-    """``x`` (rows x features) -> the ordered sum of :meth:`LinearParams.terms`, column by column."""
-    terms, intercept = params.terms(), np.float64(params.intercept)
+    """``x`` (rows x features) -> the ordered sum of :meth:`LinearParams.terms`.
+
+    Both branches compute each row's ``intercept + c[j1] * x[j1] + ...`` left to right with one rounding
+    per product and per addition (Python floats and NumPy's float64 are the same IEEE doubles; a Python
+    ``*`` then ``+`` are two operations, never fused), so a row's prediction has the same bits whichever
+    branch, and whichever batch, it is scored in (tests/unit/model/test_linear_paths.py).
+    """
+    terms, intercept = params.terms(), float(params.intercept)
+    first = np.float64(intercept)
 
     def predict(x: FloatArray) -> FloatArray:
+        if len(x) <= SMALL_BATCH_ROWS:
+            return _rows_sum(x.tolist(), terms, intercept)
         if not np.isfinite(x).all():
             raise ValueError("input contains NaN or infinity")
-        out: FloatArray = np.full(len(x), intercept)
+        out: FloatArray = np.full(len(x), first)
         for j, c in terms:
             out += c * x[:, j]
         return out
 
     return predict
+
+
+def _rows_sum(rows: list[list[float]], terms: list[tuple[int, float]], intercept: float) -> FloatArray:
+    """The ordered sum of each row, with Python floats (a few rows: no NumPy call per term)."""
+    out = []
+    for row in rows:
+        # A NaN or an infinity makes the plain sum non-finite; a finite sum can still overflow, so only a
+        # non-finite sum is looked at value by value.
+        if not isfinite(sum(row)) and not all(map(isfinite, row)):
+            raise ValueError("input contains NaN or infinity")
+        total = intercept
+        for j, c in terms:
+            total += c * row[j]
+        out.append(total)
+    return np.array(out, dtype=np.float64)
 
 
 def _estimator_predict(estimator: Any) -> Callable[[FloatArray], FloatArray]:

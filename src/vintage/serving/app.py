@@ -176,8 +176,7 @@ class ScoringApp:
     async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = await self._score(scope, receive, send, started)
-        self.metrics.count(status)
-        self.metrics.latency.observe(time.perf_counter() - started)
+        self.metrics.observe(status, time.perf_counter() - started)
 
     async def _score(self, scope: Scope, receive: Receive, send: Send, started: float) -> int:
         if scope["method"] != "POST":
@@ -214,7 +213,7 @@ class ScoringApp:
             return await _respond(send, exc.status, exc.to_json())
         except TimeoutError:
             return await _respond(send, 504, _TIMEOUT)
-        self.metrics.rows.inc(len(x))
+        self.metrics.scored(len(x))
         if self.inference is not None:  # sampling, a deque append at most: never waits
             self.inference.offer(model, x, pred, started)
         return await _respond(send, 200, out)
