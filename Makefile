@@ -17,6 +17,14 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: install install-all demo test check lint format lock clean system-deps
 
+# uv pip install $(1): from uv's cache alone first (--offline), then from the index for what the cache lacks.
+# The locks pin every file by hash, so a cached file is the right one; going to the index every time made uv
+# build pyspark's source distribution again on every fresh venv (~20 s and ~0.7 GB of cache each).
+define uv_install
+$(UV) pip install --quiet --python $(BIN)/python --offline $(1) 2>/dev/null \
+  || $(UV) pip install --quiet --python $(BIN)/python $(1)
+endef
+
 $(UV):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)" 2>/dev/null
@@ -24,23 +32,25 @@ $(UV):
 # The core: no bytecode compiled ahead (it would add ~200 MB for modules vintage never imports); Python
 # writes it for what is used on first import (`make demo` lets it, below).
 $(CORE_STAMP): pyproject.toml requirements/core.txt | $(UV)
-	$(UV) pip install --quiet --python $(BIN)/python --require-hashes -r requirements/core.txt
-	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	@echo "installing requirements/core.txt and vintage (editable) into $(VENV)"
+	@$(call uv_install,--require-hashes -r requirements/core.txt)
+	@$(call uv_install,--no-deps -e .)
 	@touch $@
 
 # Everything, bytecode compiled: .pyc files matter when PYTHONDONTWRITEBYTECODE is set (it is on CI machines);
 # without them every test's fresh interpreter re-compiles MLflow and scikit-learn (~3 s).
 $(ALL_STAMP): pyproject.toml requirements/lock.txt | $(UV)
-	$(UV) pip install --quiet --python $(BIN)/python --compile-bytecode --require-hashes -r requirements/lock.txt
-	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	@echo "installing requirements/lock.txt (everything) and vintage (editable) into $(VENV)"
+	@$(call uv_install,--compile-bytecode --require-hashes -r requirements/lock.txt)
+	@$(call uv_install,--no-deps -e .)
 	@touch $@ $(CORE_STAMP)
 
 install: $(CORE_STAMP)
 	@for x in $(EXTRAS); do test -f requirements/extras/$$x.txt || { \
 	  echo "make install: no extra '$$x' (one of: $$(ls requirements/extras | sed 's/.txt$$//' | tr '\n' ' '))"; \
 	  exit 2; }; done
-	$(if $(strip $(EXTRAS)),$(UV) pip install --quiet --python $(BIN)/python --require-hashes \
-	  -r requirements/core.txt $(foreach x,$(EXTRAS),-r requirements/extras/$(x).txt))
+	@$(if $(strip $(EXTRAS)),echo "installing the extras: $(EXTRAS)" && $(call uv_install,--require-hashes -r requirements/core.txt \
+	  $(foreach x,$(EXTRAS),-r requirements/extras/$(x).txt)))
 
 install-all: $(ALL_STAMP)
 

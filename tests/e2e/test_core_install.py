@@ -28,9 +28,14 @@ def core_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("core") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    install = [UV, "pip", "install", "--quiet", "--python", python]
-    subprocess.run([*install, "--require-hashes", "-r", str(REPO / "requirements" / "core.txt")], check=True)
-    subprocess.run([*install, "--no-deps", "-e", str(REPO)], check=True)
+    for args in (
+        ["--require-hashes", "-r", str(REPO / "requirements" / "core.txt")],
+        ["--no-deps", "-e", str(REPO)],
+    ):
+        install = [UV, "pip", "install", "--quiet", "--python", python, *args]
+        # as the Makefile: uv's cache first, the index for what it lacks
+        if subprocess.run([*install, "--offline"], capture_output=True).returncode != 0:
+            subprocess.run(install, check=True)
     return venv
 
 
