@@ -24,11 +24,12 @@ format.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from math import isfinite
 from pathlib import Path
@@ -114,6 +115,7 @@ class LoadedModel:
         self._example = example
         self._linear = linear
         self._width = len(info.columns)
+        self._rows = _linear_rows(linear) if linear is not None else None
 
     @property
     def linear(self) -> LinearParams | None:
@@ -135,6 +137,21 @@ class LoadedModel:
         if x.ndim != 2 or x.shape[1] != self._width:
             raise ValueError(f"expected rows of {self._width} values, got an array of shape {x.shape}")
         return self._predict(x)
+
+    def predict_rows(self, rows: Sequence[Sequence[float]]) -> FloatArray | list[float]:
+        """Predict a few rows given as Python numbers (a small request's, as the scoring server parsed
+        them), columns in ``info.columns`` order: the same numbers :meth:`predict` gives for them as a
+        matrix. A linear model sums them as Python floats and answers a list (no NumPy call); another
+        model predicts them as a matrix.
+
+        Raises:
+            ValueError: a row has the wrong length, or a value is NaN or infinite (a linear model).
+        """
+        if self._rows is None:
+            return self.predict(np.array(rows, dtype=np.float64).reshape(-1, self._width))
+        if not all(len(row) == self._width for row in rows):
+            raise ValueError(f"expected rows of {self._width} values")
+        return self._rows(rows)
 
     def example(self) -> FloatArray | None:
         """The model's input example as a 2-D float64 array in ``info.columns`` order (a copy)."""
@@ -443,12 +460,12 @@ def _linear_predict(params: LinearParams) -> Callable[[FloatArray], FloatArray]:
     ``*`` then ``+`` are two operations, never fused), so a row's prediction has the same bits whichever
     branch, and whichever batch, it is scored in (tests/unit/model/test_linear_paths.py).
     """
-    terms, intercept = params.terms(), float(params.intercept)
-    first = np.float64(intercept)
+    terms, first = params.terms(), np.float64(params.intercept)
+    few = _linear_rows(params)
 
     def predict(x: FloatArray) -> FloatArray:
         if len(x) <= SMALL_BATCH_ROWS:
-            return _rows_sum(x.tolist(), terms, intercept)
+            return np.array(few(x.tolist()), dtype=np.float64)
         if not np.isfinite(x).all():
             raise ValueError("input contains NaN or infinity")
         out: FloatArray = np.full(len(x), first)
@@ -459,19 +476,36 @@ def _linear_predict(params: LinearParams) -> Callable[[FloatArray], FloatArray]:
     return predict
 
 
-def _rows_sum(rows: list[list[float]], terms: list[tuple[int, float]], intercept: float) -> FloatArray:
-    """The ordered sum of each row, with Python floats (a few rows: no NumPy call per term)."""
-    out = []
-    for row in rows:
+def _linear_rows(params: LinearParams) -> Callable[[Sequence[Sequence[float]]], list[float]]:
+    """Rows of Python numbers -> the ordered sum of each, as Python floats (no NumPy call).
+
+    The sum is compiled once per model into one expression, ``lambda r: ((b + c1 * r[j1]) + c2 * r[j2])
+    + ...``, built as a syntax tree from the coefficients (float constants) and the column indexes (int
+    constants), never from text: Python evaluates it left to right, one rounding per operation, as the
+    loop it replaces did, at ~0.1 us less per term and row.
+    """
+    code = compile(_sum_tree(params), "<linear sum>", "eval")
+    one_row: Callable[[Sequence[float]], float] = eval(code)  # a code object from _sum_tree: no text
+
+    def rows_sum(rows: Sequence[Sequence[float]]) -> list[float]:
         # A NaN or an infinity makes the plain sum non-finite; a finite sum can still overflow, so only a
         # non-finite sum is looked at value by value.
-        if not isfinite(sum(row)) and not all(map(isfinite, row)):
+        if not isfinite(sum(map(sum, rows))) and not all(isfinite(v) for row in rows for v in row):
             raise ValueError("input contains NaN or infinity")
-        total = intercept
-        for j, c in terms:
-            total += c * row[j]
-        out.append(total)
-    return np.array(out, dtype=np.float64)
+        return list(map(one_row, rows))
+
+    return rows_sum
+
+
+def _sum_tree(params: LinearParams) -> ast.Expression:
+    """``lambda r: intercept + c1 * r[j1] + c2 * r[j2] + ...`` over :meth:`LinearParams.terms`."""
+    row = ast.Name("r", ast.Load())
+    total: ast.expr = ast.Constant(float(params.intercept))
+    for j, c in params.terms():
+        term = ast.BinOp(ast.Constant(c), ast.Mult(), ast.Subscript(row, ast.Constant(j), ast.Load()))
+        total = ast.BinOp(total, ast.Add(), term)
+    signature = ast.arguments(posonlyargs=[], args=[ast.arg("r")], kwonlyargs=[], kw_defaults=[], defaults=[])
+    return ast.fix_missing_locations(ast.Expression(ast.Lambda(signature, total)))
 
 
 def _estimator_predict(estimator: Any) -> Callable[[FloatArray], FloatArray]:

@@ -33,7 +33,7 @@ from vintage.serving.control import ControlFile
 from vintage.serving.inference_log import InferenceLog, InferenceLogSettings
 from vintage.serving.metrics import Metrics
 from vintage.serving.openapi import openapi_document
-from vintage.serving.payload import Matrix, PayloadError, encode_predictions, parse_request
+from vintage.serving.payload import Matrix, PayloadError, Rows, encode_predictions, parse_batch
 
 log = logging.getLogger(__name__)
 
@@ -376,9 +376,10 @@ class ScoringApp:
 
 def _predict(
     model: LoadedModel, body: bytes, content_type: str | None, max_rows: int
-) -> tuple[bytes, Matrix, Any]:
-    x = parse_request(body, content_type, model.info.columns, max_rows)
-    pred = model.predict(x)
+) -> tuple[bytes, Matrix | Rows, Any]:
+    x = parse_batch(body, content_type, model.info.columns, max_rows)
+    # a small JSON request's rows stay Python numbers (parse_batch): no NumPy call on the way
+    pred = model.predict_rows(x) if isinstance(x, list) else model.predict(x)
     return encode_predictions(pred), x, pred
 
 

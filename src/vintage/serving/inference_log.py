@@ -42,6 +42,7 @@ import numpy.typing as npt
 
 if TYPE_CHECKING:
     from vintage.model.load import LoadedModel
+    from vintage.serving.payload import Matrix, Rows
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class InferenceLogSettings:
 
 
 Entry = tuple[float, "LoadedModel", float, npt.NDArray[np.float64], npt.NDArray[Any]]
+"""(time, model, latency, the request's rows, its predictions)."""
 """(epoch time, model, latency in seconds, rows, predictions): what the hot path queues."""
 
 
@@ -119,6 +121,7 @@ class InferenceLog:
         self._clock = clock
         self._random = random.random
         self._max = settings.max_queue_rows
+        self._width = len(columns)
         self._queue: deque[Entry] = deque()
         # written by the producer (event loop) only
         self._rows_in = 0
@@ -144,7 +147,7 @@ class InferenceLog:
     # -- the hot path (event loop) ------------------------------------------------------------------------
 
     def offer(
-        self, model: LoadedModel, x: npt.NDArray[np.float64], pred: npt.NDArray[Any], started: float
+        self, model: LoadedModel, x: Matrix | Rows, pred: npt.NDArray[Any] | list[float], started: float
     ) -> None:
         """Record one request's rows when it falls in the sample (``started``: its ``perf_counter`` start).
 
@@ -158,6 +161,14 @@ class InferenceLog:
             self.dropped_queue_full += n
             return
         self._rows_in += n
+        if isinstance(x, list):
+            # A small request's rows are Python numbers (parse_batch): arrays now, ~3 us for a sampled
+            # request. Left to the writer thread, the conversions cost the server more than that (their
+            # interpreter time, and handing the interpreter back and forth: measured, BENCHMARKS.md), and
+            # a whole file's at once (100,000 rows) held the interpreter for ~50 ms.
+            x = np.array(x, dtype=np.float64).reshape(n, self._width)
+        if isinstance(pred, list):
+            pred = np.array(pred, dtype=np.float64)
         self._queue.append((self._clock(), model, latency, x, pred))
 
     @property
@@ -206,6 +217,13 @@ class InferenceLog:
     # -- the writer thread -------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self.parquet:
+            # pyarrow imports pandas the first time it converts an array (it checks for a pandas Series):
+            # ~0.5 s of imports, holding the interpreter. Done now, as the server starts, not during the
+            # traffic that fills the first file.
+            import pyarrow as pa
+
+            pa.array(np.zeros(1))
         while not self._stop.wait(DRAIN_EVERY_S):
             self.drain()
         self.drain(final=True)
@@ -278,6 +296,7 @@ class InferenceLog:
         """The columns as NumPy arrays (``.npz``): time in microseconds, model_version as float (NaN: none),
         the features as one matrix ``x`` with their names in ``columns``."""
         counts = np.fromiter((len(e[3]) for e in entries), dtype=np.int64, count=len(entries))
+        width = len(self.columns)
         times = np.repeat(np.fromiter((e[0] for e in entries), dtype=np.float64, count=len(entries)), counts)
         latency = np.repeat(
             np.fromiter((e[2] * 1000.0 for e in entries), dtype=np.float64, count=len(entries)), counts
@@ -293,7 +312,7 @@ class InferenceLog:
             "model_version": version_col,
             "latency_ms": latency,
             "prediction": np.concatenate([e[4] for e in entries]).astype(np.float64, copy=False).reshape(-1),
-            "x": np.concatenate([e[3] for e in entries]).reshape(-1, len(self.columns)).astype(np.float64),
+            "x": np.concatenate([e[3] for e in entries]).reshape(-1, width).astype(np.float64),
             "columns": np.array(self.columns, dtype=str),
         }
 

@@ -11,13 +11,15 @@ test_metrics.py compares them).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+_le: Callable[[float], str] = floatToGoString  # a bucket bound as prometheus-client writes it (untyped there)
 
 LATENCY_BUCKETS = (
     0.0002,
@@ -113,7 +115,7 @@ class _RequestCollector(Collector):
         snapshot, cumulative, buckets = list(counts.buckets), 0, []
         for bound, n in zip((*LATENCY_BUCKETS, float("inf")), snapshot, strict=True):
             cumulative += n
-            buckets.append((floatToGoString(bound), cumulative))
+            buckets.append((_le(bound), cumulative))
         yield HistogramMetricFamily(
             "vintage_request_seconds",
             "Time from request start to response, /invocations only.",

@@ -73,12 +73,28 @@ from vintage.serving.payload_errors import show as _show
 from vintage.serving.payload_json import FORMAT_KEYS as _FORMAT_KEYS
 from vintage.serving.payload_json import load_json
 
-__all__ = ["Matrix", "PayloadError", "encode_predictions", "parse_request"]
+__all__ = [
+    "SMALL_ROWS",
+    "Matrix",
+    "PayloadError",
+    "Rows",
+    "encode_predictions",
+    "parse_batch",
+    "parse_request",
+]
 
 Matrix = npt.NDArray[np.float64]
+Rows = list[Sequence[float]]
+"""A small JSON request's rows as the parser got them (Python floats and ints, every one finite), in the
+model's column order: what :func:`parse_batch` gives instead of a :data:`Matrix` for at most
+:data:`SMALL_ROWS` rows."""
+SMALL_ROWS = 12
+"""Up to this many rows a JSON request's numbers stay Python numbers: turning them into a NumPy matrix and
+back costs more than the checks and the sum (a NumPy call is ~1 us of overhead; BENCHMARKS.md)."""
 
 
 _SPLIT_KEYS = frozenset({"columns", "data", "index"})
+_FORMAT_KEY_SET = frozenset(_FORMAT_KEYS)
 _ACCEPTED = (
     'Accepted JSON bodies: {"dataframe_split": {"columns": [...], "data": [[...]]}}, '
     '{"dataframe_records": [{...}]}, {"instances": [...]}, {"inputs": [...] or {...}}, '
@@ -88,6 +104,20 @@ _ACCEPTED = (
 
 def parse_request(body: bytes, content_type: str | None, columns: Sequence[str], max_rows: int) -> Matrix:
     """Parse a scoring request into a finite 2-D float64 matrix, columns in ``columns`` order.
+
+    :func:`parse_batch` with its small requests' rows turned into a matrix too; the arguments and errors
+    are its own.
+    """
+    got = parse_batch(body, content_type, columns, max_rows)
+    return got if type(got) is np.ndarray else np.array(got, dtype=np.float64).reshape(-1, len(columns))
+
+
+def parse_batch(
+    body: bytes, content_type: str | None, columns: Sequence[str], max_rows: int
+) -> Matrix | Rows:
+    """Parse a scoring request into a finite 2-D float64 matrix, columns in ``columns`` order, or, for a
+    JSON request of at most :data:`SMALL_ROWS` rows holding JSON numbers only, into those rows
+    (:data:`Rows`: the same values, checked the same way, as Python numbers).
 
     Args:
         body: the raw request body.
@@ -103,19 +133,19 @@ def parse_request(body: bytes, content_type: str | None, columns: Sequence[str],
     schema = _schema(tuple(columns))
     if _media_type(content_type) == "text/csv":
         return _from_csv(body, schema, max_rows)
-    doc = load_json(body)
+    doc, finite = load_json(body)
     maybe_bool = b"true" in body or b"false" in body
-    return _from_document(doc, _Context(schema, max_rows, maybe_bool))
+    return _from_document(doc, _Context(schema, max_rows, maybe_bool, finite))
 
 
-def encode_predictions(pred: npt.NDArray[Any]) -> bytes:
+def encode_predictions(pred: npt.NDArray[Any] | list[float]) -> bytes:
     """``{"predictions": [...]}`` as MLflow's scoring server writes it (same numbers once parsed).
 
     Non-finite floats become ``null`` (MLflow would write the non-JSON ``NaN``/``Infinity``).
     ``tolist()`` beats ``OPT_SERIALIZE_NUMPY`` up to ~10 predictions (0.16 vs 0.20 us for one) and
     gives MLflow's exact numbers for float32 too (orjson would print the shorter float32 repr).
     """
-    return orjson.dumps({"predictions": pred.tolist()})
+    return orjson.dumps({"predictions": pred if isinstance(pred, list) else pred.tolist()})
 
 
 # --- schema and context ------------------------------------------------------------------------
@@ -140,6 +170,7 @@ class _Context(NamedTuple):
     schema: _Schema
     max_rows: int
     maybe_bool: bool  # the body may hold a JSON boolean: skip the fast path
+    finite: bool  # orjson read the body: every number is finite, and a small request may stay Python rows
 
 
 @lru_cache(maxsize=64)
@@ -173,13 +204,11 @@ def _media_type(content_type: str | None) -> str:
 # --- JSON ----------------------------------------------------------------------------------------
 
 
-def _from_document(doc: Any, ctx: _Context) -> Matrix:
+def _from_document(doc: Any, ctx: _Context) -> Matrix | Rows:
     """Dispatch on the top-level shape of the parsed JSON."""
     if not isinstance(doc, dict):
         _bad(f"the body must be a JSON object, got {_kind(doc)}. {_ACCEPTED}")
-    found = [key for key in _FORMAT_KEYS if key in doc]
-    if len(found) == 1 and len(doc) == 1:
-        key = found[0]
+    if len(doc) == 1 and (key := next(iter(doc))) in _FORMAT_KEY_SET:
         value = doc[key]
         if key == "dataframe_split":
             return _from_split(value, ctx, key)
@@ -188,6 +217,7 @@ def _from_document(doc: Any, ctx: _Context) -> Matrix:
                 _bad(f"dataframe_records must be a list of records (objects), got {_kind(value)}")
             return _from_records(value, ctx, key)
         return _from_tensor_input(value, ctx, key)
+    found = [key for key in _FORMAT_KEYS if key in doc]
     if not found and "data" in doc and "columns" in doc:
         return _from_split(doc, ctx, "the split object")
     if len(found) > 1:
@@ -198,12 +228,12 @@ def _from_document(doc: Any, ctx: _Context) -> Matrix:
     _bad(f"unknown request format (top-level keys: {_names(sorted(doc))}). {_ACCEPTED}")
 
 
-def _from_split(obj: Any, ctx: _Context, where: str) -> Matrix:
+def _from_split(obj: Any, ctx: _Context, where: str) -> Matrix | Rows:
     """``{"columns": [...], "data": [[...]], "index": [...]}``."""
     if not isinstance(obj, dict):
         _bad(f'{where} must be an object {{"columns": [...], "data": [[...]]}}, got {_kind(obj)}')
-    extra = sorted(k for k in obj if k not in _SPLIT_KEYS)
-    if extra:
+    if not _SPLIT_KEYS.issuperset(obj):
+        extra = sorted(k for k in obj if k not in _SPLIT_KEYS)
         _bad(f"{where} has unexpected keys {_names(extra)}; expected columns, data and optionally index")
     names, data = obj.get("columns"), obj.get("data")
     if not isinstance(names, list) or not isinstance(data, list):
@@ -213,7 +243,7 @@ def _from_split(obj: Any, ctx: _Context, where: str) -> Matrix:
     return _from_rows(data, names, perm, ctx, where)
 
 
-def _from_tensor_input(value: Any, ctx: _Context, where: str) -> Matrix:
+def _from_tensor_input(value: Any, ctx: _Context, where: str) -> Matrix | Rows:
     """``instances``/``inputs``: records, rows in model order, columns, or one row as an object."""
     if isinstance(value, dict):
         return _from_columns(value, ctx, where)
@@ -231,17 +261,22 @@ def _from_tensor_input(value: Any, ctx: _Context, where: str) -> Matrix:
 
 def _from_rows(
     rows: list[Any], names: list[str], perm: npt.NDArray[np.intp] | None, ctx: _Context, where: str
-) -> Matrix:
+) -> Matrix | Rows:
     """Rows of values in ``names`` order; ``perm`` reorders them to the model's order."""
     if not rows:
         _empty()
-    fast = None if ctx.maybe_bool else _numeric(rows, len(names))
+    if ctx.finite and not ctx.maybe_bool and len(rows) <= SMALL_ROWS and _small(rows, len(names)):
+        if perm is None:
+            return rows
+        order = perm.tolist()
+        return [[row[i] for i in order] for row in rows]
+    fast = None if ctx.maybe_bool else _numeric(rows, len(names), ctx.finite)
     if fast is None:
         fast = _diagnose_rows(rows, names, where)
     return fast if perm is None else fast.take(perm, axis=1)
 
 
-def _from_records(records: list[Any], ctx: _Context, where: str) -> Matrix:
+def _from_records(records: list[Any], ctx: _Context, where: str) -> Matrix | Rows:
     """A list of ``{"column": value}`` objects."""
     if not records:
         _empty()
@@ -254,13 +289,15 @@ def _from_records(records: list[Any], ctx: _Context, where: str) -> Matrix:
             rows = None
         # every record has every column; equal total length means no record has extra ones
         if rows is not None and sum(map(len, records)) == schema.n * len(records):
-            fast = _numeric(rows, schema.n)
+            if ctx.finite and len(rows) <= SMALL_ROWS and _small(rows, schema.n):
+                return rows
+            fast = _numeric(rows, schema.n, ctx.finite)
             if fast is not None:
                 return fast
     return _diagnose_records(records, schema, where)
 
 
-def _from_columns(obj: dict[str, Any], ctx: _Context, where: str) -> Matrix:
+def _from_columns(obj: dict[str, Any], ctx: _Context, where: str) -> Matrix | Rows:
     """``{"column": [values...]}`` (columnar) or ``{"column": value}`` (one row)."""
     schema = ctx.schema
     _permutation(schema, tuple(obj))  # validates the names (cached per distinct order)
@@ -281,11 +318,31 @@ def _from_columns(obj: dict[str, Any], ctx: _Context, where: str) -> Matrix:
 # --- the fast conversion -------------------------------------------------------------------------
 
 
-def _numeric(nested: list[Any], width: int) -> Matrix | None:
+def _small(rows: list[Any], width: int) -> bool:
+    """Whether ``rows`` (of a body orjson read, with no ``true`` or ``false`` in it: so every value is a
+    number, a string, null, a list or an object, and every float is finite) are lists or tuples of
+    ``width`` numbers each: the checks :func:`_numeric`'s dtype makes, in Python. Adding the values up is
+    the type check: anything but a number (or a bool, ruled out) makes ``sum`` raise TypeError, at a third
+    of the cost of looking at each value's type. Anything else (a string, null, a nested list, a short
+    row) goes the NumPy way, which names it."""
+    if not (_ROW_TYPES.issuperset(map(type, rows)) and all(len(row) == width for row in rows)):
+        return False
+    try:
+        sum(map(sum, rows))
+    except TypeError:
+        return False
+    return True
+
+
+_ROW_TYPES = frozenset({list, tuple})
+
+
+def _numeric(nested: list[Any], width: int, finite: bool = False) -> Matrix | None:
     """``nested`` as a finite float matrix ``width`` wide, or None when anything is off.
 
     The dtype is inferred (not forced to float64) so that strings, None and objects show up as a
-    non-numeric dtype instead of being converted or turned into NaN.
+    non-numeric dtype instead of being converted or turned into NaN. ``finite``: the parser vouches that
+    every float is finite (orjson), so they are not checked again.
     """
     try:
         arr = np.array(nested)
@@ -294,7 +351,7 @@ def _numeric(nested: list[Any], width: int) -> Matrix | None:
     if arr.dtype.kind not in "fiu" or arr.ndim != 2 or arr.shape[1] != width:
         return None
     out = arr.astype(np.float64, copy=False)
-    if arr.dtype.kind == "f" and not np.isfinite(out).all():
+    if arr.dtype.kind == "f" and not finite and not np.isfinite(out).all():
         return None
     return out
 

@@ -19,9 +19,11 @@ RECORD_KEYS = ("dataframe_records", "instances", "inputs")  # may hold a list of
 _FORMAT_KEYS, _RECORD_KEYS = FORMAT_KEYS, RECORD_KEYS
 
 
-def load_json(body: bytes) -> Any:
+def load_json(body: bytes) -> tuple[Any, bool]:
     """The body as a JSON document, refused with 400 ``duplicate_key`` when an object a format reads names
-    a key twice (orjson, like every JSON parser, would keep the last value silently).
+    a key twice (orjson, like every JSON parser, would keep the last value silently); and whether orjson
+    read it (then every number in it is finite: orjson refuses NaN, Infinity and 1e999, which only the
+    standard library's parser, the fallback, turns into non-finite floats).
 
     The check costs one byte count on the hot path: the number of ``:`` in the body is never lower than
     the number of keys written, so when it equals the keys orjson kept no key can repeat; otherwise the
@@ -30,16 +32,17 @@ def load_json(body: bytes) -> Any:
     Raises:
         PayloadError: 400 ``invalid_json`` or ``duplicate_key``.
     """
-    doc = _parse(body)
+    doc, by_orjson = _parse(body)
     if body.count(b":") != _keys(doc):
         _check_duplicates(body)
-    return doc
+    return doc, by_orjson
 
 
-def _parse(body: bytes) -> Any:
-    """orjson, then the standard library for what only it reads (NaN, Infinity, 1e999)."""
+def _parse(body: bytes) -> tuple[Any, bool]:
+    """orjson, then the standard library for what only it reads (NaN, Infinity, 1e999); and whether
+    orjson read it."""
     try:
-        return orjson.loads(body)
+        return orjson.loads(body), True
     except orjson.JSONDecodeError as exc:
         first = str(exc)
     try:
@@ -47,7 +50,7 @@ def _parse(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise PayloadError(400, "invalid_json", "the request body is not valid UTF-8") from None
     try:
-        return json.loads(text)
+        return json.loads(text), False
     except (ValueError, RecursionError):
         raise PayloadError(
             400, "invalid_json", f"the request body is not valid JSON: {_clip(first)}"

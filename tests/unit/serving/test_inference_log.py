@@ -226,3 +226,21 @@ def test_without_pyarrow_the_files_are_npz_and_read_like_parquet(
     assert numpy.frame.drop(columns="latency_ms").equals(parquet.frame.drop(columns="latency_ms"))
     assert numpy.models == parquet.models and numpy.estimated_rows == parquet.estimated_rows == 5
     assert read_window(tmp_path / "none", None).frame["model_version"].isna().all()
+
+
+def test_a_small_requests_python_rows_are_written_as_the_same_numbers(tmp_path: Path) -> None:
+    """parse_batch hands a small request's rows over as Python numbers (ints among them); offer turns a
+    sampled one into arrays, and the file holds what the NumPy rows of a larger request would."""
+    now = [1_800_000_000.0]
+    log = InferenceLog(_settings(tmp_path, rotate_rows=4), COLUMNS, clock=lambda: now[0])
+    model = _model()
+    log.offer(model, [[1.5, 2], [3, 4.25]], [17.0, 34.25], time.perf_counter())  # rows, predictions: lists
+    log.offer(model, np.array([[5.0, 6.0], [7.0, 8.0]]), np.array([56.0, 78.0]), time.perf_counter())
+    assert log.queued_rows == 4
+    log.drain()
+    [written] = _files(tmp_path)
+    table = pq.read_table(written)
+    assert table.column("a").to_pylist() == [1.5, 3.0, 5.0, 7.0]
+    assert table.column("b").to_pylist() == [2.0, 4.25, 6.0, 8.0]
+    assert table.column("prediction").to_pylist() == [17.0, 34.25, 56.0, 78.0]
+    assert table.schema.field("b").type == "double"
