@@ -88,7 +88,7 @@ class Table:
         if not isinstance(row, str):
             return row
         if name in self.extras:
-            sep = " " if self.key.startswith("-") else ": "
+            sep = " " if "--" in self.key else ": "  # "vintage score --engine local", "compute.engine: spark"
             require(self.extras[name], f"{self.key}{sep}{name}")
         module, _, attribute = row.partition(":")
         found = getattr(importlib.import_module(module), attribute)
@@ -155,7 +155,7 @@ SECRET_PROVIDERS = Table(
 
 SCORING_ENGINES = Table(
     "scoring engine",
-    "--engine",
+    "vintage score --engine",
     {
         "local": "vintage.scoring.local:score_file",
         "spark": "vintage.scoring.spark:score_file",
