@@ -95,7 +95,6 @@ class InferenceLogSettings:
 
 
 Entry = tuple[float, "LoadedModel", float, npt.NDArray[np.float64], npt.NDArray[Any]]
-"""(time, model, latency, the request's rows, its predictions)."""
 """(epoch time, model, latency in seconds, rows, predictions): what the hot path queues."""
 
 
@@ -296,7 +295,6 @@ class InferenceLog:
         """The columns as NumPy arrays (``.npz``): time in microseconds, model_version as float (NaN: none),
         the features as one matrix ``x`` with their names in ``columns``."""
         counts = np.fromiter((len(e[3]) for e in entries), dtype=np.int64, count=len(entries))
-        width = len(self.columns)
         times = np.repeat(np.fromiter((e[0] for e in entries), dtype=np.float64, count=len(entries)), counts)
         latency = np.repeat(
             np.fromiter((e[2] * 1000.0 for e in entries), dtype=np.float64, count=len(entries)), counts
@@ -312,7 +310,7 @@ class InferenceLog:
             "model_version": version_col,
             "latency_ms": latency,
             "prediction": np.concatenate([e[4] for e in entries]).astype(np.float64, copy=False).reshape(-1),
-            "x": np.concatenate([e[3] for e in entries]).reshape(-1, width).astype(np.float64),
+            "x": np.concatenate([e[3] for e in entries]).reshape(-1, len(self.columns)).astype(np.float64),
             "columns": np.array(self.columns, dtype=str),
         }
 

@@ -54,12 +54,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, Final, NamedTuple, NoReturn
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
+from vintage.model.load import SMALL_BATCH_ROWS
 from vintage.serving.payload_errors import (
     PayloadError,
 )
@@ -88,9 +89,10 @@ Rows = list[Sequence[float]]
 """A small JSON request's rows as the parser got them (Python floats and ints, every one finite), in the
 model's column order: what :func:`parse_batch` gives instead of a :data:`Matrix` for at most
 :data:`SMALL_ROWS` rows."""
-SMALL_ROWS = 12
+SMALL_ROWS: Final = SMALL_BATCH_ROWS
 """Up to this many rows a JSON request's numbers stay Python numbers: turning them into a NumPy matrix and
-back costs more than the checks and the sum (a NumPy call is ~1 us of overhead; BENCHMARKS.md)."""
+back costs more than the checks and the sum (a NumPy call is ~1 us of overhead; BENCHMARKS.md). The cut-off
+of the linear model's Python sum (:data:`vintage.model.load.SMALL_BATCH_ROWS`), so both agree."""
 
 
 _SPLIT_KEYS = frozenset({"columns", "data", "index"})
